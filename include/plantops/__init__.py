@@ -1,0 +1,1 @@
+"""plantops: the logic behind the plant MLOps DAGs, importable and testable without a scheduler."""

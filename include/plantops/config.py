@@ -1,0 +1,196 @@
+"""Use-case configuration: one YAML file per use case, parsed into frozen, typed objects.
+
+A wrong file raises :class:`ConfigError` naming the file, the field and what was expected. The
+DAG factory catches it per file, so one broken use case never hides the others.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+IDENTIFIER = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
+_DURATION = re.compile(r"^(\d+)\s*(s|min|h|d)$")
+_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """A use-case file that does not match the schema: file, field and expectation in the text."""
+
+
+def parse_duration(text: str) -> timedelta:
+    """'3min' -> 3 minutes. Units: s, min, h, d."""
+    match = _DURATION.match(str(text).strip())
+    if not match:
+        raise ValueError(f"expected a duration such as '3min', '1h' or '1d', got {text!r}")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Tag(_Frozen):
+    name: str = Field(pattern=IDENTIFIER)
+    description: str
+    unit: str = ""
+    min: float
+    max: float
+    source: Literal["historian", "landing"] = "historian"
+
+    @model_validator(mode="after")
+    def _range(self) -> Tag:
+        if self.min >= self.max:
+            raise ValueError(f"tag {self.name}: min ({self.min}) must be below max ({self.max})")
+        return self
+
+
+class Approver(_Frozen):
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+
+
+class Schedules(_Frozen):
+    ingest: str = "@daily"
+    train: str = "0 2 * * *"
+
+
+class HistorianSource(_Frozen):
+    conn_id: str = "plantops_historian"
+    asset: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+class LandingSource(_Frozen):
+    folder: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    pattern: str = "*.parquet"
+    bad_rows: Literal["drop", "quarantine"] = "drop"
+
+
+class Features(_Frozen):
+    bucket: str = "3min"
+    rolling_buckets: int = Field(default=10, ge=2, le=1000)
+    lookback_days: int = Field(default=1, ge=0, le=30)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def bucket_seconds(self) -> int:
+        return int(parse_duration(self.bucket).total_seconds())
+
+
+class Model(_Frozen):
+    kind: Literal["mspm_pca"] = "mspm_pca"
+    explained_variance: float = Field(default=0.9, gt=0, lt=1)
+    false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
+    train_days: int = Field(default=14, ge=1, le=3650)
+    min_train_rows: int = Field(default=200, ge=10)
+
+
+class Drift(_Frozen):
+    method: str = "wasserstein"
+    column_threshold: float = Field(default=0.1, gt=0)
+    share_threshold: float = Field(default=0.3, gt=0, le=1)
+
+
+class Monitoring(_Frozen):
+    drift: Drift = Drift()
+    window: str = "1d"
+    plant_event_lookback: str = "1d"
+    approval_timeout: str = "1d"
+
+    @field_validator("window", "plant_event_lookback", "approval_timeout")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class UseCase(_Frozen):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    plant: str
+    description: str = ""
+    owner: str = "plantops"
+    schedules: Schedules = Schedules()
+    historian: HistorianSource
+    landing: LandingSource | None = None
+    tags: tuple[Tag, ...] = Field(min_length=1)
+    features: Features = Features()
+    model: Model = Model()
+    monitoring: Monitoring = Monitoring()
+    approvers: tuple[Approver, ...] = Field(min_length=1)
+    execution: Literal["local", "kubernetes"] = "local"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> UseCase:
+        names = [t.name for t in self.tags]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate tag names: {dupes}")
+        if self.landing is None and any(t.source == "landing" for t in self.tags):
+            raise ValueError("tags with source 'landing' need a 'landing' section")
+        return self
+
+    @property
+    def tag_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tags)
+
+    def tags_from(self, source: str) -> tuple[Tag, ...]:
+        return tuple(t for t in self.tags if t.source == source)
+
+    def dag_id(self, stage: str) -> str:
+        return f"{self.id}__{stage}"
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for err in error.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(file)"
+        got = err.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        parts.append(f"{field}: {err['msg']}{got_text}")
+    return "; ".join(parts)
+
+
+def load_use_case(path: Path | str) -> UseCase:
+    """Parse one YAML file. Raises ConfigError('<file>: <field>: <expected>')."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: (file): expected a mapping of use-case fields, got {type(raw).__name__}")
+    try:
+        use_case = UseCase.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    if use_case.id != path.stem:
+        raise ConfigError(f"{path}: id: expected the file name {path.stem!r}, got {use_case.id!r}")
+    return use_case
+
+
+def discover(directory: Path | str) -> tuple[dict[str, UseCase], dict[str, ConfigError]]:
+    """All use cases in a folder: the valid ones by id, and the broken ones by file stem."""
+    good: dict[str, UseCase] = {}
+    bad: dict[str, ConfigError] = {}
+    for path in sorted(Path(directory).glob("*.yaml")):
+        try:
+            good[path.stem] = load_use_case(path)
+        except ConfigError as exc:
+            bad[path.stem] = exc
+    return good, bad
+
+
+def get_use_case(use_case_id: str) -> UseCase:
+    from plantops.settings import get_settings
+
+    return load_use_case(get_settings().use_cases_dir / f"{use_case_id}.yaml")

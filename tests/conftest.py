@@ -1,0 +1,38 @@
+"""Shared fixtures: one PLANTOPS_HOME and one local Spark session per test run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """A local[1] Spark session shared by the whole run (JVM start costs ~15 s)."""
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[1]")
+        .appName("plantops-tests")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def plantops_home(tmp_path, monkeypatch) -> Path:
+    """A private PLANTOPS_HOME (historian, state DB, MLflow, lake) for one test."""
+    home = tmp_path / "plantops"
+    home.mkdir()
+    monkeypatch.setenv("PLANTOPS_HOME", str(home))
+    for var in ("PLANTOPS_HISTORIAN_URL", "PLANTOPS_STATE_URL", "MLFLOW_TRACKING_URI", "PLANTOPS_MLFLOW_ARTIFACTS"):
+        monkeypatch.delenv(var, raising=False)
+    return home
