@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Airflow reads its configuration when first imported: point it at one throw-away home for the
+# whole run (one metadata DB per run) before any test module imports it.
+SESSION_HOME = Path(tempfile.mkdtemp(prefix="plantops-tests-"))
+os.environ["PLANTOPS_HOME"] = str(SESSION_HOME)
+os.environ.setdefault("PLANTOPS_API_PORT", "28181")
+from plantops import localenv  # noqa: E402
+
+localenv.apply(SESSION_HOME)
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Migrate the run's metadata DB once (SQLite, ~15 s)."""
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    return SESSION_HOME
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,40 @@
+# plantops: `make demo` runs the whole loop on embedded defaults; `make test` runs the test suite.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-nodeps.txt | cksum | cut -d' ' -f1)
+export PLANTOPS_HOME ?= $(CURDIR)/data
+export GX_ANALYTICS_ENABLED := false
+export MLFLOW_ENABLE_TELEMETRY := false
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)
+
+.PHONY: install demo test up bench lint clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-nodeps.txt
+	$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet uv==0.13.8
+	[ -x $(BIN)/python ] || $(PY) -m uv venv --quiet --python $(PY) $(VENV)
+	$(PY) -m uv pip install --quiet --python $(BIN)/python -r requirements.txt
+	$(PY) -m uv pip install --quiet --python $(BIN)/python --no-deps -r requirements-nodeps.txt
+	echo "$(CURDIR)/include" > "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/plantops.pth"
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: install
+	$(BIN)/python -m plantops.demo
+
+test: install
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+
+up: install
+	$(BIN)/python -m plantops.up
+
+bench: install
+	$(BIN)/python -m bench.run
+
+lint: install
+	$(BIN)/python -m ruff check . 2>/dev/null || echo "ruff not installed"
+
+clean:
+	rm -rf data .pytest_cache spark-warehouse

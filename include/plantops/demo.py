@@ -1,0 +1,213 @@
+"""`make demo`: the whole loop on the Tennessee Eastman data, embedded tier, from an empty state.
+
+1. history: 21 labelled fault days and 3 normal days go to the historian and the landing zone;
+   ingest, features, train (first champion), score and monitor the last normal day -> no action;
+2. a fault run starts on 2026-03-25 -> drift -> the monitor triggers a retrain;
+3. another fault run on 2026-03-26 while an operator's setpoint change is recorded -> the monitor asks
+   the process engineers; the demo answers as the assigned engineer `eng1` through Airflow's REST API
+   (a real `airflow api-server` on the same metadata DB) with "Retrain from a new reference window".
+
+DAG runs execute in this process with ``dag.test()`` (no scheduler): a run the monitor triggers is
+queued by the TriggerDagRunOperator and then executed here with the conf it was queued with.
+The last stdout line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from plantops.settings import get_settings
+
+log = logging.getLogger("plantops.demo")
+USE_CASE = "tep_reactor"
+
+
+class Demo:
+    def __init__(self, home: Path, log_file: Path) -> None:
+        self.home = home
+        self.log_file = log_file
+        self.dags: dict[str, Any] = {}
+        self.branches: list[str] = []
+        self.steps: list[str] = []
+        self.api_proc: subprocess.Popen | None = None
+
+    # -- services ------------------------------------------------------------------------------
+    def start(self) -> None:
+        from plantops import localenv
+
+        localenv.apply(self.home)
+        with self.log_file.open("a") as out:
+            subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=out, stderr=out)
+        self.api_proc = subprocess.Popen(
+            [sys.executable, "-m", "airflow", "api-server", "--port", os.environ["AIRFLOW__API__PORT"]],
+            stdout=self.log_file.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        from plantops.dagfactory import build_all
+
+        self.dags = build_all()
+
+    def stop(self) -> None:
+        if self.api_proc and self.api_proc.poll() is None:
+            os.killpg(self.api_proc.pid, 15)
+            self.api_proc.wait(timeout=30)
+
+    def api(self, user: str):
+        from plantops.approval import AirflowApi
+
+        passwords = json.loads(Path(os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
+        return AirflowApi(os.environ["AIRFLOW__API__BASE_URL"], user, passwords[user])
+
+    # -- runs ----------------------------------------------------------------------------------
+    def run(self, stage: str, conf: dict | None = None, logical_date: datetime | None = None) -> dict[str, str]:
+        dag = self.dags[f"{USE_CASE}__{stage}"]
+        started = time.monotonic()
+        with self.log_file.open("a") as out, contextlib.redirect_stdout(out):
+            dr = dag.test(run_conf=conf or {}, logical_date=logical_date or datetime.now(timezone.utc))
+        states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+        self.steps.append(f"{dag.dag_id}: {dr.state} in {time.monotonic() - started:.0f}s")
+        print(f"  {dag.dag_id:<24} {dr.state:<8} {time.monotonic() - started:5.0f}s  {conf or ''}", flush=True)
+        if str(dr.state) != "success":
+            raise RuntimeError(f"{dag.dag_id} ended {dr.state}: {states} (details in {self.log_file})")
+        return states
+
+    def monitor(self, day: str) -> str:
+        states = self.run("monitor", {"day": day})
+        branch = next(b for b in ("no_action", "trigger_retrain", "request_approval") if states.get(b) == "success")
+        self.branches.append(branch)
+        print(f"  -> monitor branch for {day}: {branch}", flush=True)
+        return branch
+
+    def run_triggered(self) -> list[dict]:
+        """Execute the train runs that the monitor queued (no scheduler in the embedded demo)."""
+        from airflow.models.dagrun import DagRun
+        from airflow.utils.session import create_session
+        from sqlalchemy import select
+
+        with create_session() as session:
+            queued = [(r.run_id, r.logical_date, dict(r.conf or {})) for r in session.scalars(
+                select(DagRun).where(DagRun.dag_id == f"{USE_CASE}__train", DagRun.state == "queued"))]
+        for run_id, logical_date, conf in queued:
+            print(f"  executing queued run {run_id} with conf {conf}", flush=True)
+            self.run("train", conf, logical_date=logical_date)
+        return [{"run_id": r, "conf": c} for r, _, c in queued]
+
+    def pipeline(self, start: str, end: str, day: str) -> None:
+        self.run("ingest", {"start": start, "end": end})
+        self.run("features", {"start": start[:10], "end": end[:10]})
+        self.run("score", {"day": day})
+
+
+def answer_when_waiting(demo: Demo, option: str, params: dict, result: dict) -> threading.Thread:
+    """Answer the approval as the assigned engineer once it is waiting; an unassigned user is refused first."""
+    from plantops.approval import ApprovalError, wait_for_pending
+
+    def worker() -> None:
+        try:
+            engineer = demo.api("eng1")
+            engineer.wait_healthy()
+            detail = wait_for_pending(engineer, f"{USE_CASE}__monitor")
+            ti = detail["task_instance"]
+            try:
+                demo.api("ops1").answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], option, params)
+                result["unassigned"] = "accepted (unexpected)"
+            except ApprovalError as exc:
+                result["unassigned"] = str(exc)[:120]
+            result["answer"] = engineer.answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], option, params)
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+            result["error"] = repr(exc)
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    return thread
+
+
+def main() -> int:
+    started = time.monotonic()
+    settings = get_settings()
+    home = settings.home
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    log_file = home / "demo.log"
+    logging.basicConfig(filename=log_file, level=logging.INFO)
+    demo = Demo(home, log_file)
+    print(f"plantops demo: state in {home}, logs in {log_file}", flush=True)
+    try:
+        demo.start()
+        from plantops import decisions, registry, replay
+        from plantops.config import get_use_case
+
+        use_case = get_use_case(USE_CASE)
+        print("1. history: 21 labelled fault days + 3 normal days", flush=True)
+        replay.replay_history(use_case)
+        demo.pipeline("2026-03-01T00:00:00+00:00", "2026-03-25T00:00:00+00:00", "2026-03-24")
+        demo.run("train", {"reason": "first model"})
+        demo.run("score", {"day": "2026-03-24"})
+        demo.monitor("2026-03-24")
+
+        print("2. live: TEP fault 1 starts 2026-03-25 08:00", flush=True)
+        replay.replay_episode(use_case, replay.LIVE["drift"])
+        demo.pipeline("2026-03-25T00:00:00+00:00", "2026-03-26T00:00:00+00:00", "2026-03-25")
+        demo.monitor("2026-03-25")
+        triggered = demo.run_triggered()
+
+        print("3. live: TEP fault 7 on 2026-03-26 with an operator's setpoint change at 07:30", flush=True)
+        replay.replay_episode(use_case, replay.LIVE["plant_change"])
+        demo.pipeline("2026-03-26T00:00:00+00:00", "2026-03-27T00:00:00+00:00", "2026-03-26")
+        answer: dict = {}
+        thread = answer_when_waiting(demo, "Retrain from a new reference window",
+                                     {"reason": "setpoint change is permanent", "reference_start": "2026-03-26T07:30:00+00:00"},
+                                     answer)
+        print("  waiting for the approval; answering through the REST API as eng1 (assigned engineer)", flush=True)
+        demo.monitor("2026-03-26")
+        thread.join(timeout=60)
+        if "error" in answer:
+            raise RuntimeError(f"answering the approval failed: {answer['error']}")
+        print(f"  unassigned user ops1 was refused: {answer.get('unassigned')}", flush=True)
+        triggered += demo.run_triggered()
+
+        registry.configure()
+        champion = registry.champion(USE_CASE)
+        monitor_records = decisions.latest(USE_CASE, kind="monitor", limit=10)
+        last_drift = next((r for r in monitor_records if r["branch"] != "ok"), monitor_records[0])
+        payload = json.loads(last_drift["payload"]) if isinstance(last_drift["payload"], str) else last_drift["payload"]
+        train_records = decisions.latest(USE_CASE, kind="train", limit=10)
+        summary = {
+            "use_case": USE_CASE,
+            "champion_version": champion[0] if champion else None,
+            "drift_share": payload["drift_share"],
+            "branches_taken": demo.branches,
+            "report_path": payload["report_path"],
+            "mlflow_uri": settings.mlflow_tracking_uri,
+            "train_decisions": [r["branch"] for r in reversed(train_records)],
+            "triggered_runs": [t["run_id"] for t in triggered],
+            "approval": {"chosen": answer["answer"].get("chosen_options"),
+                         "by": (answer["answer"].get("responded_by") or {}).get("name")},
+            "decision_store": settings.state_url,
+            "seconds": round(time.monotonic() - started),
+        }
+    finally:
+        demo.stop()
+    print("\nSummary")
+    for step in demo.steps:
+        print(f"  {step}")
+    print(f"  champion: {summary['champion_version']}; monitor branches: {', '.join(summary['branches_taken'])}")
+    print(f"  drift report: {summary['report_path']}")
+    print(f"  MLflow: {summary['mlflow_uri']}  (mlflow ui --backend-store-uri {summary['mlflow_uri']})")
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The plant historian side, reached through SQLAlchemy: tag values, predictions, plant events, labels.
+
+The embedded tier uses SQLite; the stack tier points the same code at PostgreSQL or at Trino
+(``PLANTOPS_HISTORIAN_URL``). Every query uses bound parameters; timestamps are stored as naive
+UTC. Writes replace a window (delete, then insert, in one transaction), so reruns are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    insert,
+    select,
+)
+from sqlalchemy.engine import Engine
+
+from plantops.settings import get_settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+tag_values = Table(
+    "historian",
+    metadata,
+    Column("asset", String(64), primary_key=True),
+    Column("tag", String(64), primary_key=True),
+    Column("ts", DateTime, primary_key=True),
+    Column("value", Float),
+    Column("quality", String(32), nullable=False, default="good"),
+)
+
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("asset", String(64), primary_key=True),
+    Column("ts", DateTime, primary_key=True),
+    Column("model_version", String(32), nullable=False),
+    Column("score", Float, nullable=False),
+    Column("threshold", Float, nullable=False),
+    Column("alarm", Integer, nullable=False),
+    Column("top_tags", Text),
+    Column("scored_at", DateTime, nullable=False),
+)
+
+plant_events = Table(
+    "plant_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("asset", String(64), nullable=False),
+    Column("ts", DateTime, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("author", String(64), nullable=False),
+)
+
+labels = Table(
+    "labels",
+    metadata,
+    Column("asset", String(64), primary_key=True),
+    Column("start_ts", DateTime, primary_key=True),
+    Column("end_ts", DateTime, nullable=False),
+    Column("label", String(64), nullable=False),
+    Column("source", String(64), nullable=False, default="lab"),
+)
+
+EVENT_KINDS = ("setpoint_change", "maintenance", "part_swap", "recipe_change")
+
+
+def naive_utc(value: datetime | Any) -> datetime:
+    """Timestamps go to the database as naive UTC."""
+    if hasattr(value, "to_pydatetime"):
+        value = value.to_pydatetime()
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name in ("sqlite", "postgresql"):
+        metadata.create_all(engine)
+    return engine
+
+
+def engine(url: str | None = None) -> Engine:
+    return _engine(url or get_settings().historian_url)
+
+
+def write_tag_values(frame: pd.DataFrame, url: str | None = None) -> int:
+    """Upsert long rows (asset, tag, ts, value, quality): the covered window per asset is replaced."""
+    if frame.empty:
+        return 0
+    eng = engine(url)
+    rows = [
+        {"asset": a, "tag": t, "ts": naive_utc(ts), "value": None if v != v else float(v), "quality": q}
+        for a, t, ts, v, q in frame[["asset", "tag", "ts", "value", "quality"]].itertuples(index=False)
+    ]
+    with eng.begin() as conn:
+        for asset, group in frame.groupby("asset"):
+            tags = sorted(group["tag"].unique())
+            conn.execute(
+                delete(tag_values).where(
+                    and_(
+                        tag_values.c.asset == asset,
+                        tag_values.c.tag.in_(tags),
+                        tag_values.c.ts >= naive_utc(group["ts"].min()),
+                        tag_values.c.ts <= naive_utc(group["ts"].max()),
+                    )
+                )
+            )
+        conn.execute(insert(tag_values), rows)
+    return len(rows)
+
+
+def read_window(asset: str, tags: tuple[str, ...] | list[str], start: datetime, end: datetime,
+                url: str | None = None) -> pd.DataFrame:
+    """Rows of the asset's tags with start <= ts < end, ordered by tag and time."""
+    import pandas as pd
+
+    query = (
+        select(tag_values.c.asset, tag_values.c.tag, tag_values.c.ts, tag_values.c.value, tag_values.c.quality)
+        .where(
+            tag_values.c.asset == asset,
+            tag_values.c.tag.in_(list(tags)),
+            tag_values.c.ts >= naive_utc(start),
+            tag_values.c.ts < naive_utc(end),
+        )
+        .order_by(tag_values.c.tag, tag_values.c.ts)
+    )
+    with engine(url).connect() as conn:
+        frame = pd.DataFrame(conn.execute(query).fetchall(), columns=["asset", "tag", "ts", "value", "quality"])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
+    return frame
+
+
+def write_predictions(frame: pd.DataFrame, url: str | None = None) -> int:
+    """Replace the predictions of the covered window (rerun-safe)."""
+    if frame.empty:
+        return 0
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    rows = [
+        {
+            "asset": r.asset, "ts": naive_utc(r.ts), "model_version": str(r.model_version),
+            "score": float(r.score), "threshold": float(r.threshold), "alarm": int(r.alarm),
+            "top_tags": r.top_tags, "scored_at": now,
+        }
+        for r in frame.itertuples(index=False)
+    ]
+    with engine(url).begin() as conn:
+        for asset, group in frame.groupby("asset"):
+            conn.execute(
+                delete(predictions).where(
+                    predictions.c.asset == asset,
+                    predictions.c.ts >= naive_utc(group["ts"].min()),
+                    predictions.c.ts <= naive_utc(group["ts"].max()),
+                )
+            )
+        conn.execute(insert(predictions), rows)
+    return len(rows)
+
+
+def read_predictions(asset: str, start: datetime, end: datetime, url: str | None = None) -> pd.DataFrame:
+    import pandas as pd
+
+    query = (
+        select(predictions)
+        .where(predictions.c.asset == asset, predictions.c.ts >= naive_utc(start), predictions.c.ts < naive_utc(end))
+        .order_by(predictions.c.ts)
+    )
+    with engine(url).connect() as conn:
+        result = conn.execute(query)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return frame
+
+
+def record_plant_event(asset: str, ts: datetime, kind: str, description: str, author: str,
+                       url: str | None = None) -> None:
+    """Log an operator intervention; recording the same event twice is a no-op."""
+    if kind not in EVENT_KINDS:
+        raise ValueError(f"plant event kind must be one of {EVENT_KINDS}, got {kind!r}")
+    row = {"asset": asset, "ts": naive_utc(ts), "kind": kind, "description": description, "author": author}
+    with engine(url).begin() as conn:
+        exists = conn.execute(
+            select(plant_events.c.id).where(*(plant_events.c[k] == v for k, v in row.items()))
+        ).first()
+        if not exists:
+            conn.execute(insert(plant_events), [row])
+
+
+def read_plant_events(asset: str, start: datetime, end: datetime, url: str | None = None) -> list[dict]:
+    query = (
+        select(plant_events)
+        .where(plant_events.c.asset == asset, plant_events.c.ts >= naive_utc(start), plant_events.c.ts < naive_utc(end))
+        .order_by(plant_events.c.ts)
+    )
+    with engine(url).connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(query)]
+
+
+def write_labels(rows: list[dict], url: str | None = None) -> None:
+    """Upsert label periods (asset, start_ts, end_ts, label, source) keyed by asset and start."""
+    with engine(url).begin() as conn:
+        for row in rows:
+            row = {**row, "start_ts": naive_utc(row["start_ts"]), "end_ts": naive_utc(row["end_ts"])}
+            conn.execute(delete(labels).where(labels.c.asset == row["asset"], labels.c.start_ts == row["start_ts"]))
+            conn.execute(insert(labels), [row])
+
+
+def read_labels(asset: str, url: str | None = None) -> pd.DataFrame:
+    import pandas as pd
+
+    query = select(labels).where(labels.c.asset == asset).order_by(labels.c.start_ts)
+    with engine(url).connect() as conn:
+        result = conn.execute(query)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    for col in ("start_ts", "end_ts"):
+        frame[col] = pd.to_datetime(frame[col], utc=True)
+    return frame

@@ -1,0 +1,85 @@
+"""The embedded tier's Airflow settings, in one place for `make demo`, `make up` and the tests.
+
+Airflow keeps its metadata DB (SQLite) under ``$PLANTOPS_HOME/airflow``. Demo users come from
+SimpleAuthManager: ``ops1`` (an operator: views and triggers) and ``eng1`` (the process engineer
+assigned to approvals). Their passwords are generated once per home, never committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import sys
+from pathlib import Path
+
+from plantops.settings import REPO_ROOT, get_settings
+
+USERS = {"ops1": "op", "eng1": "admin"}
+API_PORT = int(os.environ.get("PLANTOPS_API_PORT", "28080"))
+
+
+def passwords_file(home: Path) -> Path:
+    path = home / "airflow" / "passwords.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({user: secrets.token_urlsafe(12) for user in USERS}))
+        path.chmod(0o600)
+    return path
+
+
+def airflow_env(home: Path | None = None, api_port: int = API_PORT) -> dict[str, str]:
+    home = Path(home or get_settings().home)
+    airflow_home = home / "airflow"
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    venv_bin = str(Path(sys.executable).parent)
+    return {
+        "PLANTOPS_HOME": str(home),
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(home)),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
+        "AIRFLOW__API__PORT": str(api_port),
+        "AIRFLOW__API_AUTH__JWT_SECRET": _stable_secret(airflow_home, "jwt_secret"),
+        "AIRFLOW__CORE__FERNET_KEY": "",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW_CONN_PLANTOPS_SPARK": json.dumps({"conn_type": "spark", "host": "local[*]"}),
+        "PYSPARK_PYTHON": sys.executable,
+        "PYSPARK_DRIVER_PYTHON": sys.executable,
+        "GX_ANALYTICS_ENABLED": "false",
+        "MLFLOW_ENABLE_TELEMETRY": "false",
+        "DO_NOT_TRACK": "true",
+        "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "include"), str(REPO_ROOT),
+                                                    os.environ.get("PYTHONPATH", "")])),
+    }
+
+
+def _stable_secret(folder: Path, name: str) -> str:
+    path = folder / name
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def apply(home: Path | None = None) -> dict[str, str]:
+    env = airflow_env(home)
+    os.environ.update(env)
+    return env
+
+
+if __name__ == "__main__":
+    # `eval "$(python -m plantops.localenv)"` exports the embedded tier's settings into a shell.
+    for key, value in airflow_env().items():
+        print(f"export {key}={shlex.quote(value)}")

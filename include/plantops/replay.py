@@ -1,0 +1,128 @@
+"""Replay the Tennessee Eastman runs as plant data with timestamps.
+
+DCS tags (XMEAS_1..22, XMV_1..11) go to the historian; analyzer results (XMEAS_23..41) are landed
+as NiFi would land a LIMS export: one parquet file per day, written under a dot-prefixed name and
+renamed when complete, with NiFi's provenance attributes in the file's key-value metadata.
+
+The calendar (one TEP run segment per plant day, 480 samples of 3 minutes):
+
+- 2026-03-01 .. 2026-03-21  historical incidents: training fault runs 1..21, labelled by the lab
+- 2026-03-22 .. 2026-03-24  normal operation (d00, d00_te), labelled normal
+- 2026-03-25                live: a fault run starts at 08:00 (drift -> automatic retrain)
+- 2026-03-26                live: another fault run, and an operator's recorded setpoint change
+                            at 07:30 (drift during a plant change -> process-engineer approval)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+
+from plantops import tep
+from plantops.config import UseCase
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_DAY = 480
+
+
+@dataclass(frozen=True)
+class Episode:
+    day: date
+    fault: int
+    test: bool
+    offset: int = 0  # first sample of the run used for this day
+    label: str | None = None  # what the lab later confirmed; None = not (yet) labelled
+    event: tuple[str, str, str] | None = None  # (HH:MM, kind, description) of an operator intervention
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.day, time(0), tzinfo=timezone.utc)
+
+
+HISTORY: tuple[Episode, ...] = tuple(
+    Episode(date(2026, 3, 1) + timedelta(days=k - 1), k, False, label=f"fault_{k:02d}") for k in tep.FAULTS
+) + (
+    Episode(date(2026, 3, 22), 0, False, 0, label="normal"),
+    Episode(date(2026, 3, 23), 0, True, 0, label="normal"),
+    Episode(date(2026, 3, 24), 0, True, 480, label="normal"),
+)
+
+LIVE: dict[str, Episode] = {
+    "drift": Episode(date(2026, 3, 25), 1, True, 0),
+    "plant_change": Episode(
+        date(2026, 3, 26), 7, True, 0,
+        event=("07:30", "setpoint_change", "Operator raised the C header pressure setpoint after a supplier change"),
+    ),
+}
+
+
+def episode_frame(episode: Episode):
+    """The episode's 480 samples as a wide frame: ts plus the 52 TEP tags."""
+    import pandas as pd
+
+    data = tep.load_run(episode.fault, episode.test)[episode.offset: episode.offset + SAMPLES_PER_DAY]
+    frame = pd.DataFrame(data, columns=list(tep.TAGS))
+    frame.insert(0, "ts", pd.date_range(episode.start, periods=len(frame), freq=f"{tep.SAMPLE_SECONDS}s"))
+    return frame
+
+
+def land_file(use_case: UseCase, frame, name: str, source: str = "LIMS") -> str:
+    """Write a file into the landing folder the way NiFi's PutFile does: dot-name, then rename."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from plantops.landing import landing_dir
+
+    folder = landing_dir(use_case.landing.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({
+        **(table.schema.metadata or {}),
+        b"nifi.uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{use_case.id}/{name}")).encode(),
+        b"nifi.filename": name.encode(),
+        b"nifi.source.system": source.encode(),
+        b"nifi.flow": b"plant-lims-to-landing",
+    })
+    tmp = folder / f".{name}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, folder / name)
+    return str(folder / name)
+
+
+def replay_episode(use_case: UseCase, episode: Episode) -> dict:
+    """Write one plant day: historian rows, a landed analyzer file, its label and plant event."""
+    from plantops import historian
+
+    frame = episode_frame(episode)
+    asset = use_case.historian.asset
+    dcs = [t.name for t in use_case.tags_from("historian")]
+    long = frame[["ts", *dcs]].melt(id_vars="ts", var_name="tag", value_name="value")
+    long = long.assign(asset=asset, quality="good")
+    historian.write_tag_values(long)
+    landed = None
+    if use_case.landing:
+        analyzers = [t.name for t in use_case.tags_from("landing")]
+        landed = land_file(use_case, frame[["ts", *analyzers]], f"{use_case.id}_analyzers_{episode.day:%Y%m%d}.parquet")
+    if episode.label:
+        historian.write_labels([{
+            "asset": asset, "start_ts": episode.start, "end_ts": episode.start + timedelta(days=1),
+            "label": episode.label, "source": "lab",
+        }])
+    if episode.event:
+        hh, mm = (int(x) for x in episode.event[0].split(":"))
+        historian.record_plant_event(asset, episode.start + timedelta(hours=hh, minutes=mm), episode.event[1],
+                                     episode.event[2], author="operator")
+    log.info("replayed %s (TEP run %02d%s) into %s", episode.day, episode.fault, "_te" if episode.test else "", asset)
+    return {"day": str(episode.day), "fault": episode.fault, "rows": len(long), "landed": landed}
+
+
+def replay_history(use_case: UseCase) -> list[dict]:
+    return [replay_episode(use_case, ep) for ep in HISTORY]
+
+
+def history_range() -> tuple[datetime, datetime]:
+    return HISTORY[0].start, HISTORY[-1].start + timedelta(days=1)

@@ -1,0 +1,81 @@
+"""The use-case schema: the shipped YAML loads, a wrong file says file, field and expectation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plantops.config import ConfigError, discover, load_use_case, parse_duration
+
+USE_CASES = Path(__file__).resolve().parents[1] / "include" / "use_cases"
+
+
+def shipped() -> dict:
+    return yaml.safe_load((USE_CASES / "tep_reactor.yaml").read_text())
+
+
+def write(tmp_path: Path, name: str, data) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return path
+
+
+def test_shipped_use_case_is_valid_and_frozen():
+    uc = load_use_case(USE_CASES / "tep_reactor.yaml")
+    assert uc.id == "tep_reactor" and len(uc.tags) == 52
+    assert len(uc.tags_from("landing")) == 19 and len(uc.tags_from("historian")) == 33
+    assert uc.features.bucket_seconds == 180
+    with pytest.raises(Exception):
+        uc.id = "other"  # frozen
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "expected"),
+    [
+        (lambda d: d.pop("approvers"), "approvers", "Field required"),
+        (lambda d: d["tags"][0].update(min="low"), "tags.0.min", "valid number"),
+        (lambda d: d["tags"][1].update(min=10, max=1), "tags.1", "must be below max"),
+        (lambda d: d["features"].update(bucket="3 fortnights"), "features.bucket", "duration"),
+        (lambda d: d["tags"][2].update(name="XMEAS 3; DROP TABLE"), "tags.2.name", "pattern"),
+        (lambda d: d.update(execution="mainframe"), "execution", "'local' or 'kubernetes'"),
+        (lambda d: d.update(surprise=1), "surprise", "Extra inputs"),
+    ],
+)
+def test_wrong_field_names_file_field_and_expectation(tmp_path, mutate, field, expected):
+    data = shipped()
+    mutate(data)
+    path = write(tmp_path, "tep_reactor", data)
+    with pytest.raises(ConfigError) as err:
+        load_use_case(path)
+    text = str(err.value)
+    assert str(path) in text and field in text and expected in text
+
+
+def test_id_must_match_file_name(tmp_path):
+    path = write(tmp_path, "other_unit", shipped())
+    with pytest.raises(ConfigError, match="id: expected the file name 'other_unit'"):
+        load_use_case(path)
+
+
+def test_not_a_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_use_case(write(tmp_path, "x", "- just\n- a list\n"))
+
+
+def test_discover_isolates_broken_files(tmp_path):
+    write(tmp_path, "tep_reactor", shipped())
+    broken = shipped() | {"id": "broken_unit"}
+    broken["tags"][0]["max"] = "high"
+    write(tmp_path, "broken_unit", broken)
+    good, bad = discover(tmp_path)
+    assert list(good) == ["tep_reactor"]
+    assert list(bad) == ["broken_unit"] and "tags.0.max" in str(bad["broken_unit"])
+
+
+def test_durations():
+    assert parse_duration("3min").total_seconds() == 180
+    assert parse_duration("1d").total_seconds() == 86400
+    with pytest.raises(ValueError):
+        parse_duration("soon")

@@ -1,0 +1,117 @@
+"""Every DAG the factory can make: imports cleanly, follows the house rules, parses light."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("pandas", "pyspark", "mlflow", "great_expectations", "evidently", "sklearn", "shap")
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from unittest import mock
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError(f"connection or Variable lookup while parsing: {args}")
+
+    # No connection or Variable lookups while parsing: make any attempt fail the import.
+    with mock.patch("airflow.sdk.BaseHook.get_connection", side_effect=forbidden), \
+            mock.patch("airflow.sdk.Variable.get", side_effect=forbidden):
+        return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_no_import_errors(dagbag):
+    assert dagbag.import_errors == {}
+
+
+def test_every_stage_exists_per_use_case(dagbag):
+    from plantops.config import discover
+    from plantops.dagfactory import STAGES
+
+    use_cases, broken = discover(REPO / "include" / "use_cases")
+    assert not broken
+    expected = {f"{uc}__{stage}" for uc in use_cases for stage in STAGES}
+    assert expected == set(dagbag.dag_ids)
+
+
+def test_house_rules(dagbag):
+    from plantops.dagfactory import ALLOWED_TAGS
+
+    for dag_id, dag in dagbag.dags.items():
+        assert set(dag.tags) <= ALLOWED_TAGS, dag_id
+        assert dag.catchup is False, dag_id
+        assert dag.doc_md, dag_id
+        assert dag.dag_id.split("__")[1] in dag.tags
+        for task in dag.tasks:
+            if task.task_type in ("HITLBranchOperator",):
+                continue  # a human's answer is not retried
+            assert task.owner == "plantops", (dag_id, task.task_id)
+            assert task.retries >= 2, (dag_id, task.task_id)
+            assert task.execution_timeout is not None, (dag_id, task.task_id)
+
+
+def test_training_never_overlaps(dagbag):
+    assert dagbag.dags["tep_reactor__train"].max_active_runs == 1
+
+
+def test_assets_connect_the_stages(dagbag):
+    def outlets(dag):
+        return {o.name for t in dag.tasks for o in t.outlets}
+
+    dags = dagbag.dags
+    assert "tep_reactor.bronze" in outlets(dags["tep_reactor__ingest"])
+    assert "tep_reactor.features" in outlets(dags["tep_reactor__features"])
+    assert "tep_reactor.predictions" in outlets(dags["tep_reactor__score"])
+    assert "tep_reactor.bronze" in str(dags["tep_reactor__features"].timetable.asset_condition)
+    assert "tep_reactor.features" in str(dags["tep_reactor__score"].timetable.asset_condition)
+    assert "tep_reactor.predictions" in str(dags["tep_reactor__monitor"].timetable.asset_condition)
+    # ingest: on its cron AND when NiFi lands a file (an AssetWatcher on the landing asset)
+    ingest = dags["tep_reactor__ingest"].timetable
+    assert type(ingest).__name__ == "AssetOrTimeSchedule"
+    landing = ingest.asset_condition
+    assert landing.name == "tep_reactor.landing"
+    assert landing.watchers[0].trigger.serialize()[0] == "plantops.triggers.LandingFileTrigger"
+
+
+def test_monitor_has_three_real_branches(dagbag):
+    monitor = dagbag.dags["tep_reactor__monitor"]
+    branch = monitor.get_task("choose_branch")
+    assert branch.downstream_task_ids == {"no_action", "trigger_retrain", "request_approval"}
+    approval = monitor.get_task("request_approval")
+    assert approval.assigned_users == [{"id": "eng1", "name": "Process engineer (demo)"}]
+    assert approval.defaults == ["Refuse: model still valid"]  # the safe default on timeout
+    assert approval.response_timeout is not None
+
+
+def test_parsing_imports_no_heavy_module():
+    code = (
+        "import runpy, sys, json; runpy.run_path(sys.argv[1]); "
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags" / "plantops_dags.py")],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_broken_yaml_breaks_only_its_own_dags(tmp_path, monkeypatch):
+    from plantops.dagfactory import build_all
+
+    shutil.copy(REPO / "include" / "use_cases" / "tep_reactor.yaml", tmp_path / "tep_reactor.yaml")
+    broken = yaml.safe_load((REPO / "include" / "use_cases" / "tep_reactor.yaml").read_text())
+    broken["id"] = "line_2"
+    broken["tags"][0]["min"] = "cold"
+    (tmp_path / "line_2.yaml").write_text(yaml.safe_dump(broken))
+    dags = build_all(tmp_path)
+    assert "line_2__config_error" in dags and not any(d.startswith("line_2__") and d != "line_2__config_error" for d in dags)
+    assert {"tep_reactor__ingest", "tep_reactor__monitor"} <= set(dags)
+    assert "tags.0.min" in dags["line_2__config_error"].doc_md
