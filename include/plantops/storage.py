@@ -38,7 +38,8 @@ def atomic_write_parquet(frame: pd.DataFrame, path: Path, metadata: dict[str, st
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    pq.write_table(table, tmp)
+    # Microsecond timestamps: Spark 4 refuses parquet TIMESTAMP(NANOS), pandas' default.
+    pq.write_table(table, tmp, coerce_timestamps="us", allow_truncated_timestamps=True)
     os.replace(tmp, path)
     return path
 

@@ -1,0 +1,294 @@
+"""Build the wide feature table of one use case from its bronze rows (PySpark job).
+
+Reads ``<input>/date=YYYY-MM-DD/*.parquet`` (long rows: asset, tag, ts, value, quality, ...) for
+the days ``[start - lookback_days, end)``, turns them into the wide contract of
+:mod:`plantops.features` (per asset and time bucket: ``<tag>``, ``<tag>__rmean``,
+``<tag>__rstd``) and writes the buckets of ``[start, end)`` to ``<output>/date=YYYY-MM-DD/``.
+
+The lookback days are read only to warm up the carry-forward and the rolling windows; they are
+never written. The write replaces exactly the day partitions it produces (dynamic partition
+overwrite), so a rerun of a range is idempotent and leaves every other day alone.
+
+    spark-submit --master 'local[2]' spark_jobs/build_features.py \\
+        --input data/bronze/tep_reactor --output data/features/tep_reactor \\
+        --start 2024-01-02 --end 2024-01-03 --lookback-days 1 \\
+        --tags XMEAS_1,XMEAS_2 --bucket-seconds 180 --rolling-buckets 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, TimestampType
+
+from plantops.config import IDENTIFIER
+
+log = logging.getLogger(__name__)
+
+BRONZE_COLUMNS = ("asset", "tag", "ts", "value", "quality")
+
+
+class NoDataError(RuntimeError):
+    """The requested range has no usable bronze rows: nothing would be written."""
+
+
+def _good(df: DataFrame, tags: list[str]) -> DataFrame:
+    """The rows that count as measurements.
+
+    Null and NaN values are dropped here rather than averaged: pandas' pivot_table skips them, and
+    a bucket whose only values were NaN must not exist (it would stop the carry-forward).
+    """
+    return df.filter(
+        (F.col("quality") == "good")
+        & F.col("tag").isin(list(tags))
+        & F.col("value").isNotNull()
+        & ~F.isnan(F.col("value"))
+    )
+
+
+def _epoch(ts: Column) -> Column:
+    return F.unix_seconds(ts)
+
+
+def _utc_day(ts: Column) -> Column:
+    """'YYYY-MM-DD' of the UTC day, from epoch seconds: independent of the session time zone."""
+    return F.date_from_unix_date(F.floor(_epoch(ts) / 86400).cast("int")).cast("string")
+
+
+def transform(df: DataFrame, tags: list[str], bucket_seconds: int, rolling_buckets: int) -> DataFrame:
+    """Bronze long rows -> wide features, numerically equal to ``wide_features_pandas``.
+
+    One row per asset and bucket that has at least one good value of one of ``tags``; ``ts`` is
+    the bucket start. Columns: ``asset``, ``ts``, then ``feature_columns(tags)``.
+    """
+    tags = list(tags)
+    if not tags:
+        raise ValueError("transform needs at least one tag")
+    if bucket_seconds < 1 or rolling_buckets < 1:
+        raise ValueError(
+            f"bucket_seconds and rolling_buckets must be >= 1, got {bucket_seconds}, {rolling_buckets}"
+        )
+
+    epoch = _epoch(F.col("ts"))
+    # pmod keeps the arithmetic in integers (the Python Column API has no `div`) and floors like
+    # pandas' `//`, so the buckets agree with the reference even before 1970.
+    bucket = (epoch - F.pmod(epoch, F.lit(bucket_seconds))).alias("bucket")
+    good = (
+        _good(df, tags)
+        .select("asset", "tag", bucket, F.col("value").cast("double").alias("value"))
+        # Clustering by asset up front satisfies the pivot's group-by and the per-asset windows
+        # below, so the long rows are shuffled once instead of once per stage.
+        .repartition("asset")
+    )
+    # Explicit pivot values: no extra job to discover them, and the column order is the tag order.
+    wide = good.groupBy("asset", "bucket").pivot("tag", tags).agg(F.avg("value"))
+
+    ordered = Window.partitionBy("asset").orderBy("bucket")
+    history = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    filled = wide.select(
+        "asset",
+        "bucket",
+        *[F.last(F.col(tag), ignorenulls=True).over(history).alias(tag) for tag in tags],
+    )
+
+    rolling = ordered.rowsBetween(-(rolling_buckets - 1), Window.currentRow)
+    features: list[Column] = []
+    for tag in tags:
+        features.append(F.col(tag))
+        # avg and stddev_samp skip nulls, matching pandas' min_periods=1 mean and min_periods=2
+        # std; stddev_samp is null below two values, where the contract says 0.
+        features.append(F.avg(tag).over(rolling).alias(f"{tag}__rmean"))
+        features.append(F.coalesce(F.stddev_samp(tag).over(rolling), F.lit(0.0)).alias(f"{tag}__rstd"))
+    return filled.select("asset", F.timestamp_seconds("bucket").alias("ts"), *features)
+
+
+def read_bronze(spark: SparkSession, root: str, first_day: date, end_day: date) -> DataFrame:
+    """Bronze rows of the day partitions in [first_day, end_day), ``ts`` as a Spark timestamp.
+
+    Reads the root and filters on the ``date`` partition column, so Spark lists and scans only
+    those folders and missing days are simply absent. Raises NoDataError when the root has no
+    readable parquet at all.
+    """
+    # pyarrow writes pandas' datetime64[ns] as TIMESTAMP(NANOS), which Spark refuses to read as a
+    # timestamp; with this flag such columns arrive as epoch nanoseconds and are converted below.
+    # Files with micro/millisecond timestamps are not affected.
+    spark.conf.set("spark.sql.legacy.parquet.nanosAsLong", "true")
+    try:
+        raw = spark.read.parquet(root)
+    except AnalysisException as exc:
+        # PATH_NOT_FOUND or UNABLE_TO_INFER_SCHEMA: a root without any bronze file.
+        raise NoDataError(f"no bronze parquet under {root} ({exc.getCondition()})") from exc
+    missing = [c for c in (*BRONZE_COLUMNS, "date") if c not in raw.columns]
+    if missing:
+        raise ValueError(f"{root}: bronze rows lack columns {missing} (expected date=YYYY-MM-DD folders)")
+    # Partition type inference makes `date` a DateType or, for odd folder names, a string; a
+    # string comparison of ISO dates is correct for both and still prunes partitions.
+    day = F.col("date").cast("string")
+    df = raw.filter((day >= F.lit(first_day.isoformat())) & (day < F.lit(end_day.isoformat())))
+    ts_type = raw.schema["ts"].dataType
+    if isinstance(ts_type, LongType):
+        # Integer `div` (exact, unlike `/` on doubles); F.timestamp_nanos would produce Spark
+        # 4.3's experimental nanosecond type, which is disabled by default.
+        df = df.withColumn("ts", F.timestamp_micros(F.expr("ts div 1000")))
+    elif not isinstance(ts_type, TimestampType):
+        raise ValueError(f"{root}: bronze column ts is {ts_type.simpleString()}, expected a timestamp")
+    return df.select(*BRONZE_COLUMNS)
+
+
+def _iso_day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected an ISO date YYYY-MM-DD, got {text!r}") from exc
+
+
+def _tag_list(text: str) -> list[str]:
+    tags = [t.strip() for t in text.split(",") if t.strip()]
+    if not tags:
+        raise argparse.ArgumentTypeError("expected at least one tag")
+    bad = [t for t in tags if not re.match(IDENTIFIER, t)]
+    if bad:
+        # Tags become column names; anything else would need quoting everywhere downstream.
+        raise argparse.ArgumentTypeError(f"tag names must match {IDENTIFIER}, got {bad}")
+    dupes = sorted({t for t in tags if tags.count(t) > 1})
+    if dupes:
+        raise argparse.ArgumentTypeError(f"duplicate tags: {dupes}")
+    return tags
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="build_features", description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--input", required=True, help="bronze folder of one use case (date=YYYY-MM-DD/*.parquet)")
+    add("--output", required=True, help="features folder of the use case")
+    add("--start", required=True, type=_iso_day, help="first day to write (inclusive)")
+    add("--end", required=True, type=_iso_day, help="day after the last one to write (exclusive)")
+    add("--lookback-days", type=_non_negative, default=1, help="extra days read to warm up the windows")
+    add("--tags", required=True, type=_tag_list, help="comma-separated tag names, in column order")
+    add("--bucket-seconds", required=True, type=_positive)
+    add("--rolling-buckets", required=True, type=_positive)
+    add("--master", default=None, help="Spark master; default: spark-submit's, else local[*]")
+    args = parser.parse_args(argv)
+    if args.end <= args.start:
+        parser.error(f"--end ({args.end}) must be after --start ({args.start})")
+    if 86400 % args.bucket_seconds:
+        # A bucket straddling midnight is written with the day it starts in but averages rows
+        # of the next day, so its value depends on which range's run wrote it last.
+        log.warning("--bucket-seconds %d does not divide a day; buckets cross midnight", args.bucket_seconds)
+    return args
+
+
+def _session(master: str | None) -> tuple[SparkSession, bool]:
+    """The active session (tests, notebooks) or a new one; True when this job created it."""
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        if master:
+            log.warning("a Spark session is already active; ignoring --master %s", master)
+        return active, False
+    builder = SparkSession.builder.appName("plantops-build-features")
+    if master:
+        builder = builder.master(master)
+    return builder.getOrCreate(), True
+
+
+def _epoch_seconds(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, int]:
+    """Read, transform and write one range. Returns row counts; raises NoDataError."""
+    # The job itself computes buckets and days from epoch seconds and does not depend on the
+    # session time zone; UTC keeps anything a person reads off this session (logs, show()) in UTC.
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    # Spark's default INT96 is deprecated and read back by pyarrow as a naive timestamp.
+    spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
+
+    first_day = args.start - timedelta(days=args.lookback_days)
+    bronze = read_bronze(spark, args.input, first_day, args.end)
+    start_s, end_s = _epoch_seconds(args.start), _epoch_seconds(args.end)
+    in_range = (_epoch(F.col("ts")) >= start_s) & (_epoch(F.col("ts")) < end_s)
+
+    # A cheap limit-1 probe: a range without good rows would write nothing, and silently
+    # succeeding on it would hide a broken upstream ingest.
+    if _good(bronze, args.tags).filter(in_range).isEmpty():
+        raise NoDataError(
+            f"no good bronze rows for the {len(args.tags)} tags in [{args.start}, {args.end}) "
+            f"under {args.input}"
+        )
+
+    # Observations count during the write itself instead of re-running the plan for count().
+    seen_in = Observation("bronze_in")
+    seen_out = Observation("features_out")
+    bronze = bronze.observe(seen_in, F.count(F.lit(1)).alias("rows"))
+    features = (
+        transform(bronze, args.tags, args.bucket_seconds, args.rolling_buckets)
+        .filter(in_range)
+        .withColumn("date", _utc_day(F.col("ts")))
+        .observe(seen_out, F.count(F.lit(1)).alias("rows"))
+        # One file per day, rows in key order: the readers load whole days per asset.
+        .repartition("date")
+        .sortWithinPartitions("asset", "ts")
+    )
+    (
+        features.write.mode("overwrite")
+        # Dynamic: replace only the day folders this run produces, never the whole table.
+        .option("partitionOverwriteMode", "dynamic")
+        .partitionBy("date")
+        .parquet(args.output)
+    )
+    return {"rows_in": int(seen_in.get["rows"]), "rows_out": int(seen_out.get["rows"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    spark, owned = _session(args.master)
+    began = time.monotonic()
+    try:
+        counts = run(spark, args)
+    except NoDataError as exc:
+        log.error("build_features: %s", exc)
+        return 1
+    finally:
+        if owned:
+            spark.stop()
+    log.info(
+        "build_features: %d bronze rows in (days %s..%s incl. %d lookback), %d feature rows out "
+        "for [%s, %s) -> %s in %.1f s",
+        counts["rows_in"],
+        args.start - timedelta(days=args.lookback_days),
+        args.end - timedelta(days=1),
+        args.lookback_days,
+        counts["rows_out"],
+        args.start,
+        args.end,
+        args.output,
+        time.monotonic() - began,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sys.exit(main())
