@@ -97,7 +97,7 @@ class Model(_Frozen):
 
 class Drift(_Frozen):
     method: str = "wasserstein"
-    column_threshold: float = Field(default=0.1, gt=0)
+    column_threshold: float = Field(default=0.5, gt=0)
     share_threshold: float = Field(default=0.3, gt=0, le=1)
 
 

@@ -163,14 +163,14 @@ def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, A
     report = get_settings().reports_root / use_case_id / run_id.replace(":", "_").replace("+", "_") / "drift.html"
     drift = compute_drift(reference, current, base_columns(use_case.tag_names), use_case.monitoring.drift, report)
     lookback = parse_duration(use_case.monitoring.plant_event_lookback)
+    asset = use_case.historian.asset
     events = [
-        PlantEvent(ts=e["ts"].replace(tzinfo=timezone.utc), asset=e["asset"], kind=e["kind"],
-                   description=e["description"], author=e["author"])
-        for e in historian.read_plant_events(use_case.historian.asset, end - lookback, end)
+        PlantEvent(kind=e["kind"], ts=e["ts"], asset=e["asset"], description=e["description"], author=e["author"])
+        for e in historian.read_plant_events(asset, start - lookback, end)
     ]
-    decision = decide(drift, events)
+    decision = decide(drift, events, window_start=start, window_end=end, asset=asset, lookback=lookback)
     champion = registry.champion(use_case_id)
-    predictions = historian.read_predictions(use_case.historian.asset, start, end)
+    predictions = historian.read_predictions(asset, start, end)
     record = {
         "day": day,
         "branch": decision.branch,
@@ -178,11 +178,11 @@ def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, A
         "drift_share": drift.drift_share,
         "drifted_columns": list(drift.drifted_columns)[:10],
         "report_path": drift.report_path,
-        "plant_events": [{"ts": e.ts.isoformat(), "kind": e.kind, "description": e.description, "author": e.author}
-                         for e in events],
+        "plant_events": [e.to_record() for e in decision.events],
         "champion_version": champion[0] if champion else None,
         "alarm_rate": float(predictions["alarm"].mean()) if len(predictions) else None,
         "thresholds": use_case.monitoring.drift.model_dump(),
+        "drift": drift.to_record(),
     }
     decisions.record(use_case_id, run_id, "monitor", decision.branch, decision.reason, record)
     record["approval_body"] = approval_body(use_case_id, record, drift)
@@ -200,9 +200,8 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
         "| tag | drift score | shift (sd) |",
         "|---|---|---|",
     ]
-    for col in list(drift.drifted_columns)[:8]:
-        shift = getattr(drift, "shift_sd", {}).get(col, float("nan"))
-        lines.append(f"| {col} | {drift.column_scores[col]:.3f} | {shift:+.1f} |")
+    for col, score, shift in drift.top(8):
+        lines.append(f"| {col} | {score:.3f} | {shift:+.1f} |")
     lines += ["", "Plant events in the window:"]
     lines += [f"- {e['ts']} {e['kind']} by {e['author']}: {e['description']}" for e in record["plant_events"]]
     lines += ["", f"Champion: version {record['champion_version']}; alarm rate in the window: "

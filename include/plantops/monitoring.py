@@ -1,0 +1,415 @@
+"""Drift monitoring and the policy that turns drift into a decision.
+
+:func:`compute_drift` compares a current window of the wide feature table with a reference window
+through Evidently (0.7 API: ``Report`` + ``DataDriftPreset``), column by column, on the base tag
+columns only (the per-bucket means; rolling features would double-count the same movement). It
+returns a :class:`DriftResult`: the share of drifted tags, each tag's score, and which way each
+tag moved (``shift_sd``: mean shift in reference standard deviations), so an engineer sees at once
+which tags moved and where to. The Evidently HTML report is written next to it for people.
+
+:func:`decide` is the policy, pure and data-driven: no drift -> ``ok``; drift with no operator
+intervention on the plant in the window -> ``retrain``; drift while an operator changed the plant
+(setpoint change, maintenance, part swap, recipe change) -> ``approval``, because automatic
+retraining would learn the new plant state blindly and a process engineer must decide.
+
+Calibration on TEP (Braatz data, 480-sample days): the process is strongly autocorrelated, so a
+day of normal operation differs from the reference more than i.i.d. tests expect. With the
+normalised Wasserstein distance and a column threshold of 0.1 a normal day already has 56 % of its
+tags "drifted"; a column threshold of 0.5 (half a reference standard deviation of distribution
+shift) leaves normal days at <= 15 % and flags the strong faults (1, 2, 5, 6, 7, 8, 12, 13, 18) at
+>= 54 %. Faults that move one control loop only (4, 11, 14) cannot reach a share threshold: they
+show as one or two tags with very large scores (see ``max_score``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from plantops.config import Drift
+
+log = logging.getLogger(__name__)
+
+Branch = Literal["ok", "retrain", "approval"]
+
+# Operator interventions that change the plant itself. Open-ended on purpose (sites name their
+# own), but these are the kinds the approval flow and the demo know.
+PLANT_EVENT_KINDS = ("setpoint_change", "maintenance", "part_swap", "recipe_change")
+
+# Evidently's normed Wasserstein divides by max(std, 0.001); shift_sd uses the same floor so that a
+# tag's score and its shift are on the same scale.
+_STD_FLOOR = 0.001
+# How many of the most drifted tags a reason string names: enough to point an engineer somewhere.
+_REASON_TOP = 5
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """One drift check: the verdict, its inputs and per-tag attribution.
+
+    ``column_scores`` holds Evidently's raw score per tag: a distance for distance methods
+    (wasserstein, psi, jensenshannon, ...: higher is more drift) or a p-value for tests (ks, t_test,
+    ...: lower is more drift, ``score_is_p_value``). ``drifted_columns`` is ordered most drifted
+    first either way. ``shift_sd`` is (mean(current) - mean(reference)) / std(reference) per tag.
+    """
+
+    drift_share: float
+    drifted: bool
+    n_columns: int
+    n_drifted: int
+    column_scores: dict[str, float]
+    drifted_columns: tuple[str, ...]
+    method: str
+    report_path: str | None
+    shift_sd: dict[str, float] = field(default_factory=dict)
+    column_threshold: float = 0.0
+    share_threshold: float = 0.0
+    score_is_p_value: bool = False
+    skipped_columns: tuple[str, ...] = ()
+    n_reference: int = 0
+    n_current: int = 0
+
+    @property
+    def max_score(self) -> float:
+        """The single most drifted tag's score (a distance; for p-value methods the smallest p)."""
+        if not self.column_scores:
+            return math.nan
+        values = self.column_scores.values()
+        return min(values) if self.score_is_p_value else max(values)
+
+    def top(self, n: int = _REASON_TOP) -> list[tuple[str, float, float]]:
+        """The n most drifted tags as (tag, score, shift_sd)."""
+        return [
+            (col, self.column_scores[col], self.shift_sd.get(col, math.nan))
+            for col in self.drifted_columns[:n]
+        ]
+
+    def summary(self) -> str:
+        """One line for logs and reason strings."""
+        text = (
+            f"{self.n_drifted} of {self.n_columns} tags drifted ({self.drift_share:.0%}; "
+            f"{self.method}, column threshold {self.column_threshold:g}, share threshold "
+            f"{self.share_threshold:.0%})"
+        )
+        if self.drifted_columns:
+            moved = ", ".join(f"{col} {shift:+.1f} sd" for col, _, shift in self.top())
+            text += f"; most drifted: {moved}"
+        return text
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-safe dict for the decision store and XCom."""
+        return {
+            "drift_share": _finite(self.drift_share),
+            "drifted": self.drifted,
+            "n_columns": self.n_columns,
+            "n_drifted": self.n_drifted,
+            "method": self.method,
+            "column_threshold": self.column_threshold,
+            "share_threshold": self.share_threshold,
+            "score_is_p_value": self.score_is_p_value,
+            "max_score": _finite(self.max_score),
+            "drifted_columns": list(self.drifted_columns),
+            "column_scores": {k: _finite(v) for k, v in self.column_scores.items()},
+            "shift_sd": {k: _finite(v) for k, v in self.shift_sd.items()},
+            "skipped_columns": list(self.skipped_columns),
+            "n_reference": self.n_reference,
+            "n_current": self.n_current,
+            "report_path": self.report_path,
+        }
+
+
+def compute_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    columns: list[str],
+    drift: Drift,
+    report_path: Path | None = None,
+) -> DriftResult:
+    """Per-tag drift of ``current`` against ``reference`` with Evidently, and the share verdict.
+
+    ``columns`` are the tags to compare (normally ``features.base_columns(tags)``). A tag with no
+    values in either window is skipped (named in ``skipped_columns``) rather than failing the
+    whole check: a missing analyzer feed must not hide drift in the other tags. The HTML report is
+    written atomically to ``report_path`` when given.
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    missing = sorted(set(columns) - set(reference.columns) | set(columns) - set(current.columns))
+    if missing:
+        raise ValueError(f"drift columns missing from the data: {missing}")
+    ref = reference[list(columns)].apply(_numeric)
+    cur = current[list(columns)].apply(_numeric)
+    skipped = tuple(c for c in columns if ref[c].notna().sum() == 0 or cur[c].notna().sum() == 0)
+    used = [c for c in columns if c not in skipped]
+    if skipped:
+        log.warning("drift: %d tags have no data in a window and are skipped: %s", len(skipped), skipped)
+    if not used:
+        raise ValueError("drift: no column has data in both the reference and the current window")
+
+    definition = DataDefinition(numerical_columns=used)
+    report = Report(
+        [
+            DataDriftPreset(
+                columns=used,
+                method=drift.method,
+                threshold=drift.column_threshold,
+                drift_share=drift.share_threshold,
+            )
+        ],
+        # The per-column tests carry Evidently's own drifted/not verdict, whatever the method's
+        # direction (distance or p-value).
+        include_tests=True,
+    )
+    snapshot = report.run(
+        current_data=Dataset.from_pandas(cur[used], data_definition=definition),
+        reference_data=Dataset.from_pandas(ref[used], data_definition=definition),
+    )
+    scores, verdicts, count, share = _parse_snapshot(snapshot.dict(), used)
+
+    p_value = _is_p_value(scores, verdicts, drift.column_threshold)
+    drifted_cols = sorted(
+        (c for c in used if verdicts[c]), key=lambda c: scores[c] if p_value else -scores[c]
+    )
+    shift = _shift_sd(ref[used], cur[used])
+
+    saved: str | None = None
+    if report_path is not None:
+        saved = str(_save_html_atomic(snapshot, Path(report_path)))
+
+    result = DriftResult(
+        drift_share=share,
+        drifted=share >= drift.share_threshold,
+        n_columns=len(used),
+        n_drifted=count,
+        column_scores=scores,
+        drifted_columns=tuple(drifted_cols),
+        method=drift.method,
+        report_path=saved,
+        shift_sd=shift,
+        column_threshold=drift.column_threshold,
+        share_threshold=drift.share_threshold,
+        score_is_p_value=p_value,
+        skipped_columns=skipped,
+        n_reference=len(ref),
+        n_current=len(cur),
+    )
+    log.info("drift: %s -> %s", result.summary(), "DRIFT" if result.drifted else "no drift")
+    return result
+
+
+def _numeric(series: pd.Series) -> pd.Series:
+    import pandas as pd
+
+    return pd.to_numeric(series, errors="coerce").astype("float64")
+
+
+def _parse_snapshot(
+    data: dict[str, Any], columns: Sequence[str]
+) -> tuple[dict[str, float], dict[str, bool], int, float]:
+    """Scores, per-column verdicts, drifted count and share from ``Snapshot.dict()``."""
+    scores: dict[str, float] = {}
+    count: int | None = None
+    share: float | None = None
+    for metric in data["metrics"]:
+        params = metric.get("config", {})
+        kind = params.get("type", "")
+        if kind.endswith(":ValueDrift"):
+            scores[params["column"]] = float(metric["value"])
+        elif kind.endswith(":DriftedColumnsCount"):
+            count = int(metric["value"]["count"])
+            share = float(metric["value"]["share"])
+    verdicts: dict[str, bool] = {}
+    for test in data["tests"]:
+        params = test.get("metric_config", {}).get("params", {})
+        if params.get("type", "").endswith(":ValueDrift"):
+            verdicts[params["column"]] = _status(test["status"]) == "FAIL"
+    absent = [c for c in columns if c not in scores or c not in verdicts]
+    if absent or count is None or share is None:
+        raise RuntimeError(f"unexpected Evidently result: no drift score/verdict for {absent or 'the share'}")
+    return scores, verdicts, count, share
+
+
+def _status(status: Any) -> str:
+    return str(getattr(status, "value", status)).upper()
+
+
+def _is_p_value(scores: dict[str, float], verdicts: dict[str, bool], threshold: float) -> bool:
+    """Whether low scores mean drift, read off Evidently's own verdicts rather than a method list
+    (its docstrings call the normed Wasserstein a p-value; it is a distance)."""
+    as_distance = sum(verdicts[c] == (scores[c] >= threshold) for c in scores)
+    as_p_value = sum(verdicts[c] == (scores[c] < threshold) for c in scores)
+    return as_p_value > as_distance
+
+
+def _shift_sd(ref: pd.DataFrame, cur: pd.DataFrame) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for col in ref.columns:
+        # ddof=0 matches Evidently's np.std normalisation of the Wasserstein distance.
+        std = max(float(ref[col].std(ddof=0)), _STD_FLOOR)
+        out[col] = (float(cur[col].mean()) - float(ref[col].mean())) / std
+    return out
+
+
+def _save_html_atomic(snapshot: Any, path: Path) -> Path:
+    """Write the report beside its final name, then rename: a reader never sees half a file."""
+    path = path.resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        # save_html ignores Path objects silently (it only writes when given a str).
+        snapshot.save_html(str(tmp))
+        if not tmp.exists():
+            raise RuntimeError(f"Evidently did not write the report to {tmp}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("drift report written to %s", path)
+    return path
+
+
+def _finite(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _as_utc(ts: datetime) -> datetime:
+    """Naive datetimes are taken as UTC (historian and SQLite hand them back without a zone)."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+# --- the policy ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlantEvent:
+    """An operator intervention on the plant, as recorded by operations (e-logbook, MES, UI)."""
+
+    kind: str
+    ts: datetime
+    asset: str
+    description: str
+    author: str
+
+    def __post_init__(self) -> None:
+        if not self.kind or not self.kind.replace("_", "").isalnum():
+            raise ValueError(
+                f"plant event kind must be a word such as {PLANT_EVENT_KINDS}, got {self.kind!r}"
+            )
+        object.__setattr__(self, "ts", _as_utc(self.ts))
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "ts": self.ts.isoformat(),
+            "asset": self.asset,
+            "description": self.description,
+            "author": self.author,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> PlantEvent:
+        ts = record["ts"]
+        return cls(
+            kind=record["kind"],
+            ts=datetime.fromisoformat(ts) if isinstance(ts, str) else ts,
+            asset=record["asset"],
+            description=record.get("description", ""),
+            author=record.get("author", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the monitor decided and why, with the evidence it decided on."""
+
+    branch: Branch
+    reason: str
+    drift: DriftResult
+    events: tuple[PlantEvent, ...] = ()
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON-safe dict: the payload of the decision store row."""
+        return {
+            "branch": self.branch,
+            "reason": self.reason,
+            "window_start": self.window_start.isoformat() if self.window_start else None,
+            "window_end": self.window_end.isoformat() if self.window_end else None,
+            "drift": self.drift.to_record(),
+            "plant_events": [e.to_record() for e in self.events],
+        }
+
+
+def events_in_window(
+    events: Iterable[PlantEvent],
+    window_start: datetime,
+    window_end: datetime,
+    asset: str | None = None,
+    lookback: timedelta = timedelta(0),
+) -> list[PlantEvent]:
+    """Events on ``asset`` (all assets when None) from ``window_start - lookback`` to ``window_end``.
+
+    The lookback reaches before the window because a change made shortly before it moves the data
+    inside it (the process takes hours to settle).
+    """
+    start = _as_utc(window_start) - lookback
+    end = _as_utc(window_end)
+    hits = [e for e in events if start <= e.ts <= end and (asset is None or e.asset == asset)]
+    return sorted(hits, key=lambda e: e.ts)
+
+
+def decide(
+    drift: DriftResult,
+    plant_events: list[PlantEvent],
+    window_start: datetime | None = None,
+    window_end: datetime | None = None,
+    asset: str | None = None,
+    lookback: timedelta = timedelta(0),
+) -> Decision:
+    """ok | retrain | approval from a drift result and the operators' plant events.
+
+    Without a window every given event counts (the caller already selected them).
+    """
+    if window_start is not None and window_end is not None:
+        events = events_in_window(plant_events, window_start, window_end, asset, lookback)
+    else:
+        events = sorted(
+            (e for e in plant_events if asset is None or e.asset == asset), key=lambda e: e.ts
+        )
+    bounds = {
+        "window_start": _as_utc(window_start) if window_start else None,
+        "window_end": _as_utc(window_end) if window_end else None,
+    }
+
+    if not drift.drifted:
+        reason = f"no drift: {drift.summary()}."
+        if events:
+            reason += f" {len(events)} plant event(s) in the window did not move the data enough to matter."
+        return Decision("ok", reason, drift, tuple(events), **bounds)
+
+    if not events:
+        reason = (
+            f"drift: {drift.summary()}. No operator changed the plant in the window, so the process "
+            "itself moved: retrain on recent data."
+        )
+        return Decision("retrain", reason, drift, (), **bounds)
+
+    listed = "; ".join(
+        f"{e.kind} on {e.asset} at {e.ts:%Y-%m-%d %H:%M}Z by {e.author}: {e.description}" for e in events
+    )
+    reason = (
+        f"drift: {drift.summary()}. An operator changed the plant in the window ({listed}); "
+        "automatic retraining would learn the new state blindly: a process engineer must approve."
+    )
+    return Decision("approval", reason, drift, tuple(events), **bounds)
