@@ -138,8 +138,12 @@ def score(use_case_id: str, day: str | None = None) -> dict[str, Any]:
     day = day or latest_feature_day(use_case_id)
     end = (datetime.fromisoformat(day) + timedelta(days=1)).strftime("%Y-%m-%d")
     features = load_features(use_case_id, day, end)
-    model, version = registry.load_champion(use_case_id)
-    predictions = score_frame(model, features, version, use_case.tag_names)
+    champion = registry.champion(use_case_id)
+    if champion is None:
+        raise LookupError(f"{use_case_id} has no champion model yet: run {use_case_id}__train first")
+    version = champion[0]
+    model = registry.load_version(use_case_id, version)  # by number: the alias may move meanwhile
+    predictions = score_frame(model, features, version)
     written = historian.write_predictions(predictions)
     alarms = int(predictions["alarm"].sum())
     log.info("scored %s rows of %s with champion v%s: %s alarms", written, day, version, alarms)

@@ -11,20 +11,27 @@ if TYPE_CHECKING:
 TOP_TAGS = 3
 
 
-def top_tags(model: Any, X: pd.DataFrame, tags: tuple[str, ...], k: int = TOP_TAGS) -> list[str]:
-    """Per row, the k tags whose features contribute most to the anomaly statistic, as JSON lists."""
-    contributions = model.contributions(X)  # DataFrame: rows x feature columns
-    per_tag = contributions.T.groupby(lambda col: col.split("__")[0]).sum().T
-    per_tag = per_tag.reindex(columns=[t for t in tags if t in per_tag.columns])
+def tag_contributions(model: Any, X: pd.DataFrame) -> pd.DataFrame:
+    """Per row and tag, the share of the alarm statistic: T² and Q contributions, each scaled by its
+    control limit (negative T² parts, which pull against the alarm, count as zero), summed over the
+    tag's features (value, rolling mean, rolling std)."""
+    parts = model.contributions(X)
+    combined = parts["t2"].clip(lower=0) / model.t2_limit_ + parts["q"] / model.q_limit_
+    return combined.T.groupby(lambda col: col.split("__")[0], sort=False).sum().T
+
+
+def top_tags(model: Any, X: pd.DataFrame, k: int = TOP_TAGS) -> list[str]:
+    """Per row, the k tags that contribute most to the alarm, as JSON lists."""
+    per_tag = tag_contributions(model, X)
     order = per_tag.to_numpy().argsort(axis=1)[:, ::-1][:, :k]
     names = per_tag.columns.to_numpy()
-    return [json.dumps(list(names[row])) for row in order]
+    return [json.dumps([str(n) for n in names[row]]) for row in order]
 
 
-def score_frame(model: Any, features: pd.DataFrame, version: str, tags: tuple[str, ...]) -> pd.DataFrame:
+def score_frame(model: Any, features: pd.DataFrame, version: str) -> pd.DataFrame:
     import pandas as pd
 
-    X = features[list(model.columns)]
+    X = features[list(model.columns_)]
     scores = model.score_samples(X)
     alarms = model.predict(X)
     frame = pd.DataFrame({
@@ -38,6 +45,6 @@ def score_frame(model: Any, features: pd.DataFrame, version: str, tags: tuple[st
     frame["top_tags"] = None
     if frame["alarm"].any():
         alarmed = frame["alarm"].to_numpy() == 1
-        frame.loc[alarmed, "top_tags"] = top_tags(model, X[alarmed], tags)
+        frame.loc[alarmed, "top_tags"] = top_tags(model, X[alarmed])
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     return frame

@@ -1,0 +1,117 @@
+"""Small helpers over the MLflow model registry, one registered model per use case.
+
+The registered model is named after the use case id. Versions move between roles with aliases,
+never stages (deprecated in MLflow 3): ``challenger`` marks the latest trained version,
+``champion`` the one that scores and explains. Every caller goes through :func:`configure` first,
+so the tracking and registry URIs always come from :func:`plantops.settings.get_settings` at call
+time (tests and tiers change the environment, not the code).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from plantops.detectors import PCAMonitor
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+# skops (MLflow's safe default for scikit-learn) refuses to load classes it was not told about.
+TRUSTED_TYPES = ["plantops.detectors.PCAMonitor"]
+
+
+def configure() -> MlflowClient:
+    """Point MLflow's tracking and registry at the configured store; return a client for it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from plantops.settings import get_settings
+
+    uri = get_settings().mlflow_tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _version_by_alias(client: MlflowClient, use_case_id: str, alias: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(use_case_id, alias)
+    except MlflowException as exc:
+        # Neither a missing registered model nor a missing alias is an error here: a use case
+        # that never trained simply has no champion yet.
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def champion(use_case_id: str) -> tuple[str, str] | None:
+    """(version, run_id) of the champion, or None when the use case has none yet."""
+    version = _version_by_alias(configure(), use_case_id, CHAMPION)
+    return None if version is None else (str(version.version), version.run_id)
+
+
+def load_champion(use_case_id: str) -> PCAMonitor:
+    """The champion detector as a fitted estimator (score_samples, statistics, contributions)."""
+    import mlflow.sklearn
+
+    configure()
+    return mlflow.sklearn.load_model(f"models:/{use_case_id}@{CHAMPION}")
+
+
+def load_version(use_case_id: str, version: str | int) -> PCAMonitor:
+    import mlflow.sklearn
+
+    configure()
+    return mlflow.sklearn.load_model(f"models:/{use_case_id}/{version}")
+
+
+def load_reference(use_case_id: str) -> pd.DataFrame:
+    """The champion's reference sample (its fit rows' features), the baseline for drift."""
+    import pandas as pd
+
+    client = configure()
+    version = _version_by_alias(client, use_case_id, CHAMPION)
+    if version is None:
+        raise LookupError(f"use case {use_case_id!r} has no champion model yet: train one first")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(version.run_id, REFERENCE_ARTIFACT, dst_path=tmp)
+        return pd.read_parquet(Path(path))
+
+
+def set_alias(use_case_id: str, alias: str, version: str | int) -> None:
+    configure().set_registered_model_alias(use_case_id, alias, str(version))
+    log.info("model %s: alias %s -> version %s", use_case_id, alias, version)
+
+
+def version_by_run_tag(use_case_id: str, key: str, value: str) -> ModelVersion | None:
+    """The newest version of the use case's model whose tag ``key`` equals ``value``.
+
+    The tag is matched here rather than in the filter string, so that values with quotes or
+    other filter syntax (Airflow run ids contain ``+`` and ``:``) need no escaping.
+    """
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", use_case_id):
+        # The id goes into a filter string: only the use-case id shape from config is allowed.
+        raise ValueError(f"not a use case id: {use_case_id!r}")
+    client = configure()
+    found: list[ModelVersion] = []
+    token: str | None = None
+    while True:
+        page = client.search_model_versions(f"name = '{use_case_id}'", page_token=token)
+        found.extend(v for v in page if v.tags.get(key) == value)
+        token = page.token
+        if not token:
+            break
+    return max(found, key=lambda v: int(v.version)) if found else None
