@@ -6,7 +6,6 @@ plant wants to put in front of its engineers. Every request has a timeout.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -22,6 +21,10 @@ TIMEOUT = 10
 class ApprovalError(RuntimeError):
     """The API refused the answer (wrong user, wrong option, task not waiting)."""
 
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 @dataclass(frozen=True)
 class AirflowApi:
@@ -33,7 +36,7 @@ class AirflowApi:
         resp = requests.post(f"{self.base_url}/auth/token", json={"username": self.username, "password": self.password},
                              timeout=TIMEOUT)
         if resp.status_code not in (200, 201):
-            raise ApprovalError(f"login as {self.username} failed: {resp.status_code} {resp.text[:200]}")
+            raise ApprovalError(resp.status_code, f"login as {self.username} failed: {resp.status_code} {resp.text[:200]}")
         return resp.json()["access_token"]
 
     def _headers(self) -> dict[str, str]:
@@ -51,10 +54,10 @@ class AirflowApi:
     def answer(self, dag_id: str, run_id: str, task_id: str, option: str, params: dict | None = None) -> dict:
         resp = self.request(
             "PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
-            data=json.dumps({"chosen_options": [option], "params_input": params or {}}),
+            json={"chosen_options": [option], "params_input": params or {}},
         )
         if resp.status_code != 200:
-            raise ApprovalError(f"{self.username} could not answer {dag_id}/{run_id}/{task_id}: "
+            raise ApprovalError(resp.status_code, f"{self.username} could not answer {dag_id}/{run_id}/{task_id}: "
                                 f"{resp.status_code} {resp.text[:300]}")
         return resp.json()
 

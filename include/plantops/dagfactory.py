@@ -8,6 +8,7 @@ heavy library is imported inside the task that needs it.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -50,7 +51,8 @@ def default_args(use_case: UseCase) -> dict[str, Any]:
     return {
         "owner": use_case.owner,
         "retries": 2,
-        "retry_delay": timedelta(minutes=2),
+        # Read from the environment (not a Variable): parse-time safe, and short on the embedded tier.
+        "retry_delay": timedelta(seconds=int(os.environ.get("PLANTOPS_RETRY_DELAY_SECONDS", "120"))),
         "retry_exponential_backoff": True,
         "execution_timeout": timedelta(hours=1),
         "on_failure_callback": on_failure,

@@ -14,7 +14,6 @@ The last stdout line is one JSON object.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -31,6 +30,26 @@ from plantops.settings import get_settings
 
 log = logging.getLogger("plantops.demo")
 USE_CASE = "tep_reactor"
+_TERMINAL = sys.stdout
+
+
+def say(text: str = "") -> None:
+    """Progress for the person at the terminal; everything Airflow and Spark print goes to the log."""
+    print(text, file=_TERMINAL, flush=True)
+
+
+def capture_output(log_file: Path):
+    """Point file descriptors 1 and 2 at the log file (structlog and subprocesses write there too)."""
+    global _TERMINAL
+    _TERMINAL = os.fdopen(os.dup(1), "w", buffering=1)
+    saved_err = os.dup(2)
+    target = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    os.close(target)
+    return saved_err
 
 
 class Demo:
@@ -39,7 +58,6 @@ class Demo:
         self.log_file = log_file
         self.dags: dict[str, Any] = {}
         self.branches: list[str] = []
-        self.steps: list[str] = []
         self.api_proc: subprocess.Popen | None = None
 
     # -- services ------------------------------------------------------------------------------
@@ -72,11 +90,9 @@ class Demo:
     def run(self, stage: str, conf: dict | None = None, logical_date: datetime | None = None) -> dict[str, str]:
         dag = self.dags[f"{USE_CASE}__{stage}"]
         started = time.monotonic()
-        with self.log_file.open("a") as out, contextlib.redirect_stdout(out):
-            dr = dag.test(run_conf=conf or {}, logical_date=logical_date or datetime.now(timezone.utc))
+        dr = dag.test(run_conf=conf or {}, logical_date=logical_date or datetime.now(timezone.utc))
         states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
-        self.steps.append(f"{dag.dag_id}: {dr.state} in {time.monotonic() - started:.0f}s")
-        print(f"  {dag.dag_id:<24} {dr.state:<8} {time.monotonic() - started:5.0f}s  {conf or ''}", flush=True)
+        say(f"  {dag.dag_id:<24} {dr.state:<8} {time.monotonic() - started:5.0f}s  {conf or ''}")
         if str(dr.state) != "success":
             raise RuntimeError(f"{dag.dag_id} ended {dr.state}: {states} (details in {self.log_file})")
         return states
@@ -85,7 +101,7 @@ class Demo:
         states = self.run("monitor", {"day": day})
         branch = next(b for b in ("no_action", "trigger_retrain", "request_approval") if states.get(b) == "success")
         self.branches.append(branch)
-        print(f"  -> monitor branch for {day}: {branch}", flush=True)
+        say(f"  -> monitor branch for {day}: {branch}")
         return branch
 
     def run_triggered(self) -> list[dict]:
@@ -98,18 +114,24 @@ class Demo:
             queued = [(r.run_id, r.logical_date, dict(r.conf or {})) for r in session.scalars(
                 select(DagRun).where(DagRun.dag_id == f"{USE_CASE}__train", DagRun.state == "queued"))]
         for run_id, logical_date, conf in queued:
-            print(f"  executing queued run {run_id} with conf {conf}", flush=True)
+            say(f"  executing queued run {run_id} with conf {conf}")
             self.run("train", conf, logical_date=logical_date)
         return [{"run_id": r, "conf": c} for r, _, c in queued]
 
-    def pipeline(self, start: str, end: str, day: str) -> None:
+    def pipeline(self, start: str, end: str, day: str | None = None) -> None:
+        """Ingest and features for [start, end); then score `day` when given."""
         self.run("ingest", {"start": start, "end": end})
         self.run("features", {"start": start[:10], "end": end[:10]})
-        self.run("score", {"day": day})
+        if day:
+            self.run("score", {"day": day})
 
 
 def answer_when_waiting(demo: Demo, option: str, params: dict, result: dict) -> threading.Thread:
-    """Answer the approval as the assigned engineer once it is waiting; an unassigned user is refused first."""
+    """Answer the approval as the assigned engineer once it is waiting, after checking that an
+    unassigned user (ops1) is refused. On any failure the main thread (parked in dag.test) is
+    interrupted rather than left waiting forever."""
+    import _thread
+
     from plantops.approval import ApprovalError, wait_for_pending
 
     def worker() -> None:
@@ -120,12 +142,14 @@ def answer_when_waiting(demo: Demo, option: str, params: dict, result: dict) -> 
             ti = detail["task_instance"]
             try:
                 demo.api("ops1").answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], option, params)
-                result["unassigned"] = "accepted (unexpected)"
+                result["unassigned"] = "accepted"
             except ApprovalError as exc:
-                result["unassigned"] = str(exc)[:120]
+                result["unassigned"] = exc.status
+                result["unassigned_message"] = str(exc)
             result["answer"] = engineer.answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], option, params)
-        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+        except Exception as exc:  # noqa: BLE001 - surfaced in the main thread
             result["error"] = repr(exc)
+            _thread.interrupt_main()
 
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
@@ -140,41 +164,44 @@ def main() -> int:
         shutil.rmtree(home)
     home.mkdir(parents=True)
     log_file = home / "demo.log"
-    logging.basicConfig(filename=log_file, level=logging.INFO)
+    saved_err = capture_output(log_file)
+    logging.basicConfig(level=logging.INFO)
     demo = Demo(home, log_file)
-    print(f"plantops demo: state in {home}, logs in {log_file}", flush=True)
+    answer: dict = {}
+    say(f"plantops demo: state in {home}, logs in {log_file}")
     try:
         demo.start()
         from plantops import decisions, registry, replay
         from plantops.config import get_use_case
 
         use_case = get_use_case(USE_CASE)
-        print("1. history: 21 labelled fault days + 3 normal days", flush=True)
+        say("1. history: 21 labelled fault days + 3 normal days")
         replay.replay_history(use_case)
-        demo.pipeline("2026-03-01T00:00:00+00:00", "2026-03-25T00:00:00+00:00", "2026-03-24")
+        demo.pipeline("2026-03-01T00:00:00+00:00", "2026-03-25T00:00:00+00:00")
         demo.run("train", {"reason": "first model"})
         demo.run("score", {"day": "2026-03-24"})
         demo.monitor("2026-03-24")
 
-        print("2. live: TEP fault 1 starts 2026-03-25 08:00", flush=True)
+        say("2. live: TEP fault 1 starts 2026-03-25 08:00")
         replay.replay_episode(use_case, replay.LIVE["drift"])
         demo.pipeline("2026-03-25T00:00:00+00:00", "2026-03-26T00:00:00+00:00", "2026-03-25")
         demo.monitor("2026-03-25")
         triggered = demo.run_triggered()
 
-        print("3. live: TEP fault 7 on 2026-03-26 with an operator's setpoint change at 07:30", flush=True)
+        say("3. live: TEP fault 7 on 2026-03-26 with an operator's setpoint change at 07:30")
         replay.replay_episode(use_case, replay.LIVE["plant_change"])
         demo.pipeline("2026-03-26T00:00:00+00:00", "2026-03-27T00:00:00+00:00", "2026-03-26")
-        answer: dict = {}
         thread = answer_when_waiting(demo, "Retrain from a new reference window",
                                      {"reason": "setpoint change is permanent", "reference_start": "2026-03-26T07:30:00+00:00"},
                                      answer)
-        print("  waiting for the approval; answering through the REST API as eng1 (assigned engineer)", flush=True)
+        say("  waiting for the approval; answering through the REST API as eng1 (assigned engineer)")
         demo.monitor("2026-03-26")
         thread.join(timeout=60)
         if "error" in answer:
             raise RuntimeError(f"answering the approval failed: {answer['error']}")
-        print(f"  unassigned user ops1 was refused: {answer.get('unassigned')}", flush=True)
+        if answer.get("unassigned") != 403:
+            raise RuntimeError(f"an unassigned user was not refused: {answer.get('unassigned_message', answer)}")
+        say(f"  unassigned user ops1 was refused (HTTP 403): {answer['unassigned_message'][-70:]}")
         triggered += demo.run_triggered()
 
         registry.configure()
@@ -197,15 +224,26 @@ def main() -> int:
             "decision_store": settings.state_url,
             "seconds": round(time.monotonic() - started),
         }
+    except BaseException:
+        import traceback
+
+        if "error" in answer:
+            say(f"answering the approval failed: {answer['error']}")
+        traceback.print_exc()  # into the log
+        os.dup2(saved_err, 2)
+        say(f"demo failed; the end of {log_file}:")
+        say("".join(log_file.read_text().splitlines(keepends=True)[-40:]))
+        raise SystemExit(1)
     finally:
         demo.stop()
-    print("\nSummary")
-    for step in demo.steps:
-        print(f"  {step}")
-    print(f"  champion: {summary['champion_version']}; monitor branches: {', '.join(summary['branches_taken'])}")
-    print(f"  drift report: {summary['report_path']}")
-    print(f"  MLflow: {summary['mlflow_uri']}  (mlflow ui --backend-store-uri {summary['mlflow_uri']})")
-    print(json.dumps(summary))
+    say(f"\nSummary ({summary['seconds']} s)")
+    say(f"  champion: {summary['champion_version']}; monitor branches: {', '.join(summary['branches_taken'])}")
+    say(f"  train decisions: {', '.join(summary['train_decisions'])}; approval answered by "
+        f"{summary['approval']['by']}: {summary['approval']['chosen'][0]}")
+    say(f"  drift report: {summary['report_path']}")
+    say(f"  decisions: {summary['decision_store']} (table decisions); `make up` to browse the runs")
+    say(f"  MLflow: {summary['mlflow_uri']}  (mlflow ui --backend-store-uri {summary['mlflow_uri']})")
+    say(json.dumps(summary))
     return 0
 
 

@@ -6,6 +6,7 @@ Each function takes plain values (ids, ISO dates, run ids) and returns a JSON-ab
 from __future__ import annotations
 
 import logging
+import os
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -164,7 +165,8 @@ def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, A
     end = start + parse_duration(use_case.monitoring.window)
     current = load_features(use_case_id, day, end.strftime("%Y-%m-%d"))
     reference = registry.load_reference(use_case_id)
-    report = get_settings().reports_root / use_case_id / run_id.replace(":", "_").replace("+", "_") / "drift.html"
+    run_folder = run_id.replace(":", "_").replace("+", "_")
+    report = get_settings().reports_root / use_case_id / run_folder / "drift.html"
     drift = compute_drift(reference, current, base_columns(use_case.tag_names), use_case.monitoring.drift, report)
     lookback = parse_duration(use_case.monitoring.plant_event_lookback)
     asset = use_case.historian.asset
@@ -182,6 +184,9 @@ def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, A
         "drift_share": drift.drift_share,
         "drifted_columns": list(drift.drifted_columns)[:10],
         "report_path": drift.report_path,
+        # Served by the plantops plugin of the Airflow api-server (login required).
+        "report_url": f"{os.environ.get('AIRFLOW__API__BASE_URL', 'http://localhost:8080')}"
+                      f"/plantops/reports/{use_case_id}/{run_folder}/drift.html",
         "plant_events": [e.to_record() for e in decision.events],
         "champion_version": champion[0] if champion else None,
         "alarm_rate": float(predictions["alarm"].mean()) if len(predictions) else None,
@@ -210,7 +215,7 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
     lines += [f"- {e['ts']} {e['kind']} by {e['author']}: {e['description']}" for e in record["plant_events"]]
     lines += ["", f"Champion: version {record['champion_version']}; alarm rate in the window: "
               f"{record['alarm_rate'] if record['alarm_rate'] is not None else 'n/a'}",
-              "", f"Drift report: `{record['report_path']}`",
+              "", f"Drift report: [{record['report_url']}]({record['report_url']})",
               "", "Retraining now learns the changed plant as normal. Choose a new reference window to train "
               "only on data after the change; refuse if the model is still valid (a reason is required)."]
     return "\n".join(lines)
