@@ -53,7 +53,7 @@ def test_house_rules(dagbag):
         assert dag.doc_md, dag_id
         assert dag.dag_id.split("__")[1] in dag.tags
         for task in dag.tasks:
-            if task.task_type in ("HITLBranchOperator",):
+            if task.task_type in ("ApprovalBranchOperator",):
                 continue  # a human's answer is not retried
             assert task.owner == "plantops", (dag_id, task.task_id)
             assert task.retries >= 2, (dag_id, task.task_id)

@@ -224,7 +224,7 @@ def build_score(use_case: UseCase, a: dict[str, Asset]) -> DAG:
 
 def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
     from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.providers.standard.operators.hitl import HITLBranchOperator
+    from plantops.operators import ApprovalBranchOperator
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
     train_id = use_case.dag_id("train")
@@ -252,7 +252,7 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             trigger_run_id="retrain__{{ run_id }}",
             conf={"reason": "drift detected by {{ run_id }}"},
         )
-        approval = HITLBranchOperator(
+        approval = ApprovalBranchOperator(
             task_id="request_approval",
             subject=f"{use_case.id}: retrain after a plant change?",
             body="{{ ti.xcom_pull(task_ids='assess_drift')['approval_body'] }}",
@@ -283,7 +283,7 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         def plan_reference(assessment: dict, run_id=None, ti=None) -> dict:
             from plantops.pipeline import record_answer
 
-            answer = ti.xcom_pull(task_ids="request_approval") or {}
+            answer = ti.xcom_pull(task_ids="request_approval", key="response") or {}
             record_answer(use_case.id, run_id, answer, "retrain_new_reference")
             chosen = (answer.get("params_input") or {}).get("reference_start")
             events = assessment.get("plant_events") or []
@@ -293,7 +293,7 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         def record_refusal(run_id=None, ti=None) -> dict:
             from plantops.pipeline import record_answer
 
-            answer = ti.xcom_pull(task_ids="request_approval") or {}
+            answer = ti.xcom_pull(task_ids="request_approval", key="response") or {}
             if not (answer.get("params_input") or {}).get("reason"):
                 raise ValueError("a refusal needs a reason: fill in 'reason' in the approval form")
             return record_answer(use_case.id, run_id, answer, "refused")
@@ -302,7 +302,7 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         def record_approval(run_id=None, ti=None) -> dict:
             from plantops.pipeline import record_answer
 
-            return record_answer(use_case.id, run_id, ti.xcom_pull(task_ids="request_approval") or {}, "retrain_now")
+            return record_answer(use_case.id, run_id, ti.xcom_pull(task_ids="request_approval", key="response") or {}, "retrain_now")
 
         reference = plan_reference.override(task_id="retrain_new_reference")(assessment)
         retrain_new_reference = TriggerDagRunOperator(

@@ -93,14 +93,25 @@ def select_training_data(
     end: pd.Timestamp,
     train_days: int,
     reference_start: pd.Timestamp | None = None,
+    warmup: pd.Timedelta | None = None,
 ) -> TrainingData:
     """Split wide features into fit rows and a held-out set (see :class:`TrainingData`).
 
     Fit rows: ``end - train_days <= ts < end``, outside every fault label, not held out, and at or
     after ``reference_start`` when given (after a process change, older normal data describes a
     plant that no longer exists). Unlabelled rows count as normal operation.
+
+    Rows within ``warmup`` after the start of a labelled period are left out of everything: their
+    rolling windows still reach into the previous state, so they belong to neither.
     """
     import pandas as pd
+
+    if warmup is not None and warmup > pd.Timedelta(0) and len(labels):
+        ts_all = pd.to_datetime(features["ts"], utc=True)
+        settling = pd.Series(False, index=features.index)
+        for start in pd.to_datetime(labels["start_ts"], utc=True):
+            settling |= (ts_all >= start) & (ts_all < start + warmup)
+        features = features[~settling]
 
     missing = {"asset", "start_ts", "end_ts", "label"} - set(labels.columns)
     if missing:
@@ -380,7 +391,8 @@ def train_and_register(
     # Data first: a window too short to train on fails before anything touches MLflow.
     end = _utc(end)
     window = (end - pd.Timedelta(days=use_case.model.train_days), end)
-    data = select_training_data(features, labels, end, use_case.model.train_days, reference_start)
+    warmup = pd.Timedelta(seconds=use_case.features.bucket_seconds * use_case.features.rolling_buckets)
+    data = select_training_data(features, labels, end, use_case.model.train_days, reference_start, warmup)
     minimum = use_case.model.min_train_rows
     if len(data.fit) < minimum:
         since = "" if reference_start is None else f", at or after reference_start {_utc(reference_start)}"
