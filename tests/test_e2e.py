@@ -12,7 +12,7 @@ import pytest
 
 from plantops import decisions, registry, replay
 from plantops.config import get_use_case
-from plantops.demo import USE_CASE, Demo, answer_when_waiting
+from plantops.demo import USE_CASE, Demo
 
 pytestmark = pytest.mark.e2e
 
@@ -71,31 +71,49 @@ def test_fault_day_triggers_a_retrain_that_cannot_promote_a_blind_model(demo):
     assert registry.champion(USE_CASE)[0] == "1"
 
 
-def test_plant_change_asks_the_engineer_and_a_refusal_needs_and_keeps_a_reason(demo):
+def test_plant_change_goes_to_approval_and_a_new_reference_window_retrains_from_the_change(demo):
     replay.replay_episode(get_use_case(USE_CASE), replay.LIVE["plant_change"])
     demo.pipeline("2026-03-26T00:00:00+00:00", "2026-03-27T00:00:00+00:00", "2026-03-26")
-    answer: dict = {}
-    thread = answer_when_waiting(demo, "Refuse: model still valid",
-                                 {"reason": "valve maintenance, transient", "reference_start": ""}, answer)
-    assert demo.monitor("2026-03-26") == "request_approval"
-    thread.join(timeout=60)
-    assert "error" not in answer, answer
+    answer = demo.approve("2026-03-26", "Retrain from a new reference window",
+                          {"reason": "setpoint change is permanent", "reference_start": "2026-03-26T07:30:00+00:00"})
     assert answer["unassigned"] == 403 and "not a respondent" in answer["unassigned_message"]
-    record = decisions.latest(USE_CASE, kind="approval")[0]
-    assert record["branch"] == "refused" and record["reason"] == "valve maintenance, transient"
-    assert record["payload"]["responded_by"]["id"] == "eng1"
-    assert demo.run_triggered() == []  # a refusal queues no training
-
-
-def test_approval_with_new_reference_window_retrains_from_the_change(demo):
-    answer: dict = {}
-    thread = answer_when_waiting(demo, "Retrain from a new reference window",
-                                 {"reason": "setpoint change is permanent",
-                                  "reference_start": "2026-03-26T07:30:00+00:00"}, answer)
-    assert demo.monitor("2026-03-26") == "request_approval"
-    thread.join(timeout=60)
-    assert "error" not in answer, answer
+    monitor = decisions.latest(USE_CASE, kind="monitor")[0]
+    assert monitor["branch"] == "approval" and monitor["payload"]["plant_events"][0]["kind"] == "setpoint_change"
+    approval = decisions.latest(USE_CASE, kind="approval")[0]
+    assert approval["branch"] == "retrain_new_reference" and approval["payload"]["responded_by"]["id"] == "eng1"
     (queued,) = demo.run_triggered()
     assert queued["conf"]["reference_start"] == "2026-03-26T07:30:00+00:00"
+    assert queued["conf"]["approved_by"] == "eng1"
     train = decisions.latest(USE_CASE, kind="train")[0]
     assert train["payload"]["reference_start"] == "2026-03-26T07:30:00+00:00"
+    # who approved and why is on the model version it produced
+    from mlflow import MlflowClient
+
+    version = MlflowClient().get_model_version(USE_CASE, train["payload"]["result"]["version"])
+    assert version.tags["approved_by"] == "eng1"
+    assert version.tags["approval_reason"] == "setpoint change is permanent"
+
+
+def test_a_refusal_needs_and_keeps_a_reason_and_queues_no_training(demo):
+    replay.replay_episode(get_use_case(USE_CASE), replay.LIVE["maintenance"])
+    demo.pipeline("2026-03-27T00:00:00+00:00", "2026-03-28T00:00:00+00:00", "2026-03-27")
+    demo.approve("2026-03-27", "Refuse: model still valid",
+                 {"reason": "analyzer recalibration transient", "reference_start": ""})
+    record = decisions.latest(USE_CASE, kind="approval")[0]
+    assert record["branch"] == "refused" and record["reason"] == "analyzer recalibration transient"
+    assert record["payload"]["responded_by"]["id"] == "eng1" and record["payload"]["day"] == "2026-03-27"
+    assert demo.run_triggered() == []
+
+
+def test_reports_and_decisions_are_served_to_logged_in_users_only(demo):
+    import requests
+
+    record = decisions.latest(USE_CASE, kind="monitor")[0]
+    url = record["payload"]["report_url"]
+    assert requests.get(url, timeout=10).status_code == 401
+    api = demo.api("ops1")
+    resp = requests.get(url, headers={"Authorization": f"Bearer {api.token()}"}, timeout=30)
+    assert resp.status_code == 200 and "XMEAS_1" in resp.text
+    listed = requests.get(f"{api.base_url}/plantops/decisions/{USE_CASE}", timeout=10,
+                          headers={"Authorization": f"Bearer {api.token()}"}).json()
+    assert listed[0]["kind"] in {"monitor", "approval", "train"}

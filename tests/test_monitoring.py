@@ -14,7 +14,14 @@ import pytest
 from plantops import decisions
 from plantops.config import Drift, get_use_case
 from plantops.features import base_columns
-from plantops.monitoring import DriftResult, PlantEvent, compute_drift, decide
+from plantops.monitoring import (
+    DriftResult,
+    PerformanceCheck,
+    PlantEvent,
+    RetrainHistory,
+    compute_drift,
+    decide,
+)
 from plantops.tep import FAULT_ONSET_TEST, FAULT_ROOT_TAGS, TAGS, load_run
 
 COLUMNS = base_columns(TAGS)
@@ -116,14 +123,15 @@ WINDOW_START = datetime(2024, 1, 2, tzinfo=UTC)
 WINDOW_END = WINDOW_START + timedelta(days=1)
 
 
-def _drift(drifted: bool) -> DriftResult:
-    share = 0.62 if drifted else 0.06
+def _drift(drifted: bool, share: float | None = None, top: float | None = None) -> DriftResult:
+    share = share if share is not None else (0.62 if drifted else 0.06)
+    top = top if top is not None else (12.0 if drifted else 0.4)
     return DriftResult(
         drift_share=share,
         drifted=drifted,
         n_columns=52,
         n_drifted=round(share * 52),
-        column_scores={"XMEAS_1": 12.0, "XMEAS_9": math.nan},
+        column_scores={"XMEAS_1": top, "XMEAS_9": math.nan},
         drifted_columns=("XMEAS_1",) if drifted else (),
         method="wasserstein",
         report_path=None,
@@ -178,6 +186,53 @@ def test_policy_reasons_explain_the_decision() -> None:
     assert "XMEAS_1 +12.0 sd" in retrain and "retrain" in retrain
     approval = decide(_drift(True), [_event(3)], WINDOW_START, WINDOW_END).reason
     assert "operator.kim" in approval and "setpoint_change" in approval and "blindly" in approval
+
+
+POLICY = get_use_case("tep_reactor").monitoring.policy
+DAY_BEFORE = WINDOW_START - timedelta(days=1)
+FIVE_DAYS_BEFORE = WINDOW_START - timedelta(days=5)
+
+
+@pytest.mark.parametrize(
+    ("case", "inputs", "branch", "guardrail", "signals"),
+    [
+        ("no drift", {"drift": _drift(False)}, "ok", None, []),
+        ("mild drift", {"drift": _drift(False, share=0.2)}, "ok", None, ["data_drift:mild"]),
+        ("severe drift", {"drift": _drift(True)}, "retrain", None, ["data_drift:severe"]),
+        ("one loop far off", {"drift": _drift(False, share=0.04, top=4.7)}, "retrain", None, ["data_drift:severe"]),
+        ("drift with a plant event", {"drift": _drift(True), "events": [_event(3)]}, "approval", None,
+         ["data_drift:severe"]),
+        ("cooldown active", {"drift": _drift(True), "history": RetrainHistory(last_request=DAY_BEFORE)},
+         "ok", "cooldown", ["data_drift:severe"]),
+        ("cooldown over", {"drift": _drift(True), "history": RetrainHistory(last_request=FIVE_DAYS_BEFORE)},
+         "retrain", None, ["data_drift:severe"]),
+        ("a retrain is pending", {"drift": _drift(True), "history": RetrainHistory(pending=True)},
+         "ok", "pending", ["data_drift:severe"]),
+        ("retrain cap reached", {"drift": _drift(True), "history": RetrainHistory(recent_requests=3)},
+         "approval", "cap", ["data_drift:severe"]),
+        ("late labels, performance drop, no data drift",
+         {"drift": _drift(False), "performance": PerformanceCheck(120, 0.35, 0.01, 0.78)},
+         "retrain", None, ["performance:severe"]),
+        ("late labels, too few to judge",
+         {"drift": _drift(False), "performance": PerformanceCheck(10, 0.0, 0.5, 0.78)}, "ok", None, []),
+        ("late labels, false alarms", {"drift": _drift(False), "performance": PerformanceCheck(200, None, 0.2, None)},
+         "retrain", None, ["performance:severe"]),
+        ("the model alarms all day", {"drift": _drift(False), "alarm_rate": 0.6}, "retrain", None,
+         ["score_drift:severe"]),
+        ("bad sensor data", {"drift": _drift(True), "rejected_share": 0.2}, "approval", None,
+         ["data_drift:severe", "quality:severe"]),
+    ],
+)
+def test_policy_table(case, inputs, branch, guardrail, signals) -> None:
+    decision = decide(
+        inputs["drift"], inputs.get("events", []), WINDOW_START, WINDOW_END, asset="tep_reactor",
+        policy=POLICY, alarm_rate=inputs.get("alarm_rate"), performance=inputs.get("performance"),
+        rejected_share=inputs.get("rejected_share"), history=inputs.get("history"),
+    )
+    assert decision.branch == branch, (case, decision.reason)
+    assert decision.guardrail == guardrail, case
+    assert [f"{s.name}:{s.level}" for s in decision.signals] == signals, case
+    assert json.loads(json.dumps(decision.to_record(), allow_nan=False))["branch"] == branch
 
 
 def test_plant_event_naive_time_is_utc_and_kind_is_checked() -> None:

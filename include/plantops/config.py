@@ -101,8 +101,80 @@ class Drift(_Frozen):
     share_threshold: float = Field(default=0.3, gt=0, le=1)
 
 
+Action = Literal["none", "retrain", "approval"]
+
+
+class Levels(_Frozen):
+    """When data drift counts as mild or severe (severe = the drift share threshold is reached)."""
+
+    mild_share: float = Field(default=0.15, ge=0, le=1)
+    # One tag moving far (a single control loop, e.g. TEP faults 4, 11, 14) is severe on its own.
+    single_tag_score: float = Field(default=2.0, gt=0)
+
+
+class ScoreDrift(_Frozen):
+    """Prediction drift: the champion's alarm rate in the window against its held-out false-alarm rate."""
+
+    max_alarm_rate: float = Field(default=0.2, gt=0, le=1)
+
+
+class Performance(_Frozen):
+    """Model performance from delayed labels (lab results, confirmed faults) joined by asset and time."""
+
+    lookback: str = "7d"
+    min_labelled_rows: int = Field(default=50, ge=1)
+    max_detection_drop: float = Field(default=0.2, gt=0, le=1)
+    max_far: float = Field(default=0.05, gt=0, le=1)
+
+    @field_validator("lookback")
+    @classmethod
+    def _lookback(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class Quality(_Frozen):
+    """Data-quality results of the GX gates: share of rows rejected in the window."""
+
+    max_rejected_share: float = Field(default=0.05, ge=0, le=1)
+
+
+class Actions(_Frozen):
+    """What each signal asks for. A plant event in the window turns any retrain into an approval."""
+
+    mild_drift: Action = "none"
+    severe_drift: Action = "retrain"
+    score_drift: Action = "retrain"
+    performance: Action = "retrain"
+    quality: Action = "approval"
+
+
+class Guardrails(_Frozen):
+    """Limits on automatic retraining, in plant time (the monitored windows), not wall-clock time."""
+
+    cooldown: str = "2d"
+    max_retrains: int = Field(default=3, ge=1)
+    period: str = "7d"
+
+    @field_validator("cooldown", "period")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
+class Policy(_Frozen):
+    levels: Levels = Levels()
+    score_drift: ScoreDrift = ScoreDrift()
+    performance: Performance = Performance()
+    quality: Quality = Quality()
+    actions: Actions = Actions()
+    guardrails: Guardrails = Guardrails()
+
+
 class Monitoring(_Frozen):
     drift: Drift = Drift()
+    policy: Policy = Policy()
     window: str = "1d"
     plant_event_lookback: str = "1d"
     approval_timeout: str = "1d"
@@ -112,6 +184,15 @@ class Monitoring(_Frozen):
     def _durations(cls, value: str) -> str:
         parse_duration(value)
         return value
+
+    @model_validator(mode="after")
+    def _levels(self) -> Monitoring:
+        if self.policy.levels.mild_share > self.drift.share_threshold:
+            raise ValueError(
+                f"policy.levels.mild_share ({self.policy.levels.mild_share}) must not exceed "
+                f"drift.share_threshold ({self.drift.share_threshold}), where drift becomes severe"
+            )
+        return self
 
 
 class UseCase(_Frozen):

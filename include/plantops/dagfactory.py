@@ -190,6 +190,9 @@ def build_train(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         "reference_start": Param(None, type=["null", "string"],
                                  description="train only on data from this ISO time on (e.g. after a plant change)"),
         "reason": Param("scheduled", type="string", description="why this training runs"),
+        "monitor_run_id": Param(None, type=["null", "string"], description="the monitor run that asked for it"),
+        "approved_by": Param(None, type=["null", "string"], description="the engineer who approved it"),
+        "approval_reason": Param(None, type=["null", "string"], description="the engineer's reason"),
     }) as dag:
 
         @task(outlets=[a["model"]])
@@ -197,8 +200,10 @@ def build_train(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             from plantops.pipeline import train
             from plantops.provenance import git_commit
 
+            # Who asked and who approved end up as tags on the model version.
+            provenance = {k: params[k] for k in ("monitor_run_id", "approved_by", "approval_reason") if params.get(k)}
             return train(use_case.id, run_id, params.get("reference_start"), params.get("reason", "scheduled"),
-                         git_commit())
+                         git_commit(), provenance)
 
         train_model()
     return dag
@@ -250,7 +255,7 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             task_id="trigger_retrain",
             trigger_dag_id=train_id,
             trigger_run_id="retrain__{{ run_id }}",
-            conf={"reason": "drift detected by {{ run_id }}"},
+            conf={"reason": "drift detected by {{ run_id }}", "monitor_run_id": "{{ run_id }}"},
         )
         approval = ApprovalBranchOperator(
             task_id="request_approval",
@@ -276,33 +281,45 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             task_id="retrain_approved",
             trigger_dag_id=train_id,
             trigger_run_id="approved__{{ run_id }}",
-            conf={"reason": "approved by a process engineer in {{ run_id }}"},
+            conf={"reason": "approved by a process engineer in {{ run_id }}",
+                  "approved_by": "{{ ((ti.xcom_pull(task_ids='request_approval', key='response') or {}).get('responded_by_user') or {}).get('id', '') }}",
+                  "monitor_run_id": "{{ run_id }}"},
         )
+
+        timeout = use_case.monitoring.approval_timeout
+
+        def answer_of(ti) -> dict:
+            return ti.xcom_pull(task_ids="request_approval", key="response") or {}
 
         @task
         def plan_reference(assessment: dict, run_id=None, ti=None) -> dict:
             from plantops.pipeline import record_answer
 
-            answer = ti.xcom_pull(task_ids="request_approval", key="response") or {}
-            record_answer(use_case.id, run_id, answer, "retrain_new_reference")
+            answer = answer_of(ti)
+            record_answer(use_case.id, run_id, answer, "retrain_new_reference", assessment["day"], timeout)
             chosen = (answer.get("params_input") or {}).get("reference_start")
             events = assessment.get("plant_events") or []
-            return {"reference_start": chosen or (events[-1]["ts"] if events else assessment["day"])}
+            return {
+                "reference_start": chosen or (events[-1]["ts"] if events else assessment["day"]),
+                "approved_by": (answer.get("responded_by_user") or {}).get("id", ""),
+                "approval_reason": (answer.get("params_input") or {}).get("reason", ""),
+            }
 
         @task
-        def record_refusal(run_id=None, ti=None) -> dict:
+        def record_refusal(assessment: dict, run_id=None, ti=None) -> dict:
             from plantops.pipeline import record_answer
 
-            answer = ti.xcom_pull(task_ids="request_approval", key="response") or {}
-            if not (answer.get("params_input") or {}).get("reason"):
+            answer = answer_of(ti)
+            timed_out = answer.get("responded_by_user") is None
+            if not timed_out and not (answer.get("params_input") or {}).get("reason"):
                 raise ValueError("a refusal needs a reason: fill in 'reason' in the approval form")
-            return record_answer(use_case.id, run_id, answer, "refused")
+            return record_answer(use_case.id, run_id, answer, "refused", assessment["day"], timeout)
 
         @task
-        def record_approval(run_id=None, ti=None) -> dict:
+        def record_approval(assessment: dict, run_id=None, ti=None) -> dict:
             from plantops.pipeline import record_answer
 
-            return record_answer(use_case.id, run_id, ti.xcom_pull(task_ids="request_approval", key="response") or {}, "retrain_now")
+            return record_answer(use_case.id, run_id, answer_of(ti), "retrain_now", assessment["day"], timeout)
 
         reference = plan_reference.override(task_id="retrain_new_reference")(assessment)
         retrain_new_reference = TriggerDagRunOperator(
@@ -310,11 +327,14 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             trigger_dag_id=train_id,
             trigger_run_id="reference__{{ run_id }}",
             conf={"reason": "approved with a new reference window in {{ run_id }}",
-                  "reference_start": "{{ ti.xcom_pull(task_ids='retrain_new_reference')['reference_start'] }}"},
+                  "reference_start": "{{ ti.xcom_pull(task_ids='retrain_new_reference')['reference_start'] }}",
+                  "approved_by": "{{ ti.xcom_pull(task_ids='retrain_new_reference')['approved_by'] }}",
+                  "approval_reason": "{{ ti.xcom_pull(task_ids='retrain_new_reference')['approval_reason'] }}",
+                  "monitor_run_id": "{{ run_id }}"},
         )
         branch >> [no_action, trigger_retrain, approval]
-        approval >> [retrain_approved, reference, record_refusal()]
-        retrain_approved >> record_approval()
+        approval >> [retrain_approved, reference, record_refusal(assessment)]
+        retrain_approved >> record_approval(assessment)
         reference >> retrain_new_reference
     return dag
 

@@ -5,7 +5,9 @@
 2. a fault run starts on 2026-03-25 -> drift -> the monitor triggers a retrain;
 3. another fault run on 2026-03-26 while an operator's setpoint change is recorded -> the monitor asks
    the process engineers; the demo answers as the assigned engineer `eng1` through Airflow's REST API
-   (a real `airflow api-server` on the same metadata DB) with "Retrain from a new reference window".
+   (a real `airflow api-server` on the same metadata DB) with "Retrain from a new reference window";
+4. a slow fault on 2026-03-27 after a recorded analyzer maintenance -> approval again, refused by the
+   engineer with a reason. Every decision is in the decision store (table `decisions`).
 
 DAG runs execute in this process with ``dag.test()`` (no scheduler): a run the monitor triggers is
 queued by the TriggerDagRunOperator and then executed here with the conf it was queued with.
@@ -104,6 +106,23 @@ class Demo:
         say(f"  -> monitor branch for {day}: {branch}")
         return branch
 
+    def approve(self, day: str, option: str, params: dict) -> dict:
+        """Run the monitor for the day; answer its approval through the REST API as eng1."""
+        answer: dict = {}
+        thread = answer_when_waiting(self, option, params, answer)
+        say("  waiting for the approval; answering through the REST API as eng1 (the assigned engineer)")
+        try:
+            self.monitor(day)
+        except KeyboardInterrupt as exc:  # raised by the answering thread when it fails
+            raise RuntimeError(f"answering the approval failed: {answer.get('error')}") from exc
+        thread.join(timeout=60)
+        if "error" in answer:
+            raise RuntimeError(f"answering the approval failed: {answer['error']}")
+        if answer.get("unassigned") != 403:
+            raise RuntimeError(f"an unassigned user was not refused: {answer.get('unassigned_message', answer)}")
+        say(f"  ops1 (not assigned) was refused with HTTP 403; eng1 answered: {option}")
+        return answer
+
     def run_triggered(self) -> list[dict]:
         """Execute the train runs that the monitor queued (no scheduler in the embedded demo)."""
         from airflow.models.dagrun import DagRun
@@ -167,7 +186,7 @@ def main() -> int:
     saved_err = capture_output(log_file)
     logging.basicConfig(level=logging.INFO)
     demo = Demo(home, log_file)
-    answer: dict = {}
+    answers: list[dict] = []
     say(f"plantops demo: state in {home}, logs in {log_file}")
     try:
         demo.start()
@@ -191,17 +210,17 @@ def main() -> int:
         say("3. live: TEP fault 7 on 2026-03-26 with an operator's setpoint change at 07:30")
         replay.replay_episode(use_case, replay.LIVE["plant_change"])
         demo.pipeline("2026-03-26T00:00:00+00:00", "2026-03-27T00:00:00+00:00", "2026-03-26")
-        thread = answer_when_waiting(demo, "Retrain from a new reference window",
-                                     {"reason": "setpoint change is permanent", "reference_start": "2026-03-26T07:30:00+00:00"},
-                                     answer)
-        say("  waiting for the approval; answering through the REST API as eng1 (assigned engineer)")
-        demo.monitor("2026-03-26")
-        thread.join(timeout=60)
-        if "error" in answer:
-            raise RuntimeError(f"answering the approval failed: {answer['error']}")
-        if answer.get("unassigned") != 403:
-            raise RuntimeError(f"an unassigned user was not refused: {answer.get('unassigned_message', answer)}")
-        say(f"  unassigned user ops1 was refused (HTTP 403): {answer['unassigned_message'][-70:]}")
+        answers.append(demo.approve("2026-03-26", "Retrain from a new reference window",
+                                    {"reason": "the setpoint change is permanent",
+                                     "reference_start": "2026-03-26T07:30:00+00:00"}))
+        triggered += demo.run_triggered()
+
+        say("4. live: TEP fault 13 on 2026-03-27 after an analyzer maintenance at 06:00")
+        replay.replay_episode(use_case, replay.LIVE["maintenance"])
+        demo.pipeline("2026-03-27T00:00:00+00:00", "2026-03-28T00:00:00+00:00", "2026-03-27")
+        answers.append(demo.approve("2026-03-27", "Refuse: model still valid",
+                                    {"reason": "analyzer recalibration transient; the model is still valid",
+                                     "reference_start": ""}))
         triggered += demo.run_triggered()
 
         registry.configure()
@@ -219,16 +238,15 @@ def main() -> int:
             "mlflow_uri": settings.mlflow_tracking_uri,
             "train_decisions": [r["branch"] for r in reversed(train_records)],
             "triggered_runs": [t["run_id"] for t in triggered],
-            "approval": {"chosen": answer["answer"].get("chosen_options"),
-                         "by": (answer["answer"].get("responded_by") or {}).get("name")},
+            "approvals": [{"chosen": a["answer"]["chosen_options"][0], "by": a["answer"]["responded_by"]["id"],
+                           "reason": a["answer"]["params_input"].get("reason")} for a in answers],
+            "decisions": [f"{r['kind']}:{r['branch']}" for r in reversed(decisions.latest(USE_CASE, limit=50))],
             "decision_store": settings.state_url,
             "seconds": round(time.monotonic() - started),
         }
     except BaseException:
         import traceback
 
-        if "error" in answer:
-            say(f"answering the approval failed: {answer['error']}")
         traceback.print_exc()  # into the log
         os.dup2(saved_err, 2)
         say(f"demo failed; the end of {log_file}:")
@@ -238,8 +256,10 @@ def main() -> int:
         demo.stop()
     say(f"\nSummary ({summary['seconds']} s)")
     say(f"  champion: {summary['champion_version']}; monitor branches: {', '.join(summary['branches_taken'])}")
-    say(f"  train decisions: {', '.join(summary['train_decisions'])}; approval answered by "
-        f"{summary['approval']['by']}: {summary['approval']['chosen'][0]}")
+    say(f"  train decisions: {', '.join(summary['train_decisions'])}")
+    for approval in summary["approvals"]:
+        say(f"  approval answered by {approval['by']}: {approval['chosen']} ({approval['reason']})")
+    say(f"  decision store: {', '.join(summary['decisions'])}")
     say(f"  drift report: {summary['report_path']}")
     say(f"  decisions: {summary['decision_store']} (table decisions); `make up` to browse the runs")
     say(f"  MLflow: {summary['mlflow_uri']}  (mlflow ui --backend-store-uri {summary['mlflow_uri']})")

@@ -115,3 +115,23 @@ def ingest_landed(use_case: UseCase, run_id: str) -> dict:
         results.append({"file": landed.name, "status": "ingested", "days": days, "rejected_rows_at": quarantined_rows,
                         **counts})
     return {"files": results}
+
+
+def rejected_share(use_case: UseCase, start: datetime, end: datetime) -> float | None:
+    """Share of the window's measurements that the GX gates rejected (rows kept in quarantine),
+    counted in tag values: a rejected wide row of a landed file counts once per tag in it."""
+    import pandas as pd
+
+    from plantops.storage import read_bronze
+
+    lo, hi = pd.Timestamp(start).tz_convert("UTC"), pd.Timestamp(end).tz_convert("UTC")
+    rejected = 0
+    for path in (get_settings().quarantine_root / use_case.id / "rows").glob("*.parquet"):
+        frame = pd.read_parquet(path)
+        ts = pd.to_datetime(frame["ts"], utc=True)
+        inside = int(((ts >= lo) & (ts < hi)).sum())
+        values_per_row = 1 if "tag" in frame.columns else len([c for c in frame.columns if c not in ("ts", "reason")])
+        rejected += inside * values_per_row
+    kept = read_bronze(get_settings().bronze_root, use_case.id, lo.strftime("%Y-%m-%d"), hi.strftime("%Y-%m-%d"))
+    total = len(kept) + rejected
+    return None if total == 0 else rejected / total

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     import pandas as pd
 
-    from plantops.config import Drift
+    from plantops.config import Drift, Policy
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ class DriftResult:
     @property
     def max_score(self) -> float:
         """The single most drifted tag's score (a distance; for p-value methods the smallest p)."""
-        if not self.column_scores:
+        values = [v for v in self.column_scores.values() if not math.isnan(v)]
+        if not values:
             return math.nan
-        values = self.column_scores.values()
         return min(values) if self.score_is_p_value else max(values)
 
     def top(self, n: int = _REASON_TOP) -> list[tuple[str, float, float]]:
@@ -329,6 +329,38 @@ class PlantEvent:
 
 
 @dataclass(frozen=True)
+class Signal:
+    """One reason to act: which check fired, how badly, and what the policy asks for."""
+
+    name: str  # data_drift | score_drift | performance | quality
+    level: str  # mild | severe
+    action: str  # none | retrain | approval
+    detail: str
+
+    def to_record(self) -> dict[str, Any]:
+        return {"name": self.name, "level": self.level, "action": self.action, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class PerformanceCheck:
+    """The champion against delayed labels (lab results, confirmed faults) in the lookback."""
+
+    n_labelled: int
+    detection_rate: float | None  # alarms on fault-labelled rows
+    far: float | None  # alarms on normal-labelled rows
+    expected_detection_rate: float | None  # the champion's held-out detection rate at training
+
+
+@dataclass(frozen=True)
+class RetrainHistory:
+    """What the guardrails need, in plant time (the monitored windows)."""
+
+    last_request: datetime | None = None  # window start of the last retrain request
+    pending: bool = False  # a retrain was requested and no training has finished since
+    recent_requests: int = 0  # retrain requests within the guardrail period before this window
+
+
+@dataclass(frozen=True)
 class Decision:
     """What the monitor decided and why, with the evidence it decided on."""
 
@@ -338,6 +370,8 @@ class Decision:
     events: tuple[PlantEvent, ...] = ()
     window_start: datetime | None = None
     window_end: datetime | None = None
+    signals: tuple[Signal, ...] = ()
+    guardrail: str | None = None  # the guardrail that changed the outcome, if any
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-safe dict: the payload of the decision store row."""
@@ -348,6 +382,8 @@ class Decision:
             "window_end": self.window_end.isoformat() if self.window_end else None,
             "drift": self.drift.to_record(),
             "plant_events": [e.to_record() for e in self.events],
+            "signals": [sig.to_record() for sig in self.signals],
+            "guardrail": self.guardrail,
         }
 
 
@@ -369,6 +405,48 @@ def events_in_window(
     return sorted(hits, key=lambda e: e.ts)
 
 
+_RANK = {"none": 0, "retrain": 1, "approval": 2}
+
+
+def signals_of(
+    drift: DriftResult,
+    policy: Policy,
+    alarm_rate: float | None = None,
+    performance: PerformanceCheck | None = None,
+    rejected_share: float | None = None,
+) -> list[Signal]:
+    """Every check that fired, each with the action the use case's policy assigns to it."""
+    actions, out = policy.actions, []
+    single = not drift.score_is_p_value and drift.max_score >= policy.levels.single_tag_score
+    if drift.drifted or single:
+        detail = drift.summary()
+        if single and not drift.drifted:
+            detail += f"; one tag alone moved past {policy.levels.single_tag_score:g}"
+        out.append(Signal("data_drift", "severe", actions.severe_drift, detail))
+    elif drift.drift_share >= policy.levels.mild_share:
+        out.append(Signal("data_drift", "mild", actions.mild_drift, drift.summary()))
+    if alarm_rate is not None and alarm_rate > policy.score_drift.max_alarm_rate:
+        out.append(Signal("score_drift", "severe", actions.score_drift,
+                          f"alarm rate {alarm_rate:.0%} > {policy.score_drift.max_alarm_rate:.0%}"))
+    perf = policy.performance
+    if performance is not None and performance.n_labelled >= perf.min_labelled_rows:
+        problems = []
+        if (performance.detection_rate is not None and performance.expected_detection_rate is not None
+                and performance.expected_detection_rate - performance.detection_rate > perf.max_detection_drop):
+            problems.append(f"detection rate {performance.detection_rate:.0%} on labelled faults, "
+                            f"{performance.expected_detection_rate:.0%} expected")
+        if performance.far is not None and performance.far > perf.max_far:
+            problems.append(f"false-alarm rate {performance.far:.0%} on labelled normal rows > {perf.max_far:.0%}")
+        if problems:
+            out.append(Signal("performance", "severe", actions.performance,
+                              f"{'; '.join(problems)} ({performance.n_labelled} labelled rows)"))
+    if rejected_share is not None and rejected_share > policy.quality.max_rejected_share:
+        out.append(Signal("quality", "severe", actions.quality,
+                          f"{rejected_share:.1%} of rows rejected by the GX gates "
+                          f"> {policy.quality.max_rejected_share:.0%}"))
+    return out
+
+
 def decide(
     drift: DriftResult,
     plant_events: list[PlantEvent],
@@ -376,40 +454,64 @@ def decide(
     window_end: datetime | None = None,
     asset: str | None = None,
     lookback: timedelta = timedelta(0),
+    *,
+    policy: Policy | None = None,
+    alarm_rate: float | None = None,
+    performance: PerformanceCheck | None = None,
+    rejected_share: float | None = None,
+    history: RetrainHistory | None = None,
 ) -> Decision:
-    """ok | retrain | approval from a drift result and the operators' plant events.
+    """ok | retrain | approval from the monitor's signals, the operators' plant events and the
+    retrain history.
 
-    Without a window every given event counts (the caller already selected them).
+    The strongest action any signal asks for wins (none < retrain < approval). A retrain becomes an
+    approval when an operator changed the plant in the window: automatic retraining would learn the
+    new plant state blindly. Guardrails on automatic retraining: no second request while one is
+    pending, none within the cooldown after the last one, and past the cap per period a person
+    decides. Without a window every given event counts (the caller already selected them).
     """
+    from plantops.config import Policy, parse_duration
+
+    policy = policy or Policy()
+    history = history or RetrainHistory()
     if window_start is not None and window_end is not None:
         events = events_in_window(plant_events, window_start, window_end, asset, lookback)
     else:
-        events = sorted(
-            (e for e in plant_events if asset is None or e.asset == asset), key=lambda e: e.ts
-        )
+        events = sorted((e for e in plant_events if asset is None or e.asset == asset), key=lambda e: e.ts)
     bounds = {
         "window_start": _as_utc(window_start) if window_start else None,
         "window_end": _as_utc(window_end) if window_end else None,
     }
+    signals = tuple(signals_of(drift, policy, alarm_rate, performance, rejected_share))
+    action = max((sig.action for sig in signals), key=_RANK.__getitem__, default="none")
+    fired = "; ".join(f"{sig.name} ({sig.level}): {sig.detail}" for sig in signals)
 
-    if not drift.drifted:
-        reason = f"no drift: {drift.summary()}."
+    def done(branch: Branch, reason: str, guardrail: str | None = None) -> Decision:
+        return Decision(branch, reason, drift, tuple(events), signals=signals, guardrail=guardrail, **bounds)
+
+    if action == "none":
+        reason = f"no action: {fired}." if signals else f"no drift: {drift.summary()}."
         if events:
             reason += f" {len(events)} plant event(s) in the window did not move the data enough to matter."
-        return Decision("ok", reason, drift, tuple(events), **bounds)
-
-    if not events:
-        reason = (
-            f"drift: {drift.summary()}. No operator changed the plant in the window, so the process "
-            "itself moved: retrain on recent data."
+        return done("ok", reason)
+    if action == "approval":
+        return done("approval", f"{fired}. The policy asks a process engineer to decide.")
+    if events:
+        listed = "; ".join(
+            f"{e.kind} on {e.asset} at {e.ts:%Y-%m-%d %H:%M}Z by {e.author}: {e.description}" for e in events
         )
-        return Decision("retrain", reason, drift, (), **bounds)
-
-    listed = "; ".join(
-        f"{e.kind} on {e.asset} at {e.ts:%Y-%m-%d %H:%M}Z by {e.author}: {e.description}" for e in events
-    )
-    reason = (
-        f"drift: {drift.summary()}. An operator changed the plant in the window ({listed}); "
-        "automatic retraining would learn the new state blindly: a process engineer must approve."
-    )
-    return Decision("approval", reason, drift, tuple(events), **bounds)
+        return done("approval", f"drift: {fired}. An operator changed the plant in the window ({listed}); "
+                                "automatic retraining would learn the new state blindly: a process engineer must approve.")
+    guard = policy.guardrails
+    if history.pending:
+        return done("ok", f"{fired}. A retrain is already pending; not requesting another.", "pending")
+    start = bounds["window_start"]
+    cooldown = parse_duration(guard.cooldown)
+    if history.last_request is not None and start is not None and start - _as_utc(history.last_request) < cooldown:
+        return done("ok", f"{fired}. Cooldown: the last retrain was requested for the window of "
+                          f"{_as_utc(history.last_request):%Y-%m-%d %H:%M}Z, less than {guard.cooldown} ago.", "cooldown")
+    if history.recent_requests >= guard.max_retrains:
+        return done("approval", f"{fired}. {history.recent_requests} retrains within {guard.period}: "
+                                f"the cap ({guard.max_retrains}) is reached, a process engineer decides.", "cap")
+    return done("retrain", f"drift: {fired}. No operator changed the plant in the window, so the process "
+                           "itself moved: retrain on recent data.")

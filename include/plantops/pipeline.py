@@ -110,7 +110,7 @@ def check_features(use_case_id: str, start: str, end: str) -> dict[str, Any]:
 # -- train ----------------------------------------------------------------------------------------
 
 def train(use_case_id: str, run_id: str, reference_start: str | None = None, reason: str = "scheduled",
-          git_commit: str = "unknown") -> dict[str, Any]:
+          git_commit: str = "unknown", provenance: dict[str, str] | None = None) -> dict[str, Any]:
     from plantops import decisions, historian
     from plantops.training import train_and_register
 
@@ -121,10 +121,11 @@ def train(use_case_id: str, run_id: str, reference_start: str | None = None, rea
     result = train_and_register(
         use_case, features, labels, end=end,
         reference_start=_day(reference_start) if reference_start else None,
-        run_tags={"airflow_run_id": run_id, "git_commit": git_commit, "trigger_reason": reason},
+        run_tags={"airflow_run_id": run_id, "git_commit": git_commit, "trigger_reason": reason, **(provenance or {})},
     )
     decisions.record(use_case_id, run_id, "train", "promoted" if result["promoted"] else "kept_champion",
-                     result["reason"], {"result": result, "reference_start": reference_start, "trigger": reason})
+                     result["reason"], {"result": result, "reference_start": reference_start, "trigger": reason,
+                      **(provenance or {})})
     return result
 
 
@@ -154,33 +155,45 @@ def score(use_case_id: str, day: str | None = None) -> dict[str, Any]:
 # -- monitor --------------------------------------------------------------------------------------
 
 def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, Any]:
-    """Drift of the day against the champion's reference, plant events, the policy's decision."""
+    """All monitor signals for the day, plant events, retrain history, and the policy's decision."""
     from plantops import decisions, historian, registry
     from plantops.features import base_columns
+    from plantops.ingest import rejected_share
     from plantops.monitoring import PlantEvent, compute_drift, decide
 
     use_case = get_use_case(use_case_id)
+    monitoring = use_case.monitoring
     day = day or latest_feature_day(use_case_id)
     start = _day(day)
-    end = start + parse_duration(use_case.monitoring.window)
+    end = start + parse_duration(monitoring.window)
     current = load_features(use_case_id, day, end.strftime("%Y-%m-%d"))
     reference = registry.load_reference(use_case_id)
     run_folder = run_id.replace(":", "_").replace("+", "_")
     report = get_settings().reports_root / use_case_id / run_folder / "drift.html"
-    drift = compute_drift(reference, current, base_columns(use_case.tag_names), use_case.monitoring.drift, report)
-    lookback = parse_duration(use_case.monitoring.plant_event_lookback)
+    drift = compute_drift(reference, current, base_columns(use_case.tag_names), monitoring.drift, report)
+    lookback = parse_duration(monitoring.plant_event_lookback)
     asset = use_case.historian.asset
     events = [
         PlantEvent(kind=e["kind"], ts=e["ts"], asset=e["asset"], description=e["description"], author=e["author"])
         for e in historian.read_plant_events(asset, start - lookback, end)
     ]
-    decision = decide(drift, events, window_start=start, window_end=end, asset=asset, lookback=lookback)
     champion = registry.champion(use_case_id)
     predictions = historian.read_predictions(asset, start, end)
+    alarm_rate = float(predictions["alarm"].mean()) if len(predictions) else None
+    performance = performance_check(use_case_id, end)
+    quality = rejected_share(use_case, start, end)
+    history = retrain_history(use_case_id, start)
+    decision = decide(
+        drift, events, window_start=start, window_end=end, asset=asset, lookback=lookback,
+        policy=monitoring.policy, alarm_rate=alarm_rate, performance=performance, rejected_share=quality,
+        history=history,
+    )
     record = {
         "day": day,
         "branch": decision.branch,
         "reason": decision.reason,
+        "signals": [sig.to_record() for sig in decision.signals],
+        "guardrail": decision.guardrail,
         "drift_share": drift.drift_share,
         "drifted_columns": list(drift.drifted_columns)[:10],
         "report_path": drift.report_path,
@@ -189,8 +202,12 @@ def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, A
                       f"/plantops/reports/{use_case_id}/{run_folder}/drift.html",
         "plant_events": [e.to_record() for e in decision.events],
         "champion_version": champion[0] if champion else None,
-        "alarm_rate": float(predictions["alarm"].mean()) if len(predictions) else None,
-        "thresholds": use_case.monitoring.drift.model_dump(),
+        "alarm_rate": alarm_rate,
+        "performance": None if performance is None else performance.__dict__,
+        "rejected_share": quality,
+        "history": {"last_request": str(history.last_request) if history.last_request else None,
+                    "pending": history.pending, "recent_requests": history.recent_requests},
+        "thresholds": {**monitoring.drift.model_dump(), "policy": monitoring.policy.model_dump()},
         "drift": drift.to_record(),
     }
     decisions.record(use_case_id, run_id, "monitor", decision.branch, decision.reason, record)
@@ -198,10 +215,60 @@ def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, A
     return record
 
 
+def performance_check(use_case_id: str, end: datetime):
+    """The champion's predictions in the performance lookback against the labels that have arrived."""
+    import pandas as pd
+
+    from plantops import historian, registry
+    from plantops.monitoring import PerformanceCheck
+
+    use_case = get_use_case(use_case_id)
+    asset = use_case.historian.asset
+    start = end - parse_duration(use_case.monitoring.policy.performance.lookback)
+    predictions = historian.read_predictions(asset, start, end)
+    labels = historian.read_labels(asset)
+    if predictions.empty or labels.empty:
+        return None
+    label = pd.Series("", index=predictions.index)
+    for row in labels.itertuples(index=False):
+        label[(predictions["ts"] >= row.start_ts) & (predictions["ts"] < row.end_ts)] = row.label
+    faults, normal = label.str.startswith("fault"), label == "normal"
+    expected = registry.champion_metric(use_case_id, "detection_rate")
+    return PerformanceCheck(
+        n_labelled=int(faults.sum() + normal.sum()),
+        detection_rate=float(predictions.loc[faults, "alarm"].mean()) if faults.any() else None,
+        far=float(predictions.loc[normal, "alarm"].mean()) if normal.any() else None,
+        expected_detection_rate=expected,
+    )
+
+
+def retrain_history(use_case_id: str, window_start: datetime):
+    """Retrain requests (automatic, or approved by an engineer) from the decision store, in plant time."""
+    from plantops import decisions
+    from plantops.monitoring import RetrainHistory
+
+    guard = get_use_case(use_case_id).monitoring.policy.guardrails
+    rows = decisions.latest(use_case_id, limit=500)
+    requests = [
+        (_day(r["payload"]["day"]), r["created_at"]) for r in rows
+        if r["payload"].get("day") and ((r["kind"] == "monitor" and r["branch"] == "retrain")
+                                        or (r["kind"] == "approval" and r["branch"].startswith("retrain")))
+    ]
+    trains = [r["created_at"] for r in rows if r["kind"] == "train"]
+    last_train = max(trains) if trains else None
+    earlier = [day for day, _ in requests if day < window_start]
+    period = parse_duration(guard.period)
+    return RetrainHistory(
+        last_request=max(earlier) if earlier else None,
+        pending=any(last_train is None or created > last_train for _, created in requests),
+        recent_requests=sum(1 for day in earlier if day >= window_start - period),
+    )
+
+
 def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
     """The markdown a process engineer reads in the approval task."""
     lines = [
-        f"**{use_case_id}**: data drift on {record['day']} while the plant was changed.",
+        f"**{use_case_id}**, window {record['day']}: {record['reason']}",
         "",
         f"Drifted share of tags: **{record['drift_share']:.0%}** "
         f"(threshold {record['thresholds']['share_threshold']:.0%}, method {record['thresholds']['method']}).",
@@ -212,26 +279,41 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
     for col, score, shift in drift.top(8):
         lines.append(f"| {col} | {score:.3f} | {shift:+.1f} |")
     lines += ["", "Plant events in the window:"]
-    lines += [f"- {e['ts']} {e['kind']} by {e['author']}: {e['description']}" for e in record["plant_events"]]
+    lines += [f"- {e['ts']} {e['kind']} by {e['author']}: {e['description']}" for e in record["plant_events"]] or ["- none"]
+    perf = record.get("performance") or {}
+    alarm = record["alarm_rate"]
     lines += ["", f"Champion: version {record['champion_version']}; alarm rate in the window: "
-              f"{record['alarm_rate'] if record['alarm_rate'] is not None else 'n/a'}",
+              f"{'n/a' if alarm is None else f'{alarm:.0%}'}; on labelled data: detection "
+              f"{perf.get('detection_rate', 'n/a')}, false alarms {perf.get('far', 'n/a')} "
+              f"({perf.get('n_labelled', 0)} labelled rows)",
               "", f"Drift report: [{record['report_url']}]({record['report_url']})",
               "", "Retraining now learns the changed plant as normal. Choose a new reference window to train "
-              "only on data after the change; refuse if the model is still valid (a reason is required)."]
+              "only on data after the change; refuse if the model is still valid (a reason is required). "
+              "Without an answer the safe default applies: no retraining."]
     return "\n".join(lines)
 
 
-def record_answer(use_case_id: str, run_id: str, answer: dict[str, Any], branch: str) -> dict[str, Any]:
-    """Store who answered the approval, when and what, in the decision store."""
+def record_answer(use_case_id: str, run_id: str, answer: dict[str, Any], branch: str, day: str,
+                  timeout: str | None = None) -> dict[str, Any]:
+    """Store who answered the approval, when and what, in the decision store. No answer (the
+    response timeout applied the safe default) is recorded as such, with a warning."""
     from plantops import decisions
 
     params = answer.get("params_input") or {}
+    responder = answer.get("responded_by_user")
     payload = {
+        "day": day,
         "chosen_options": answer.get("chosen_options"),
-        "responded_by": answer.get("responded_by_user"),
-        "responded_at": str(answer.get("responded_at")),
+        "responded_by": responder,
+        "responded_at": answer.get("responded_at"),
         "params_input": params,
+        "timed_out": responder is None,
     }
-    reason = params.get("reason") or f"{branch} chosen by {payload['responded_by']}"
+    if responder is None:
+        reason = f"no answer within {timeout or 'the response timeout'}: safe default, no retraining"
+        log.warning("%s: approval in %s timed out; %s", use_case_id, run_id, reason)
+        branch = "timed_out"
+    else:
+        reason = params.get("reason") or f"{branch} chosen by {responder.get('name') or responder.get('id')}"
     decisions.record(use_case_id, run_id, "approval", branch, reason, payload)
-    return payload
+    return {**payload, "branch": branch, "reason": reason}

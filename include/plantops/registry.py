@@ -63,6 +63,16 @@ def champion(use_case_id: str) -> tuple[str, str] | None:
     return None if version is None else (str(version.version), version.run_id)
 
 
+def champion_metric(use_case_id: str, name: str) -> float | None:
+    """A metric the champion's training run logged (e.g. its held-out detection rate), or None."""
+    client = configure()
+    version = _version_by_alias(client, use_case_id, CHAMPION)
+    if version is None:
+        return None
+    value = client.get_run(version.run_id).data.metrics.get(name)
+    return None if value is None else float(value)
+
+
 def load_champion(use_case_id: str) -> PCAMonitor:
     """The champion detector as a fitted estimator (score_samples, statistics, contributions)."""
     import mlflow.sklearn

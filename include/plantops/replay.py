@@ -11,6 +11,8 @@ The calendar (one TEP run segment per plant day, 480 samples of 3 minutes):
 - 2026-03-25                live: a fault run starts at 08:00 (drift -> automatic retrain)
 - 2026-03-26                live: another fault run, and an operator's recorded setpoint change
                             at 07:30 (drift during a plant change -> process-engineer approval)
+- 2026-03-27                live: a slow fault (TEP 13) after a recorded analyzer maintenance at
+                            06:00 -> approval again (the demo refuses it, with a reason)
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ LIVE: dict[str, Episode] = {
     "plant_change": Episode(
         date(2026, 3, 26), 7, True, 0,
         event=("07:30", "setpoint_change", "Operator raised the C header pressure setpoint after a supplier change"),
+    ),
+    "maintenance": Episode(
+        date(2026, 3, 27), 13, True, 0,
+        event=("06:00", "maintenance", "Reactor feed analyzer probe replaced and recalibrated"),
     ),
 }
 

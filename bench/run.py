@@ -1,0 +1,673 @@
+"""plantops benchmarks: `make bench` runs every figure side by side and writes bench/results.json.
+
+Figures (each its own function below; budgets from the performance issue):
+
+1. ``parsing``    parse dags/ with 1, 10, 100 generated use cases, fresh interpreter each time:
+                  (a) bare ``import airflow.sdk``, (b) dags/plantops_dags.py, (c) Airflow's floor,
+                  the same DAG and task counts as EmptyOperators. Budget at the largest count:
+                  (b - a) <= 1.5 x (c - a), and no heavy module imported while parsing.
+2. ``features``   spark_jobs/build_features.py through spark-submit (local[2], the DAG's conf)
+                  next to the same features in DuckDB SQL and in pandas
+                  (plantops.features.wide_features_pandas) on 10M, 50M, 200M synthetic points.
+                  Budgets: Spark <= 6 x DuckDB at the largest size; Spark faster than pandas from
+                  50M up with <= 1/4 of its peak memory; Spark time grows no worse than linearly.
+3. ``validation`` the GX feature gate (pipeline.check_features, as the DAG task runs it, in a
+                  fresh process) on the 50M feature table, as a share of Spark's time: <= 15 %.
+4. ``drift``      Evidently drift (monitoring.compute_drift, tep_reactor's config, 52 base tags),
+                  100k reference and 100k current rows: <= 10 s.
+
+Benchmarks are not timed tests: they report raw times and ratios measured in one run.
+
+    python -m bench.run                 # everything (~20 min on 2 cores, see README)
+    python -m bench.run --quick         # small sizes: a smoke run of every figure (~4 min)
+    python -m bench.run --only drift    # one figure (repeatable); other figures' results are kept
+    BENCH_SCALE=0.1 python -m bench.run --only features   # 1M, 5M, 20M points
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import measure, synth
+from bench.measure import Measured
+from plantops import localenv
+from plantops.config import UseCase, load_use_case
+
+log = logging.getLogger("bench")
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
+USE_CASE_YAML = REPO / "include" / "use_cases" / "tep_reactor.yaml"
+RESULTS = REPO / "bench" / "results.json"
+FIGURES = ("parsing", "features", "validation", "drift")
+
+# The features DAG's SparkSubmitOperator conf (plantops.dagfactory.build_features) and the
+# issue's job arguments: the job is measured as the DAG runs it.
+SPARK_CONF = {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"}
+SPARK_MASTER = "local[2]"
+BUCKET_SECONDS = 60
+ROLLING_BUCKETS = 20
+
+M = 1_000_000
+FULL_SIZES = (10 * M, 50 * M, 200 * M)
+QUICK_SIZES = (1 * M, 2 * M)
+# pandas' peak memory per long-format point before anything is measured (20M points: ~245 B).
+PANDAS_BYTES_PER_POINT = 250
+# A run is skipped when its estimated peak exceeds this share of the memory available right
+# then, and killed when its measured RSS crosses the cap share: other work shares this machine.
+SKIP_SHARE = 0.75
+CAP_SHARE = 0.85
+
+
+@dataclass
+class Config:
+    quick: bool
+    sizes: tuple[int, ...]
+    use_case_counts: tuple[int, ...]
+    parse_repeats: int
+    drift_rows: int
+    historian_rows: int
+    cache: Path
+    logs: Path
+
+
+@dataclass
+class Context:
+    """What one figure hands to another within a run (Spark's 50M output for the GX gate)."""
+
+    config: Config
+    use_case: UseCase
+    spark_runs: dict[int, tuple[Measured, synth.Bronze, Path]] = field(default_factory=dict)
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+
+def points_label(n: int) -> str:
+    for unit, div in (("M", M), ("k", 1_000)):
+        if n >= div:
+            value = n / div
+            return f"{value:.0f}{unit}" if abs(value - round(value)) < 0.05 else f"{value:.1f}{unit}"
+    return str(n)
+
+
+def budget(name: str, value: float | None, limit: float, unit: str = "", *, why: str = "",
+           higher_is_better: bool = False) -> dict[str, Any]:
+    """A budget line: the measured value, the limit, met or not and by how much."""
+    if value is None:
+        return {"name": name, "value": None, "limit": limit, "unit": unit, "met": None,
+                "margin": "not measured", "why": why}
+    met = value >= limit if higher_is_better else value <= limit
+    if limit == 0:
+        margin = "met" if met else f"missed: {value:g} {unit}".strip()
+    elif met:
+        headroom = (value / limit - 1) if higher_is_better else (1 - value / limit)
+        margin = f"met, {headroom:.0%} headroom"
+    else:
+        over = (limit / value) if higher_is_better else (value / limit)
+        margin = f"missed by {over:.1f}x" if over >= 1.5 else f"missed by {over - 1:.0%}"
+    return {"name": name, "value": value, "limit": limit, "unit": unit, "met": met, "margin": margin, "why": why}
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "include"), str(REPO), os.environ.get("PYTHONPATH")])),
+        PYSPARK_PYTHON=PYTHON,
+        PYSPARK_DRIVER_PYTHON=PYTHON,
+        GX_ANALYTICS_ENABLED="false",
+        MLFLOW_ENABLE_TELEMETRY="false",
+        DO_NOT_TRACK="true",
+    )
+    env.update(extra)
+    return env
+
+
+def available_mb() -> float:
+    return psutil.virtual_memory().available / measure.MB
+
+
+def warm_page_cache(root: Path) -> None:
+    """Read every input file once so that no engine pays (or is spared) the first disk read."""
+    for path in sorted(root.rglob("*.parquet")):
+        with open(path, "rb") as handle:
+            while handle.read(16 * measure.MB):
+                pass
+
+
+# -- 1. DAG parsing -----------------------------------------------------------------------------------
+
+
+def write_use_cases(folder: Path, count: int) -> None:
+    """``count`` copies of tep_reactor.yaml, id (and file name) tep_reactor_NNN."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text = USE_CASE_YAML.read_text()
+    if not re.search(r"^id: tep_reactor$", text, flags=re.M):
+        raise RuntimeError(f"{USE_CASE_YAML}: no 'id: tep_reactor' line to rewrite")
+    for i in range(1, count + 1):
+        uc = f"tep_reactor_{i:03d}"
+        (folder / f"{uc}.yaml").write_text(re.sub(r"^id: tep_reactor$", f"id: {uc}", text, flags=re.M))
+
+
+def figure_parsing(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    tmp = Path(tempfile.mkdtemp(prefix="plantops-bench-parse-"))
+    try:
+        base = child_env(**localenv.airflow_env(tmp / "home"))
+        folders = {}
+        for n in cfg.use_case_counts:
+            folders[n] = tmp / f"use_cases_{n}"
+            write_use_cases(folders[n], n)
+
+        def run(mode: str, n: int | None = None, shape: Path | None = None) -> Measured:
+            env = dict(base, PLANTOPS_USE_CASES=str(folders[n] if n else USE_CASE_YAML.parent))
+            cmd = [PYTHON, "-m", "bench.parsing", mode, *([str(shape)] if shape else [])]
+            m = measure.run(cmd, env=env, log_path=cfg.logs / f"parse_{mode}_{n or 0}.log", cwd=REPO)
+            if not m.ok or not m.output:
+                raise RuntimeError(f"parsing child {mode} {n} failed: see {m.log_path}")
+            return m
+
+        # Warm-up (discarded): the first interpreter writes Airflow's config into the fresh home,
+        # and the factory's runs give the DAG and task counts the floor must reproduce.
+        run("bare")
+        shapes: dict[int, Path] = {}
+        probe: dict[int, dict] = {}
+        for n in cfg.use_case_counts:
+            probe[n] = run("factory", n).output
+            shapes[n] = tmp / f"shape_{n}.json"
+            shapes[n].write_text(json.dumps(probe[n]["shape"]))
+
+        bare: list[Measured] = []
+        factory: dict[int, list[Measured]] = {n: [] for n in cfg.use_case_counts}
+        floor: dict[int, list[Measured]] = {n: [] for n in cfg.use_case_counts}
+        # Interleaved repeats: load from other work on the machine hits a, b and c alike.
+        for rep in range(cfg.parse_repeats):
+            log.info("parsing: repeat %d/%d", rep + 1, cfg.parse_repeats)
+            bare.append(run("bare"))
+            for n in cfg.use_case_counts:
+                factory[n].append(run("factory", n))
+                floor[n].append(run("floor", n, shapes[n]))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    a = statistics.median(m.wall_s for m in bare)
+    per_count = {}
+    for n in cfg.use_case_counts:
+        b = statistics.median(m.wall_s for m in factory[n])
+        c = statistics.median(m.wall_s for m in floor[n])
+        heavy = sorted({h for m in factory[n] for h in m.output["heavy_modules"]})
+        per_count[str(n)] = {
+            "use_cases": n,
+            "dags": probe[n]["dags"],
+            "tasks": probe[n]["tasks"],
+            "config_errors": probe[n]["config_errors"],
+            "factory_s": b,
+            "floor_s": c,
+            "factory_minus_bare_s": b - a,
+            "floor_minus_bare_s": c - a,
+            "ratio": (b - a) / (c - a) if c > a else None,
+            "heavy_modules": heavy,
+            "raw": {
+                "factory_wall_s": [round(m.wall_s, 3) for m in factory[n]],
+                "floor_wall_s": [round(m.wall_s, 3) for m in floor[n]],
+                "factory_in_process": [m.output for m in factory[n]],
+            },
+        }
+        for key in ("factory_s", "floor_s", "factory_minus_bare_s", "floor_minus_bare_s", "ratio"):
+            if per_count[str(n)][key] is not None:
+                per_count[str(n)][key] = round(per_count[str(n)][key], 3)
+        log.info("parsing %d use cases: %d DAGs, %d tasks; b-a %.2f s, c-a %.2f s, heavy %s", n,
+                 probe[n]["dags"], probe[n]["tasks"], b - a, c - a, heavy)
+
+    top = per_count[str(max(cfg.use_case_counts))]
+    bare_heavy = sorted({h for m in bare for h in m.output["heavy_modules"]})
+    return {
+        "bare_import_s": round(a, 3),
+        "bare_wall_s": [round(m.wall_s, 3) for m in bare],
+        "bare_heavy_modules": bare_heavy,
+        "repeats": cfg.parse_repeats,
+        "statistic": "median of the interleaved repeats; wall time of the whole fresh interpreter",
+        "by_use_cases": per_count,
+        "budgets": [
+            budget(f"parse {top['use_cases']} use cases: (b-a)/(c-a)", top["ratio"], 1.5, "x"),
+            budget("heavy modules imported while parsing", len(top["heavy_modules"]), 0, "modules",
+                   why=", ".join(top["heavy_modules"]) or "none"),
+        ],
+    }
+
+
+# -- 2. feature job -----------------------------------------------------------------------------------
+
+
+SPARK_STAGE = re.compile(r"(ShuffleMapStage|ResultStage) (\d+) \(.*?\) finished in ([\d.]+) (ms|s)\b")
+SPARK_TASKS = re.compile(r"Submitting (\d+) missing tasks from (?:ShuffleMapStage|ResultStage) (\d+)")
+SPARK_JOB = re.compile(r"build_features: (\d+) bronze rows in .*?, (\d+) feature rows out .* in ([\d.]+) s")
+
+
+def spark_log_summary(log_path: str | None) -> dict[str, Any]:
+    """Per-stage times and task counts, and the job's own time (without JVM start), from its log."""
+    if not log_path or not Path(log_path).exists():
+        return {}
+    text = Path(log_path).read_text(errors="replace")
+    tasks = {int(stage): int(n) for n, stage in SPARK_TASKS.findall(text)}
+    stages = [
+        {"stage": int(sid), "kind": kind, "tasks": tasks.get(int(sid)),
+         "seconds": round(float(value) / (1000 if unit == "ms" else 1), 2)}
+        for kind, sid, value, unit in SPARK_STAGE.findall(text)
+    ]
+    job = SPARK_JOB.search(text)
+    return {
+        "stages": stages,
+        "job_s": float(job.group(3)) if job else None,
+        "rows_in": int(job.group(1)) if job else None,
+        "rows_out": int(job.group(2)) if job else None,
+    }
+
+
+def run_spark(ctx: Context, requested: int, bronze: synth.Bronze) -> tuple[Measured, Path]:
+    """spark_jobs/build_features.py through spark-submit, as the features DAG submits it."""
+    out = ctx.config.cache / "out" / f"spark_{bronze.points}"
+    shutil.rmtree(out, ignore_errors=True)
+    conf = [arg for key, value in SPARK_CONF.items() for arg in ("--conf", f"{key}={value}")]
+    cmd = [
+        str(SPARK_SUBMIT), "--master", SPARK_MASTER, *conf, str(REPO / "spark_jobs" / "build_features.py"),
+        "--input", str(bronze.root), "--output", str(out),
+        "--start", bronze.start.isoformat(), "--end", bronze.end.isoformat(),
+        "--tags", ",".join(bronze.tags),
+        "--bucket-seconds", str(BUCKET_SECONDS), "--rolling-buckets", str(ROLLING_BUCKETS),
+        "--lookback-days", "0",
+    ]
+    log.info("features: spark %s", points_label(bronze.points))
+    m = measure.run(cmd, env=child_env(), log_path=ctx.config.logs / f"spark_{bronze.points}.log",
+                    mem_cap_mb=CAP_SHARE * available_mb(), cwd=REPO)
+    ctx.spark_runs[requested] = (m, bronze, out)
+    return m, out
+
+
+def run_python_engine(ctx: Context, engine: str, bronze: synth.Bronze) -> tuple[Measured, Path]:
+    out = ctx.config.cache / "out" / f"{engine}_{bronze.points}"
+    cmd = [
+        PYTHON, "-m", "bench.engines", engine, "--input", str(bronze.root), "--output", str(out),
+        "--tags", ",".join(bronze.tags), "--bucket-seconds", str(BUCKET_SECONDS),
+        "--rolling-buckets", str(ROLLING_BUCKETS),
+    ]
+    log.info("features: %s %s", engine, points_label(bronze.points))
+    m = measure.run(cmd, env=child_env(), log_path=ctx.config.logs / f"{engine}_{bronze.points}.log",
+                    mem_cap_mb=CAP_SHARE * available_mb(), cwd=REPO)
+    return m, out
+
+
+def compare_outputs(reference: Path, other: Path) -> dict[str, Any]:
+    """Same rows, keys and values (relative to max(1, |value|)) as Spark's output."""
+    import numpy as np
+    import pandas as pd
+
+    def load(path: Path) -> pd.DataFrame:
+        frame = pd.read_parquet(path)
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True).astype("datetime64[us, UTC]")
+        return frame.sort_values(["asset", "ts"]).reset_index(drop=True)
+
+    want, got = load(reference), load(other)
+    if len(want) != len(got):
+        return {"same": False, "reason": f"{len(got)} rows vs Spark's {len(want)}"}
+    cols = [c for c in want.columns if c not in ("asset", "ts", "date")]
+    keys_equal = bool((want["ts"] == got["ts"]).all() and (want["asset"] == got["asset"]).all())
+    a, b = want[cols].to_numpy(), got[cols].to_numpy()
+    nan_equal = bool((np.isnan(a) == np.isnan(b)).all())
+    rel = np.nanmax(np.abs(a - b) / np.maximum(1.0, np.abs(a))) if a.size else 0.0
+    same = keys_equal and nan_equal and rel < 1e-6
+    return {"same": same, "rows": len(want), "max_rel_diff": float(rel), "keys_equal": keys_equal}
+
+
+def engine_record(m: Measured, points: int) -> dict[str, Any]:
+    rec = m.record()
+    rec["points_per_s"] = round(points / m.wall_s) if m.ok else None
+    return rec
+
+
+def figure_features(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    by_size: dict[str, Any] = {}
+    pandas_bpp = PANDAS_BYTES_PER_POINT
+    for points in cfg.sizes:
+        began = time.perf_counter()
+        bronze = synth.bronze(cfg.cache, points, ctx.use_case.tags)
+        prepared = time.perf_counter() - began
+        warm_page_cache(bronze.root)
+        size: dict[str, Any] = {
+            "points": bronze.points, "days": bronze.days, "tags": len(bronze.tags),
+            "bronze_mb": round(sum(p.stat().st_size for p in bronze.root.rglob("*.parquet")) / measure.MB, 1),
+            "prepare_s": round(prepared, 1),
+        }
+        duck, duck_out = run_python_engine(ctx, "duckdb", bronze)
+        size["duckdb"] = engine_record(duck, bronze.points)
+
+        estimate_mb = pandas_bpp * bronze.points / measure.MB
+        free_mb = available_mb()
+        if estimate_mb > SKIP_SHARE * free_mb:
+            reason = (f"skipped: estimated peak {estimate_mb / 1024:.1f} GiB ({pandas_bpp:.0f} B/point) > "
+                      f"{SKIP_SHARE:.0%} of the {free_mb / 1024:.1f} GiB available")
+            log.warning("features: pandas %s %s", points_label(bronze.points), reason)
+            size["pandas"] = {"skipped": reason, "estimated_peak_mb": round(estimate_mb)}
+            pandas_out = None
+        else:
+            pd_run, pandas_out = run_python_engine(ctx, "pandas", bronze)
+            size["pandas"] = engine_record(pd_run, bronze.points)
+            if pd_run.ok:
+                # The largest measured run predicts the next size best (fixed costs amortised).
+                pandas_bpp = pd_run.peak_rss_mb * measure.MB / bronze.points
+            else:
+                pandas_out = None
+                size["pandas"]["skipped"] = ("killed at the memory cap" if pd_run.killed_at_cap
+                                             else f"failed (rc {pd_run.returncode})")
+
+        spark, spark_out = run_spark(ctx, points, bronze)
+        size["spark"] = engine_record(spark, bronze.points) | {"log": spark_log_summary(spark.log_path)}
+        if spark.ok:
+            size["spark"]["startup_s"] = round(spark.wall_s - (size["spark"]["log"].get("job_s") or 0), 1)
+            if duck.ok:
+                size["duckdb_matches_spark"] = compare_outputs(spark_out, duck_out)
+            if pandas_out is not None:
+                size["pandas_matches_spark"] = compare_outputs(spark_out, pandas_out)
+        by_size[str(bronze.points)] = size
+        log.info("features %s: spark %.1f s, duckdb %.1f s, pandas %s", points_label(bronze.points),
+                 spark.wall_s, duck.wall_s, size["pandas"].get("wall_s", size["pandas"].get("skipped")))
+
+    return {"by_points": by_size, "budgets": feature_budgets(cfg, by_size),
+            "settings": {"master": SPARK_MASTER, "conf": SPARK_CONF, "bucket_seconds": BUCKET_SECONDS,
+                         "rolling_buckets": ROLLING_BUCKETS, "duckdb_threads": 2,
+                         "spark_driver_memory": "spark-submit default (1g)"}}
+
+
+def pivot_size(sizes: list[int]) -> int:
+    """The issue's 50M when measured, else the middle size."""
+    near = [s for s in sizes if abs(s - 50 * M) < 52]
+    return near[0] if near else sizes[len(sizes) // 2]
+
+
+def feature_budgets(cfg: Config, by_size: dict[str, Any]) -> list[dict[str, Any]]:
+    sizes = sorted(int(k) for k in by_size)
+    big, small = sizes[-1], sizes[0]
+    out = []
+
+    def wall(points: int, engine: str) -> float | None:
+        rec = by_size[str(points)].get(engine, {})
+        return rec.get("wall_s") if rec.get("returncode") == 0 and not rec.get("killed_at_cap") else None
+
+    def peak(points: int, engine: str) -> float | None:
+        rec = by_size[str(points)].get(engine, {})
+        return rec.get("peak_rss_mb") if rec.get("returncode") == 0 else None
+
+    s, d = wall(big, "spark"), wall(big, "duckdb")
+    out.append(budget(f"Spark / DuckDB wall time at {points_label(big)}", s / d if s and d else None, 6, "x"))
+    for points in [p for p in sizes if p >= pivot_size(sizes)]:
+        s, p = wall(points, "spark"), wall(points, "pandas")
+        skipped = by_size[str(points)].get("pandas", {}).get("skipped")
+        out.append(budget(f"Spark / pandas wall time at {points_label(points)}", s / p if s and p else None,
+                          1.0, "x", why=f"pandas {skipped}" if skipped else ""))
+        s, p = peak(points, "spark"), peak(points, "pandas")
+        out.append(budget(f"Spark / pandas peak RSS at {points_label(points)}", s / p if s and p else None,
+                          0.25, "x", why=f"pandas {skipped}" if skipped else ""))
+    s_small, s_big = wall(small, "spark"), wall(big, "spark")
+    growth = (s_big / s_small) / (big / small) if s_small and s_big and big > small else None
+    out.append(budget(f"Spark time growth {points_label(small)} -> {points_label(big)} vs linear",
+                      growth, 1.0, "x of linear"))
+    return out
+
+
+# -- 3. validation overhead ----------------------------------------------------------------------------
+
+
+def figure_validation(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    points = pivot_size(list(cfg.sizes))
+    if points not in ctx.spark_runs:
+        bronze = synth.bronze(cfg.cache, points, ctx.use_case.tags)
+        warm_page_cache(bronze.root)
+        run_spark(ctx, points, bronze)
+    spark, bronze, out = ctx.spark_runs[points]
+    if not spark.ok:
+        raise RuntimeError(f"the Spark run at {points_label(points)} failed: see {spark.log_path}")
+
+    # check_features reads $PLANTOPS_HOME/features/<use case>: point a private home at Spark's output.
+    home = Path(tempfile.mkdtemp(prefix="plantops-bench-gx-"))
+    try:
+        (home / "features").mkdir()
+        (home / "features" / ctx.use_case.id).symlink_to(out.resolve(), target_is_directory=True)
+        sample = next(iter(sorted(bronze.root.glob("date=*/*.parquet"))))
+        cmd = [PYTHON, "-m", "bench.engines", "validate", "--use-case", ctx.use_case.id,
+               "--start", bronze.start.isoformat(), "--end", bronze.end.isoformat(),
+               "--historian-sample", str(sample), "--rows", str(cfg.historian_rows)]
+        log.info("validation: GX gates on the %s feature table", points_label(points))
+        m = measure.run(cmd, env=child_env(PLANTOPS_HOME=str(home)), log_path=cfg.logs / "validation.log", cwd=REPO)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    if not m.ok or not m.output:
+        raise RuntimeError(f"validation child failed: see {m.log_path}")
+    o = m.output
+    # The gate task as the DAG runs it: a fresh process that imports GX, then check_features. The
+    # historian sample is the ingest's gate, reported beside it but not part of the share.
+    gate_s = o["import_and_context_s"] + o["check_features_s"]
+    share = gate_s / spark.wall_s
+    return {
+        "points": bronze.points,
+        "spark_wall_s": round(spark.wall_s, 2),
+        "gate_cold_s": round(gate_s, 2),
+        "gate_warm_s": round(o["check_features_s"], 2),
+        "share_cold": round(share, 4),
+        "share_warm": round(o["check_features_s"] / spark.wall_s, 4),
+        "historian_gate": {"rows": o.get("historian_rows"), "seconds": round(o.get("historian_s", 0), 2),
+                           "rows_per_s": round(o["historian_rows"] / o["historian_s"]) if o.get("historian_s") else None,
+                           "success": o.get("historian_success")},
+        "child": m.record(),
+        "budgets": [budget(f"GX feature gate / Spark job at {points_label(bronze.points)}", share, 0.15, "share",
+                           why=f"cold: GX import + context {o['import_and_context_s']:.1f} s, "
+                               f"check_features {o['check_features_s']:.1f} s on {o['feature_rows']} rows")],
+    }
+
+
+# -- 4. drift --------------------------------------------------------------------------------------------
+
+
+def figure_drift(ctx: Context) -> dict[str, Any]:
+    cfg = ctx.config
+    reports = Path(tempfile.mkdtemp(prefix="plantops-bench-drift-"))
+    try:
+        cmd = [PYTHON, "-m", "bench.engines", "drift", "--use-case", ctx.use_case.id,
+               "--rows", str(cfg.drift_rows), "--report-dir", str(reports)]
+        log.info("drift: %d reference and %d current rows", cfg.drift_rows, cfg.drift_rows)
+        m = measure.run(cmd, env=child_env(), log_path=cfg.logs / "drift.log", cwd=REPO)
+    finally:
+        shutil.rmtree(reports, ignore_errors=True)
+    if not m.ok or not m.output:
+        raise RuntimeError(f"drift child failed: see {m.log_path}")
+    o = m.output
+    return {
+        **{k: round(v, 3) if isinstance(v, float) else v for k, v in o.items()},
+        "child": m.record(),
+        "budgets": [
+            budget(f"compute_drift, {o['rows_reference'] // 1000}k + {o['rows_current'] // 1000}k rows, "
+                   "with the HTML report (as the monitor)", o["drift_with_report_s"], 10.0, "s",
+                   why=f"without the report {o['drift_s']:.1f} s; Evidently import {o['import_s']:.1f} s not counted"),
+        ],
+    }
+
+
+# -- the table --------------------------------------------------------------------------------------------
+
+
+def _value(b: dict[str, Any]) -> str:
+    if b["value"] is None:
+        return "n/a"
+    if b["unit"] == "share":
+        return f"{b['value']:.1%}"
+    if b["unit"] == "s":
+        return f"{b['value']:.1f} s"
+    if b["unit"] == "modules":
+        return f"{b['value']:.0f}"
+    return f"{b['value']:.2f}x"
+
+
+def _limit(b: dict[str, Any]) -> str:
+    if b["unit"] == "share":
+        return f"<= {b['limit']:.0%}"
+    if b["unit"] == "s":
+        return f"<= {b['limit']:g} s"
+    if b["unit"] == "modules":
+        return "none"
+    return f"<= {b['limit']:g}x"
+
+
+def table(results: dict[str, Any]) -> str:
+    """Markdown: one row per budget, then the feature job's raw figures."""
+    lines = ["| figure | measured | budget | verdict |", "|---|---|---|---|"]
+    for key in ("dag_parsing", "feature_job", "validation_overhead", "drift"):
+        for b in results.get(key, {}).get("budgets", []):
+            verdict = {True: "met", False: "**missed**", None: "not measured"}[b["met"]]
+            margin = b["margin"].removeprefix("met, ").removeprefix("missed ")
+            note = f" ({b['why']})" if b.get("why") and b["met"] is not True else ""
+            lines.append(f"| {b['name']} | {_value(b)} | {_limit(b)} | {verdict}: {margin}{note} |")
+    parsing = results.get("dag_parsing")
+    if parsing:
+        lines += ["", "| use cases | DAGs | tasks | parse (b) | floor (c) | b - a | c - a | (b-a)/(c-a) |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for rec in parsing["by_use_cases"].values():
+            ratio = f"{rec['ratio']:.2f}" if rec["ratio"] is not None else "n/a"
+            lines.append(f"| {rec['use_cases']} | {rec['dags']} | {rec['tasks']} | {rec['factory_s']:.2f} s | "
+                         f"{rec['floor_s']:.2f} s | {rec['factory_minus_bare_s']:.2f} s | "
+                         f"{rec['floor_minus_bare_s']:.2f} s | {ratio} |")
+        lines.append(f"\n(a) bare `import airflow.sdk`: {parsing['bare_import_s']:.2f} s; median of "
+                     f"{parsing['repeats']} interleaved fresh interpreters each.")
+    features = results.get("feature_job")
+    if features:
+        lines += ["", "| points | engine | wall | points/s | peak RSS | same as Spark |",
+                  "|---:|---|---:|---:|---:|---|"]
+        for size in features["by_points"].values():
+            for engine in ("spark", "duckdb", "pandas"):
+                rec = size.get(engine, {})
+                match = "" if engine == "spark" else size.get(f"{engine}_matches_spark", {})
+                same = "" if engine == "spark" else ("yes" if match.get("same") else (match.get("reason") or "-"))
+                if rec.get("skipped"):
+                    lines.append(f"| {points_label(size['points'])} | {engine} | - | - | - | {rec['skipped']} |")
+                    continue
+                pps = f"{rec['points_per_s'] / 1e6:.2f}M" if rec.get("points_per_s") else "failed"
+                lines.append(f"| {points_label(size['points'])} | {engine} | {rec['wall_s']:.1f} s | {pps} | "
+                             f"{rec['peak_rss_mb'] / 1024:.2f} GiB | {same} |")
+    return "\n".join(lines)
+
+
+# -- main -------------------------------------------------------------------------------------------------
+
+
+RUNNERS: dict[str, tuple[str, Callable[[Context], dict[str, Any]]]] = {
+    "parsing": ("dag_parsing", figure_parsing),
+    "features": ("feature_job", figure_features),
+    "validation": ("validation_overhead", figure_validation),
+    "drift": ("drift", figure_drift),
+}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of every figure")
+    parser.add_argument("--only", action="append", choices=FIGURES, metavar="FIGURE",
+                        help=f"run only this figure (repeatable): {', '.join(FIGURES)}")
+    parser.add_argument("--sizes", type=lambda s: tuple(int(float(x) * M) for x in s.split(",")),
+                        help="feature job sizes in millions of points, e.g. 10,50,200 "
+                             "(default: that times $BENCH_SCALE, or 1,2 with --quick)")
+    parser.add_argument("--use-cases", type=lambda s: tuple(int(x) for x in s.split(",")),
+                        help="use-case counts for the parsing figure (default 1,10,100; --quick 1,10)")
+    parser.add_argument("--repeats", type=int, help="parsing repeats (default 3; --quick 1)")
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("BENCH_CACHE", REPO / "data" / "bench")),
+                        help="where generated data and outputs are kept between runs ($BENCH_CACHE)")
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    return parser.parse_args(argv)
+
+
+def make_config(args: argparse.Namespace) -> Config:
+    scale = float(os.environ.get("BENCH_SCALE", "1"))
+    sizes = args.sizes or (QUICK_SIZES if args.quick else tuple(int(s * scale) for s in FULL_SIZES))
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return Config(
+        quick=args.quick,
+        sizes=tuple(sorted(sizes)),
+        use_case_counts=tuple(sorted(args.use_cases or ((1, 10) if args.quick else (1, 10, 100)))),
+        parse_repeats=args.repeats or (1 if args.quick else 3),
+        drift_rows=10_000 if args.quick else 100_000,
+        historian_rows=10_000 if args.quick else 100_000,
+        cache=args.cache.resolve(),
+        logs=args.cache.resolve() / "logs" / stamp,
+    )
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cores": os.cpu_count(), "cpu": cpu, "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    cfg = make_config(args)
+    cfg.logs.mkdir(parents=True, exist_ok=True)
+    figures = [f for f in FIGURES if not args.only or f in args.only]
+    ctx = Context(config=cfg, use_case=load_use_case(USE_CASE_YAML))
+
+    results: dict[str, Any] = {}
+    if args.only and args.results.exists():
+        # Keep the other figures of a run of the same kind; a quick run never mixes with a full one.
+        previous = json.loads(args.results.read_text())
+        if previous.get("meta", {}).get("quick") == cfg.quick:
+            results = previous
+    began = time.perf_counter()
+    for name in figures:
+        key, runner = RUNNERS[name]
+        t0 = time.perf_counter()
+        results[key] = runner(ctx)
+        results[key]["figure_wall_s"] = round(time.perf_counter() - t0, 1)
+        results[key]["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        log.info("%s done in %.0f s", name, time.perf_counter() - t0)
+    results["meta"] = {
+        **results.get("meta", {}),
+        "date": datetime.now(timezone.utc).date().isoformat(),
+        "quick": cfg.quick,
+        "figures_run": figures,
+        "wall_s": round(time.perf_counter() - began, 1),
+        "sizes": list(cfg.sizes),
+        "use_case_counts": list(cfg.use_case_counts),
+        "machine": machine(),
+        "logs": str(cfg.logs),
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2, default=str))
+    log.info("results written to %s (%.0f s)", args.results, results["meta"]["wall_s"])
+    print(table(results))  # the one print: the table is the command's output
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The monitor's inputs from the stores: retrain history (guardrails), approval answers, rejected rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from plantops import decisions, pipeline
+from plantops.config import get_use_case
+from plantops.ingest import rejected_share
+from plantops.settings import get_settings
+from plantops.storage import atomic_write_parquet, write_bronze
+
+UC = "tep_reactor"
+DAY = datetime(2026, 3, 26, tzinfo=UTC)
+
+
+def test_retrain_history_reads_requests_in_plant_time(plantops_home):
+    assert pipeline.retrain_history(UC, DAY) == pipeline.retrain_history(UC, DAY).__class__()
+    decisions.record(UC, "m1", "monitor", "retrain", "drift", {"day": "2026-03-25"})
+    history = pipeline.retrain_history(UC, DAY)
+    assert history.last_request == DAY - timedelta(days=1)
+    assert history.pending and history.recent_requests == 1
+    decisions.record(UC, "t1", "train", "kept_champion", "not better", {})
+    assert not pipeline.retrain_history(UC, DAY).pending
+    decisions.record(UC, "m2", "approval", "retrain_new_reference", "ok", {"day": "2026-03-20"})
+    decisions.record(UC, "m3", "approval", "refused", "transient", {"day": "2026-03-21"})  # not a request
+    history = pipeline.retrain_history(UC, DAY)
+    assert history.recent_requests == 2 and history.pending  # the approval came after the last training
+    # requests for this window or later do not count for it
+    assert pipeline.retrain_history(UC, DAY - timedelta(days=2)).recent_requests == 1
+
+
+def test_unanswered_approval_is_recorded_as_the_safe_default(plantops_home):
+    answer = {"chosen_options": ["Refuse: model still valid"], "params_input": {"reason": ""},
+              "responded_by_user": None, "responded_at": "2026-03-27T07:00:00+00:00"}
+    result = pipeline.record_answer(UC, "m9", answer, "refused", "2026-03-26", "1d")
+    assert result["branch"] == "timed_out" and "no answer within 1d" in result["reason"]
+    (row,) = decisions.latest(UC, kind="approval")
+    assert row["branch"] == "timed_out" and row["payload"]["timed_out"] is True
+
+
+def test_rejected_share_counts_quarantined_values_in_the_window(plantops_home):
+    use_case = get_use_case(UC)
+    ts = pd.date_range(DAY, periods=10, freq="3min")
+    kept = pd.DataFrame({"asset": UC, "tag": "XMEAS_1", "ts": ts, "value": 0.25, "quality": "good",
+                         "source": "historian", "batch": "b"})
+    write_bronze(get_settings().bronze_root, UC, kept, "historian")
+    assert rejected_share(use_case, DAY, DAY + timedelta(days=1)) == 0.0
+    rows = pd.DataFrame({"ts": ts[:2], "XMEAS_23": [1e6, 1e6], "XMEAS_24": [1.0, 1.0], "reason": "range"})
+    atomic_write_parquet(rows, get_settings().quarantine_root / UC / "rows" / "file.parquet")
+    assert rejected_share(use_case, DAY, DAY + timedelta(days=1)) == 4 / 14  # 2 rows x 2 tags
+    assert rejected_share(use_case, DAY + timedelta(days=5), DAY + timedelta(days=6)) is None
