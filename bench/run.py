@@ -18,8 +18,8 @@ Figures (each its own function below; budgets from the performance issue):
 
 Benchmarks are not timed tests: they report raw times and ratios measured in one run.
 
-    python -m bench.run                 # everything (~20 min on 2 cores, see README)
-    python -m bench.run --quick         # small sizes: a smoke run of every figure (~4 min)
+    python -m bench.run                 # everything (~11-13 min on 2 cores, see README)
+    python -m bench.run --quick         # small sizes: a smoke run of every figure (~3 min)
     python -m bench.run --only drift    # one figure (repeatable); other figures' results are kept
     BENCH_SCALE=0.1 python -m bench.run --only features   # 1M, 5M, 20M points
 """
@@ -61,7 +61,11 @@ FIGURES = ("parsing", "features", "validation", "drift")
 
 # The features DAG's SparkSubmitOperator conf (plantops.dagfactory.build_features) and the
 # issue's job arguments: the job is measured as the DAG runs it.
-SPARK_CONF = {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"}
+SPARK_CONF = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.enabled": "false",
+    "spark.sql.shuffle.partitions": "4",
+}
 SPARK_MASTER = "local[2]"
 BUCKET_SECONDS = 60
 ROLLING_BUCKETS = 20
@@ -117,20 +121,23 @@ def budget(name: str, value: float | None, limit: float, unit: str = "", *, why:
                 "margin": "not measured", "why": why}
     met = value >= limit if higher_is_better else value <= limit
     if limit == 0:
-        margin = "met" if met else f"missed: {value:g} {unit}".strip()
+        margin = "met" if met else f"missed: {value:g}"
     elif met:
         headroom = (value / limit - 1) if higher_is_better else (1 - value / limit)
         margin = f"met, {headroom:.0%} headroom"
     else:
         over = (limit / value) if higher_is_better else (value / limit)
         margin = f"missed by {over:.1f}x" if over >= 1.5 else f"missed by {over - 1:.0%}"
-    return {"name": name, "value": value, "limit": limit, "unit": unit, "met": met, "margin": margin, "why": why}
+    return {"name": name, "value": value, "limit": limit, "unit": unit, "met": met, "margin": margin,
+            "why": why}
 
 
 def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "include"), str(REPO), os.environ.get("PYTHONPATH")])),
+        PYTHONPATH=os.pathsep.join(
+            filter(None, [str(REPO / "include"), str(REPO), os.environ.get("PYTHONPATH")])
+        ),
         PYSPARK_PYTHON=PYTHON,
         PYSPARK_DRIVER_PYTHON=PYTHON,
         GX_ANALYTICS_ENABLED="false",
@@ -264,9 +271,11 @@ SPARK_JOB = re.compile(r"build_features: (\d+) bronze rows in .*?, (\d+) feature
 
 def spark_log_summary(log_path: str | None) -> dict[str, Any]:
     """Per-stage times and task counts, and the job's own time (without JVM start), from its log."""
-    if not log_path or not Path(log_path).exists():
+    if not log_path:
         return {}
-    text = Path(log_path).read_text(errors="replace")
+    # Spark's own log is on stderr; the Python driver's (PythonRunner) arrives on stdout.
+    files = (Path(log_path), Path(f"{log_path}.out"))
+    text = "\n".join(p.read_text(errors="replace") for p in files if p.exists())
     tasks = {int(stage): int(n) for n, stage in SPARK_TASKS.findall(text)}
     stages = [
         {"stage": int(sid), "kind": kind, "tasks": tasks.get(int(sid)),
@@ -333,7 +342,7 @@ def compare_outputs(reference: Path, other: Path) -> dict[str, Any]:
     a, b = want[cols].to_numpy(), got[cols].to_numpy()
     nan_equal = bool((np.isnan(a) == np.isnan(b)).all())
     rel = np.nanmax(np.abs(a - b) / np.maximum(1.0, np.abs(a))) if a.size else 0.0
-    same = keys_equal and nan_equal and rel < 1e-6
+    same = bool(keys_equal and nan_equal and rel < 1e-6)
     return {"same": same, "rows": len(want), "max_rel_diff": float(rel), "keys_equal": keys_equal}
 
 
@@ -346,7 +355,7 @@ def engine_record(m: Measured, points: int) -> dict[str, Any]:
 def figure_features(ctx: Context) -> dict[str, Any]:
     cfg = ctx.config
     by_size: dict[str, Any] = {}
-    pandas_bpp = PANDAS_BYTES_PER_POINT
+    pandas_bpp, bpp_source = PANDAS_BYTES_PER_POINT, "default"
     for points in cfg.sizes:
         began = time.perf_counter()
         bronze = synth.bronze(cfg.cache, points, ctx.use_case.tags)
@@ -363,8 +372,8 @@ def figure_features(ctx: Context) -> dict[str, Any]:
         estimate_mb = pandas_bpp * bronze.points / measure.MB
         free_mb = available_mb()
         if estimate_mb > SKIP_SHARE * free_mb:
-            reason = (f"skipped: estimated peak {estimate_mb / 1024:.1f} GiB ({pandas_bpp:.0f} B/point) > "
-                      f"{SKIP_SHARE:.0%} of the {free_mb / 1024:.1f} GiB available")
+            reason = (f"skipped: estimated peak {estimate_mb / 1024:.0f} GiB ({pandas_bpp:.0f} B/point, "
+                      f"{bpp_source}) > {SKIP_SHARE:.0%} of the {free_mb / 1024:.0f} GiB available")
             log.warning("features: pandas %s %s", points_label(bronze.points), reason)
             size["pandas"] = {"skipped": reason, "estimated_peak_mb": round(estimate_mb)}
             pandas_out = None
@@ -374,6 +383,7 @@ def figure_features(ctx: Context) -> dict[str, Any]:
             if pd_run.ok:
                 # The largest measured run predicts the next size best (fixed costs amortised).
                 pandas_bpp = pd_run.peak_rss_mb * measure.MB / bronze.points
+                bpp_source = f"as measured at {points_label(bronze.points)}"
             else:
                 pandas_out = None
                 size["pandas"]["skipped"] = ("killed at the memory cap" if pd_run.killed_at_cap
@@ -457,7 +467,8 @@ def figure_validation(ctx: Context) -> dict[str, Any]:
                "--start", bronze.start.isoformat(), "--end", bronze.end.isoformat(),
                "--historian-sample", str(sample), "--rows", str(cfg.historian_rows)]
         log.info("validation: GX gates on the %s feature table", points_label(points))
-        m = measure.run(cmd, env=child_env(PLANTOPS_HOME=str(home)), log_path=cfg.logs / "validation.log", cwd=REPO)
+        m = measure.run(cmd, env=child_env(PLANTOPS_HOME=str(home)), log_path=cfg.logs / "validation.log",
+                        cwd=REPO)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     if not m.ok or not m.output:
@@ -474,13 +485,19 @@ def figure_validation(ctx: Context) -> dict[str, Any]:
         "gate_warm_s": round(o["check_features_s"], 2),
         "share_cold": round(share, 4),
         "share_warm": round(o["check_features_s"] / spark.wall_s, 4),
-        "historian_gate": {"rows": o.get("historian_rows"), "seconds": round(o.get("historian_s", 0), 2),
-                           "rows_per_s": round(o["historian_rows"] / o["historian_s"]) if o.get("historian_s") else None,
-                           "success": o.get("historian_success")},
+        "historian_gate": {
+            "rows": o.get("historian_rows"),
+            "seconds": round(o.get("historian_s", 0), 2),
+            "rows_per_s": round(o["historian_rows"] / o["historian_s"]) if o.get("historian_s") else None,
+            "success": o.get("historian_success"),
+            "failures": o.get("historian_failures"),
+        },
         "child": m.record(),
-        "budgets": [budget(f"GX feature gate / Spark job at {points_label(bronze.points)}", share, 0.15, "share",
-                           why=f"cold: GX import + context {o['import_and_context_s']:.1f} s, "
-                               f"check_features {o['check_features_s']:.1f} s on {o['feature_rows']} rows")],
+        "budgets": [
+            budget(f"GX feature gate / Spark job at {points_label(bronze.points)}", share, 0.15, "share",
+                   why=f"cold: GX import + context {o['import_and_context_s']:.1f} s, "
+                       f"check_features {o['check_features_s']:.1f} s on {o['feature_rows']} rows"),
+        ],
     }
 
 
@@ -506,7 +523,8 @@ def figure_drift(ctx: Context) -> dict[str, Any]:
         "budgets": [
             budget(f"compute_drift, {o['rows_reference'] // 1000}k + {o['rows_current'] // 1000}k rows, "
                    "with the HTML report (as the monitor)", o["drift_with_report_s"], 10.0, "s",
-                   why=f"without the report {o['drift_s']:.1f} s; Evidently import {o['import_s']:.1f} s not counted"),
+                   why=f"without the report {o['drift_s']:.1f} s; not counted: Evidently import "
+                       f"{o['import_s']:.1f} s and a first 1k-row call {o['first_call_1k_rows_s']:.1f} s"),
         ],
     }
 
@@ -541,18 +559,22 @@ def table(results: dict[str, Any]) -> str:
     lines = ["| figure | measured | budget | verdict |", "|---|---|---|---|"]
     for key in ("dag_parsing", "feature_job", "validation_overhead", "drift"):
         for b in results.get(key, {}).get("budgets", []):
-            verdict = {True: "met", False: "**missed**", None: "not measured"}[b["met"]]
-            margin = b["margin"].removeprefix("met, ").removeprefix("missed ")
-            note = f" ({b['why']})" if b.get("why") and b["met"] is not True else ""
-            lines.append(f"| {b['name']} | {_value(b)} | {_limit(b)} | {verdict}: {margin}{note} |")
+            if b["met"] is None:
+                verdict = f"not measured ({b['why']})" if b.get("why") else "not measured"
+            elif b["met"]:
+                verdict = b["margin"]
+            else:
+                verdict = f"**{b['margin']}**" + (f" ({b['why']})" if b.get("why") else "")
+            lines.append(f"| {b['name']} | {_value(b)} | {_limit(b)} | {verdict} |")
     parsing = results.get("dag_parsing")
     if parsing:
         lines += ["", "| use cases | DAGs | tasks | parse (b) | floor (c) | b - a | c - a | (b-a)/(c-a) |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for rec in parsing["by_use_cases"].values():
             ratio = f"{rec['ratio']:.2f}" if rec["ratio"] is not None else "n/a"
-            lines.append(f"| {rec['use_cases']} | {rec['dags']} | {rec['tasks']} | {rec['factory_s']:.2f} s | "
-                         f"{rec['floor_s']:.2f} s | {rec['factory_minus_bare_s']:.2f} s | "
+            lines.append(f"| {rec['use_cases']} | {rec['dags']} | {rec['tasks']} | "
+                         f"{rec['factory_s']:.2f} s | {rec['floor_s']:.2f} s | "
+                         f"{rec['factory_minus_bare_s']:.2f} s | "
                          f"{rec['floor_minus_bare_s']:.2f} s | {ratio} |")
         lines.append(f"\n(a) bare `import airflow.sdk`: {parsing['bare_import_s']:.2f} s; median of "
                      f"{parsing['repeats']} interleaved fresh interpreters each.")
@@ -563,13 +585,15 @@ def table(results: dict[str, Any]) -> str:
         for size in features["by_points"].values():
             for engine in ("spark", "duckdb", "pandas"):
                 rec = size.get(engine, {})
-                match = "" if engine == "spark" else size.get(f"{engine}_matches_spark", {})
-                same = "" if engine == "spark" else ("yes" if match.get("same") else (match.get("reason") or "-"))
+                match = size.get(f"{engine}_matches_spark", {})
+                same = "yes" if match.get("same") else (match.get("reason") or "-")
+                same = "" if engine == "spark" else same
+                label = points_label(size["points"])
                 if rec.get("skipped"):
-                    lines.append(f"| {points_label(size['points'])} | {engine} | - | - | - | {rec['skipped']} |")
+                    lines.append(f"| {label} | {engine} | - | - | - | {rec['skipped']} |")
                     continue
                 pps = f"{rec['points_per_s'] / 1e6:.2f}M" if rec.get("points_per_s") else "failed"
-                lines.append(f"| {points_label(size['points'])} | {engine} | {rec['wall_s']:.1f} s | {pps} | "
+                lines.append(f"| {label} | {engine} | {rec['wall_s']:.1f} s | {pps} | "
                              f"{rec['peak_rss_mb'] / 1024:.2f} GiB | {same} |")
     return "\n".join(lines)
 
@@ -596,7 +620,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--use-cases", type=lambda s: tuple(int(x) for x in s.split(",")),
                         help="use-case counts for the parsing figure (default 1,10,100; --quick 1,10)")
     parser.add_argument("--repeats", type=int, help="parsing repeats (default 3; --quick 1)")
-    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("BENCH_CACHE", REPO / "data" / "bench")),
+    parser.add_argument("--cache", type=Path,
+                        default=Path(os.environ.get("BENCH_CACHE", REPO / "data" / "bench")),
                         help="where generated data and outputs are kept between runs ($BENCH_CACHE)")
     parser.add_argument("--results", type=Path, default=RESULTS)
     return parser.parse_args(argv)

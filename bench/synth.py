@@ -70,7 +70,8 @@ def _day_table(tags: tuple[Tag, ...], day_index: int, seconds: int) -> pa.Table:
     n = seconds * n_tags
 
     def constant(text: str) -> pa.Array:
-        return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([text])).cast(pa.string())
+        codes = pa.array(np.zeros(n, np.int32))
+        return pa.DictionaryArray.from_arrays(codes, pa.array([text])).cast(pa.string())
 
     return pa.table(
         {

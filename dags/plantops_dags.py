@@ -1,6 +1,6 @@
 """plantops Airflow DAGs: one set per use case in include/use_cases/*.yaml (see plantops.dagfactory).
 
-This file only wires: the factory builds ingest, features, train, score and monitor DAGs from each
+This file only wires: the factory builds ingest, features, train, score, monitor and feedback DAGs from each
 YAML, and a broken YAML yields a visible `<id>__config_error` DAG instead of hiding the others.
 """
 

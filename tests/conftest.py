@@ -55,3 +55,16 @@ def plantops_home(tmp_path, monkeypatch) -> Path:
     for var in ("PLANTOPS_HISTORIAN_URL", "PLANTOPS_STATE_URL", "MLFLOW_TRACKING_URI", "PLANTOPS_MLFLOW_ARTIFACTS"):
         monkeypatch.delenv(var, raising=False)
     return home
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the fault-injection counts when that suite ran."""
+    import sys
+
+    faults = sys.modules.get("test_faults") or sys.modules.get("tests.test_faults")
+    if faults and faults.COUNTS["files"]:
+        c = faults.COUNTS
+        terminalreporter.write_line(
+            f"fault injection: {c['files']} files tried, {c['files_quarantined']} quarantined; rows in "
+            f"{c['rows_in']} = written {c['rows_written']} + rejected {c['rows_rejected']}"
+        )

@@ -20,14 +20,16 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def demo(airflow_db):
     runner = Demo(airflow_db, airflow_db / "e2e.log")
-    runner.start()
-    use_case = get_use_case(USE_CASE)
-    replay.replay_history(use_case)
-    runner.pipeline("2026-03-01T00:00:00+00:00", "2026-03-25T00:00:00+00:00")
-    runner.run("train", {"reason": "first model"})
-    runner.run("score", {"day": "2026-03-24"})
-    yield runner
-    runner.stop()
+    try:
+        runner.start()
+        use_case = get_use_case(USE_CASE)
+        replay.replay_history(use_case)
+        runner.pipeline("2026-03-01T00:00:00+00:00", "2026-03-25T00:00:00+00:00")
+        runner.run("train", {"reason": "first model"})
+        runner.run("score", {"day": "2026-03-24"})
+        yield runner
+    finally:
+        runner.stop()  # never leave an api-server behind, even when the set-up failed
 
 
 def test_first_model_becomes_champion_with_both_models_logged(demo):

@@ -68,7 +68,21 @@ class HistorianSource(_Frozen):
 class LandingSource(_Frozen):
     folder: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     pattern: str = "*.parquet"
+    # A file with bad rows: drop them (kept in quarantine with a reason, counted) or quarantine it whole.
     bad_rows: Literal["drop", "quarantine"] = "drop"
+    # Timestamps without a zone are ambiguous (DST, site-local clocks): rejected unless a zone is named.
+    naive_timezone: str | None = None
+    # A file far larger than usual is an export gone wrong, not a day of data.
+    max_rows: int = Field(default=1_000_000, ge=1)
+
+    @field_validator("naive_timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            from zoneinfo import ZoneInfo
+
+            ZoneInfo(value)
+        return value
 
 
 class Features(_Frozen):

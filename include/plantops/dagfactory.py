@@ -1,4 +1,4 @@
-"""Build each use case's DAGs from its YAML: ingest -> features -> score -> monitor, and train.
+"""Build each use case's DAGs from its YAML: ingest -> features -> score -> monitor, train, and feedback.
 
 The DAGs are connected by assets (bronze, features, predictions) so each stage runs when its
 input is fresh. Parsing imports only the Task SDK, the operators and the use-case schema: every
@@ -19,7 +19,7 @@ from plantops.settings import REPO_ROOT, get_settings
 
 log = logging.getLogger(__name__)
 
-STAGES = ("ingest", "features", "train", "score", "monitor")
+STAGES = ("ingest", "features", "train", "score", "monitor", "feedback")
 ALLOWED_TAGS = frozenset({"plantops", *STAGES, "config-error"})
 START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -37,6 +37,10 @@ STAGE_DOCS = {
     "monitor": "Evidently drift of the newest day against the champion's training reference, plant events "
                "from the historian side, and the policy's decision: nothing, an automatic retrain, or an "
                "approval by the process engineers. Every decision is written to the decision store.",
+    "feedback": "Manual trigger for process engineers: mark an alarm or its explanation as wrong (false alarm, "
+                "wrong tag, known plant change) or right (confirmed fault) for a time window, with a comment. "
+                "Stored in the `feedback` table of the state DB and, except for a wrong tag, as a label period "
+                "for training (`normal` or `fault_feedback`); the next monitor run lists it.",
 }
 
 
@@ -339,12 +343,46 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
     return dag
 
 
+def build_feedback(use_case: UseCase, a: dict[str, Asset]) -> DAG:
+    from plantops.feedback import KINDS
+
+    with _dag(use_case, "feedback", None, params={
+        "ts_start": Param(type="string", format="date-time", title="Window start",
+                          description="ISO start of the period the feedback is about"),
+        "ts_end": Param(type="string", format="date-time", title="Window end",
+                        description="ISO end of the period (exclusive)"),
+        "kind": Param("false_alarm", type="string", enum=list(KINDS), title="Feedback", values_display={
+            "false_alarm": "False alarm: the plant was fine",
+            "wrong_tag": "Wrong tag: the explanation points at the wrong tag",
+            "known_plant_change": "Known plant change: the new state is normal",
+            "confirmed_fault": "Confirmed fault: the alarm was right",
+        }),
+        "tag": Param(None, type=["null", "string"], enum=[None, *use_case.tag_names], title="Tag",
+                     description="the tag concerned (required for a wrong tag)"),
+        "comment": Param(type="string", minLength=1, title="Comment", description="what was wrong or right, and why"),
+        "author": Param(None, type=["null", "string"], title="Author",
+                        description="who gives the feedback (default: the user who triggered the run)"),
+    }) as dag:
+
+        @task
+        def record_feedback(params: dict, run_id=None, dag_run=None) -> dict:
+            from plantops.feedback import record_feedback as store
+
+            author = params.get("author") or getattr(dag_run, "triggering_user_name", None)
+            return store(use_case.id, run_id, params["ts_start"], params["ts_end"], params["kind"],
+                         params["comment"], author, params.get("tag"))
+
+        record_feedback()
+    return dag
+
+
 BUILDERS = {
     "ingest": build_ingest,
     "features": build_features,
     "train": build_train,
     "score": build_score,
     "monitor": build_monitor,
+    "feedback": build_feedback,
 }
 
 

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -67,6 +68,12 @@ class Demo:
         from plantops import localenv
 
         localenv.apply(self.home)
+        port = int(os.environ["AIRFLOW__API__PORT"])
+        with socket.socket() as probe:
+            # Another api-server on the port would answer for a different metadata DB and users.
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise RuntimeError(f"port {port} is already in use (another Airflow api-server?); stop it or set "
+                                   "PLANTOPS_API_PORT")
         with self.log_file.open("a") as out:
             subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=out, stderr=out)
         self.api_proc = subprocess.Popen(
@@ -229,6 +236,12 @@ def main() -> int:
         last_drift = next((r for r in monitor_records if r["branch"] != "ok"), monitor_records[0])
         payload = json.loads(last_drift["payload"]) if isinstance(last_drift["payload"], str) else last_drift["payload"]
         train_records = decisions.latest(USE_CASE, kind="train", limit=10)
+        from plantops import historian
+
+        predictions = historian.read_predictions(use_case.historian.asset, replay.HISTORY[-1].start,
+                                                 replay.LIVE["maintenance"].start + timedelta(days=1))
+        alarms = predictions[predictions["alarm"] == 1]
+        explained = int(alarms["top_tags"].notna().sum())
         summary = {
             "use_case": USE_CASE,
             "champion_version": champion[0] if champion else None,
@@ -242,6 +255,9 @@ def main() -> int:
                            "reason": a["answer"]["params_input"].get("reason")} for a in answers],
             "decisions": [f"{r['kind']}:{r['branch']}" for r in reversed(decisions.latest(USE_CASE, limit=50))],
             "decision_store": settings.state_url,
+            "alarms": len(alarms),
+            "alarms_with_top_tags": explained,
+            "champion_top_tags": registry.configure().get_model_version(USE_CASE, champion[0]).tags.get("top_tags"),
             "seconds": round(time.monotonic() - started),
         }
     except BaseException:
@@ -260,6 +276,8 @@ def main() -> int:
     for approval in summary["approvals"]:
         say(f"  approval answered by {approval['by']}: {approval['chosen']} ({approval['reason']})")
     say(f"  decision store: {', '.join(summary['decisions'])}")
+    say(f"  alarms: {summary['alarms']}, each with its top tags: {summary['alarms_with_top_tags']}; "
+        f"champion's top tags: {summary['champion_top_tags']}")
     say(f"  drift report: {summary['report_path']}")
     say(f"  decisions: {summary['decision_store']} (table decisions); `make up` to browse the runs")
     say(f"  MLflow: {summary['mlflow_uri']}  (mlflow ui --backend-store-uri {summary['mlflow_uri']})")

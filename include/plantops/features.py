@@ -39,7 +39,12 @@ def wide_features_pandas(
     import pandas as pd
 
     good = long[(long["quality"] == "good") & long["tag"].isin(tags)]
-    epoch = good["ts"].astype("int64") // 10**9 if good["ts"].dtype.kind == "M" else good["ts"]
+    if good["ts"].dtype.kind == "M":
+        # Whole seconds since the epoch, whatever the resolution (ns from pandas, us from parquet).
+        zero = pd.Timestamp(0, tz="UTC") if getattr(good["ts"].dt, "tz", None) is not None else pd.Timestamp(0)
+        epoch = (good["ts"] - zero) // pd.Timedelta(seconds=1)
+    else:
+        epoch = good["ts"]
     good = good.assign(bucket=(epoch // bucket_seconds) * bucket_seconds)
     wide = good.pivot_table(index=["asset", "bucket"], columns="tag", values="value", aggfunc="mean")
     wide = wide.reindex(columns=list(tags)).sort_index()

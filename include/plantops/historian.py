@@ -158,6 +158,13 @@ def read_window(asset: str, tags: tuple[str, ...] | list[str], start: datetime, 
     return frame
 
 
+def known_tags(asset: str, tags: list[str] | tuple[str, ...], url: str | None = None) -> set[str]:
+    """Which of these tags the historian has ever stored for the asset."""
+    query = select(tag_values.c.tag).where(tag_values.c.asset == asset, tag_values.c.tag.in_(list(tags))).distinct()
+    with engine(url).connect() as conn:
+        return {row[0] for row in conn.execute(query)}
+
+
 def write_predictions(frame: pd.DataFrame, url: str | None = None) -> int:
     """Replace the predictions of the covered window (rerun-safe)."""
     if frame.empty:

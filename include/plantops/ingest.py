@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 LONG_COLUMNS = ["asset", "tag", "ts", "value", "quality", "source", "batch"]
 
 
+class HistorianUnavailable(RuntimeError):
+    """The historian could not be read; nothing was written."""
+
+
 def _split(frame: pd.DataFrame, bad_rows: frozenset[int], row_reasons: dict[int, str]):
     import numpy as np
 
@@ -45,8 +49,21 @@ def ingest_historian(use_case: UseCase, start: datetime, end: datetime, run_id: 
     from plantops import historian, validation
     from plantops.storage import write_bronze
 
+    from sqlalchemy.exc import SQLAlchemyError
+
     tags = [t.name for t in use_case.tags_from("historian")]
-    frame = historian.read_window(use_case.historian.asset, tags, start, end)
+    asset = use_case.historian.asset
+    try:
+        frame = historian.read_window(asset, tags, start, end)
+        absent = sorted(set(tags) - set(frame["tag"].unique()))
+        unknown = sorted(set(absent) - historian.known_tags(asset, absent)) if absent else []
+    except SQLAlchemyError as exc:
+        # Nothing was written yet: the task fails whole, Airflow retries with backoff.
+        raise HistorianUnavailable(f"historian unreachable or failing for {use_case.id} "
+                                   f"[{start}, {end}): {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
+    if unknown:
+        raise ValueError(f"use case {use_case.id}: tags not in the historian for asset {asset!r}: {unknown} "
+                         f"(check include/use_cases/{use_case.id}.yaml)")
     counts = {"rows_in": len(frame), "rows_written": 0, "rows_rejected": 0}
     if frame.empty:
         log.warning("historian returned no rows for %s in [%s, %s)", use_case.id, start, end)
@@ -66,17 +83,56 @@ def ingest_historian(use_case: UseCase, start: datetime, end: datetime, run_id: 
     return {**counts, "days": days, "quarantined": quarantined, "reason": outcome.reason()}
 
 
-def _read_landed(path) -> pd.DataFrame:
+class FileProblem(ValueError):
+    """The file as a whole cannot be trusted; it goes to quarantine with this reason."""
+
+
+def prepare_landed(use_case: UseCase, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Normalise a landed file before validation: (rows to validate, rows rejected with a reason).
+
+    - timestamps to UTC; naive ones only when the use case names their zone (else FileProblem);
+    - historian digital states in value columns ("Bad", "I/O Timeout", "Scan Timeout", ...) become
+      rejected rows naming the state, the rest of the column is numeric;
+    - exact duplicate rows are rejected as duplicates (the first copy is kept).
+    """
     import pandas as pd
 
-    frame = pd.read_parquet(path)
+    frame = frame.reset_index(drop=True)
     if "ts" in frame.columns:
-        frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
+        ts = frame["ts"]
+        if not pd.api.types.is_datetime64_any_dtype(ts):
+            try:
+                ts = pd.to_datetime(ts, format="ISO8601")
+            except (ValueError, TypeError) as exc:
+                raise FileProblem(f"column ts is not a timestamp: {exc}") from exc
+        if getattr(ts.dt, "tz", None) is None:
+            zone = use_case.landing.naive_timezone if use_case.landing else None
+            if zone is None:
+                raise FileProblem("timestamps have no time zone; set landing.naive_timezone in the use case "
+                                  "to accept them")
+            ts = ts.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+        frame["ts"] = ts.dt.tz_convert("UTC")
+    reasons = pd.Series("", index=frame.index)
+    for tag in (t.name for t in use_case.tags_from("landing")):
+        if tag in frame.columns and frame[tag].dtype == object:
+            numeric = pd.to_numeric(frame[tag], errors="coerce")
+            states = frame[tag].notna() & numeric.isna()
+            if states.any() and numeric.notna().sum() == 0:
+                example = frame.loc[states, tag].iloc[0]
+                raise FileProblem(f"column {tag} is not numeric: {int(states.sum())} of {len(frame)} values are "
+                                  f"text, e.g. {example!r}")
+            reasons[states & (reasons == "")] = "digital state " + frame.loc[states, tag].astype(str).map(repr) + f" in {tag}"
+            frame[tag] = numeric
+    duplicated = frame.duplicated(keep="first") & (reasons == "")
+    reasons[duplicated] = "duplicate row"
+    bad = reasons != ""
+    return frame[~bad].reset_index(drop=True), frame[bad].assign(reason=reasons[bad]).reset_index(drop=True)
 
 
 def ingest_landed(use_case: UseCase, run_id: str) -> dict:
     """Every completed landed file: ledger check, validation, bronze or quarantine, then archive."""
+    import pandas as pd
+
     from plantops import landing, validation
     from plantops.storage import write_bronze
 
@@ -91,19 +147,31 @@ def ingest_landed(use_case: UseCase, run_id: str) -> dict:
             continue
         counts = {"rows_in": 0, "rows_written": 0, "rows_rejected": 0}
         try:
-            frame = _read_landed(landed.path)
+            raw = pd.read_parquet(landed.path)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is quarantined, not fatal
             landing.quarantine(use_case.id, landed, f"unreadable parquet: {exc}", counts, run_id)
             results.append({"file": landed.name, "status": "quarantined", "reason": "unreadable"})
             continue
-        counts["rows_in"] = len(frame)
-        outcome = validation.validate_landed(use_case, frame)
-        if outcome.structural or (not outcome.success and use_case.landing.bad_rows == "quarantine"):
-            counts["rows_rejected"] = len(frame)
-            landing.quarantine(use_case.id, landed, outcome.reason(), counts, run_id)
-            results.append({"file": landed.name, "status": "quarantined", "reason": outcome.reason(), **counts})
+        counts["rows_in"] = len(raw)
+        try:
+            frame, pre_rejected = prepare_landed(use_case, raw)
+        except FileProblem as exc:
+            reason = str(exc)
+            outcome = None
+        else:
+            outcome = validation.validate_landed(use_case, frame, max_rows=use_case.landing.max_rows)
+            parts = [] if outcome.success else [outcome.reason()]
+            parts += [f"{n} x {why}" for why, n in pre_rejected["reason"].value_counts().sort_index().items()]
+            reason = "; ".join(parts) or "ok"
+        whole_file = outcome is None or outcome.structural or (
+            use_case.landing.bad_rows == "quarantine" and (not outcome.success or len(pre_rejected)))
+        if whole_file:
+            counts["rows_rejected"] = len(raw)
+            landing.quarantine(use_case.id, landed, reason, counts, run_id)
+            results.append({"file": landed.name, "status": "quarantined", "reason": reason, **counts})
             continue
         good, rejected = _split(frame, outcome.bad_rows, outcome.row_reasons)
+        rejected = pd.concat([pre_rejected, rejected], ignore_index=True) if len(pre_rejected) else rejected
         quarantined_rows = _quarantine_rows(use_case, rejected, landed.path.stem)
         long = good.melt(id_vars="ts", var_name="tag", value_name="value").assign(
             asset=use_case.historian.asset, quality="good", source="landing", batch=landed.name
@@ -111,7 +179,7 @@ def ingest_landed(use_case: UseCase, run_id: str) -> dict:
         days = write_bronze(get_settings().bronze_root, use_case.id, long, f"landing-{landed.path.stem}")
         counts.update(rows_written=len(good), rows_rejected=len(rejected))
         assert counts["rows_in"] == counts["rows_written"] + counts["rows_rejected"]
-        landing.archive(use_case.id, landed, counts, run_id)
+        landing.archive(use_case.id, landed, counts, run_id, reason)
         results.append({"file": landed.name, "status": "ingested", "days": days, "rejected_rows_at": quarantined_rows,
                         **counts})
     return {"files": results}

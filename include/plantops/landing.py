@@ -138,10 +138,10 @@ def _unique_target(folder: Path, name: str, sha256: str) -> Path:
     return target
 
 
-def archive(use_case: str, landed: LandedFile, counts: dict[str, int], dag_run_id: str) -> Path:
+def archive(use_case: str, landed: LandedFile, counts: dict[str, int], dag_run_id: str, reason: str = "ok") -> Path:
     target = _unique_target(get_settings().archive_root / use_case, landed.name, landed.sha256)
     shutil.move(str(landed.path), target)
-    _record(use_case, landed, "ingested", counts, "ok", dag_run_id, target)
+    _record(use_case, landed, "ingested", counts, reason, dag_run_id, target)
     return target
 
 

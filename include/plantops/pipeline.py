@@ -157,7 +157,9 @@ def score(use_case_id: str, day: str | None = None) -> dict[str, Any]:
 def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, Any]:
     """All monitor signals for the day, plant events, retrain history, and the policy's decision."""
     from plantops import decisions, historian, registry
+    from plantops.explain import alarm_tag_summary
     from plantops.features import base_columns
+    from plantops.feedback import since_last_monitor
     from plantops.ingest import rejected_share
     from plantops.monitoring import PlantEvent, compute_drift, decide
 
@@ -209,6 +211,11 @@ def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, A
                     "pending": history.pending, "recent_requests": history.recent_requests},
         "thresholds": {**monitoring.drift.model_dump(), "policy": monitoring.policy.model_dump()},
         "drift": drift.to_record(),
+        # Which tags the window's alarms named (their per-alarm explanations), most often first.
+        "alarm_tags": alarm_tag_summary(predictions.loc[predictions["alarm"] == 1, "top_tags"])
+        if len(predictions) else [],
+        # Read before this run's own record is stored: "since" means since the previous monitor run.
+        "feedback": since_last_monitor(use_case_id, run_id),
     }
     decisions.record(use_case_id, run_id, "monitor", decision.branch, decision.reason, record)
     record["approval_body"] = approval_body(use_case_id, record, drift)
@@ -280,6 +287,20 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
         lines.append(f"| {col} | {score:.3f} | {shift:+.1f} |")
     lines += ["", "Plant events in the window:"]
     lines += [f"- {e['ts']} {e['kind']} by {e['author']}: {e['description']}" for e in record["plant_events"]] or ["- none"]
+    lines += ["", "Tags named most often by the window's alarm explanations:"]
+    if record.get("alarm_tags"):
+        lines += ["", "| tag | alarms naming it | alarms it led | median shift (sd) |", "|---|---|---|---|"]
+        for t in record["alarm_tags"]:
+            shift = "n/a" if t["median_shift_sd"] is None else f"{t['median_shift_sd']:+.1f}"
+            lines.append(f"| {t['tag']} | {t['alarms']} | {t['first']} | {shift} |")
+    else:
+        lines.append("- no alarms")
+    lines += ["", "Process-engineer feedback since the previous monitor run:"]
+    lines += [
+        f"- {f['created_at'][:16]} **{f['kind']}** {f['ts_start'][:16]}..{f['ts_end'][:16]}"
+        f"{' on ' + f['tag'] if f['tag'] else ''} by {f['author']}: {' '.join(f['comment'].split())}"
+        for f in record.get("feedback") or []
+    ] or ["- none"]
     perf = record.get("performance") or {}
     alarm = record["alarm_rate"]
     lines += ["", f"Champion: version {record['champion_version']}; alarm rate in the window: "

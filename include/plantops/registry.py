@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,6 +63,48 @@ def champion(use_case_id: str) -> tuple[str, str] | None:
     """(version, run_id) of the champion, or None when the use case has none yet."""
     version = _version_by_alias(configure(), use_case_id, CHAMPION)
     return None if version is None else (str(version.version), version.run_id)
+
+
+@contextmanager
+def promotion_lock(use_case_id: str, timeout: float = 600) -> Iterator[None]:
+    """Serialise champion promotions of one use case across processes.
+
+    PostgreSQL state DB (the stack tiers): a transaction-scoped advisory lock, good across hosts.
+    Otherwise: an exclusive file lock under PLANTOPS_HOME (one host, as in the embedded tier).
+    """
+    import fcntl
+    import time
+
+    from plantops.settings import get_settings
+
+    settings = get_settings()
+    if settings.state_url.startswith("postgresql"):
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(settings.state_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"promote:{use_case_id}"})
+                yield
+        finally:
+            engine.dispose()
+        return
+    path = settings.home / "locks" / f"{use_case_id}.promotion.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + timeout
+    with path.open("w") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"another training of {use_case_id} holds the promotion lock {path}")
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def champion_metric(use_case_id: str, name: str) -> float | None:

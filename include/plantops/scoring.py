@@ -1,4 +1,5 @@
-"""Batch scoring with the champion: score, alarm flag, model version and the top contributing tags."""
+"""Batch scoring with the champion: score, alarm flag, model version and, per alarm, the top
+contributing tags with their values against the model's reference (see :mod:`plantops.explain`)."""
 
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ def tag_contributions(model: Any, X: pd.DataFrame) -> pd.DataFrame:
 
 
 def top_tags(model: Any, X: pd.DataFrame, k: int = TOP_TAGS) -> list[str]:
-    """Per row, the k tags that contribute most to the alarm, as JSON lists."""
-    per_tag = tag_contributions(model, X)
-    order = per_tag.to_numpy().argsort(axis=1)[:, ::-1][:, :k]
-    names = per_tag.columns.to_numpy()
-    return [json.dumps([str(n) for n in names[row]]) for row in order]
+    """Per row, the k tags that contribute most to the alarm, each with its value against the
+    model's reference (:func:`plantops.explain.alarm_explanations`), as compact JSON lists."""
+    from plantops.explain import alarm_explanations
+
+    return [json.dumps(row, separators=(",", ":"), allow_nan=False) for row in alarm_explanations(model, X, k)]
 
 
 def score_frame(model: Any, features: pd.DataFrame, version: str) -> pd.DataFrame:

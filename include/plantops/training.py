@@ -13,6 +13,8 @@ One call of :func:`train_and_register` is one training run:
 4. The current ``champion`` is scored on the same held-out rows. The challenger takes the alias
    only if it detects more faults without exceeding the false-alarm budget (or if there is no
    champion). The decision and its reason are tagged on the run and on the model version.
+5. Every registered version is explained (:mod:`plantops.explain`): which tags drive its alarms
+   on the held-out fault rows, as artifacts of its run and a ``top_tags`` version tag.
 
 Reruns are safe: a version tagged with the same ``airflow_run_id`` is returned, not duplicated;
 one whose decision was interrupted is decided on rerun instead of being registered again.
@@ -302,22 +304,25 @@ def _decide_and_record(
     training run as complete for the idempotency check."""
     from plantops import registry
 
-    before = registry.champion(use_case.id)
-    champion_eval: dict[str, Any] | None = None
-    if before is not None and before[0] == version:
-        # A rerun after the alias moved but before the decision was tagged.
-        promoted, reason = True, "already champion (decision completed on rerun)"
-    else:
-        if before is not None:
-            try:
-                champion_eval = evaluate(registry.load_version(use_case.id, before[0]), data)
-            except (KeyError, ValueError) as exc:
-                log.warning("champion v%s cannot score the current features: %s", before[0], exc)
-        promoted, reason = _decide(
-            use_case, evaluations["detector"], champion_eval, None if before is None else before[0]
-        )
-    if promoted:
-        registry.set_alias(use_case.id, registry.CHAMPION, version)
+    # Compare and move the alias under one lock: two trainings finishing together must not both
+    # promote, and the alias must never land on a version that lost to the current champion.
+    with registry.promotion_lock(use_case.id):
+        before = registry.champion(use_case.id)
+        champion_eval: dict[str, Any] | None = None
+        if before is not None and before[0] == version:
+            # A rerun after the alias moved but before the decision was tagged.
+            promoted, reason = True, "already champion (decision completed on rerun)"
+        else:
+            if before is not None:
+                try:
+                    champion_eval = evaluate(registry.load_version(use_case.id, before[0]), data)
+                except (KeyError, ValueError) as exc:
+                    log.warning("champion v%s cannot score the current features: %s", before[0], exc)
+            promoted, reason = _decide(
+                use_case, evaluations["detector"], champion_eval, None if before is None else before[0]
+            )
+        if promoted:
+            registry.set_alias(use_case.id, registry.CHAMPION, version)
     champion_version = version if promoted or before is None else before[0]
     metrics = {
         **_flat_metrics(evaluations["detector"]),
@@ -385,7 +390,7 @@ def train_and_register(
     metrics, champion_version, champion_metrics}; see the module docstring."""
     import pandas as pd
 
-    from plantops import registry
+    from plantops import explain, registry
     from plantops.detectors import build_baseline, build_detector
 
     # Data first: a window too short to train on fails before anything touches MLflow.
@@ -430,4 +435,7 @@ def train_and_register(
         )
     else:
         version, run_id = str(existing.version), existing.run_id
+    if existing is None or not existing.tags.get(explain.TOP_TAGS_TAG):
+        # Before the decision tag, so a version is only ever complete with its explanation.
+        explain.log_model_explanation(client, use_case, version, run_id, detector, data)
     return _decide_and_record(client, use_case, version, run_id, evaluations, data)
