@@ -81,15 +81,16 @@ def transform(df: DataFrame, tags: list[str], bucket_seconds: int, rolling_bucke
     # pmod keeps the arithmetic in integers (the Python Column API has no `div`) and floors like
     # pandas' `//`, so the buckets agree with the reference even before 1970.
     bucket = (epoch - F.pmod(epoch, F.lit(bucket_seconds))).alias("bucket")
-    good = (
+    # Aggregate the long rows per (asset, bucket, tag) first: the shuffle then moves one row per
+    # tag and bucket instead of every raw point, and the map side combines in parallel.
+    per_tag = (
         _good(df, tags)
         .select("asset", "tag", bucket, F.col("value").cast("double").alias("value"))
-        # Clustering by asset up front satisfies the pivot's group-by and the per-asset windows
-        # below, so the long rows are shuffled once instead of once per stage.
-        .repartition("asset")
+        .groupBy("asset", "bucket", "tag")
+        .agg(F.sum("value").alias("total"), F.count("value").alias("n"))
     )
     # Explicit pivot values: no extra job to discover them, and the column order is the tag order.
-    wide = good.groupBy("asset", "bucket").pivot("tag", tags).agg(F.avg("value"))
+    wide = per_tag.groupBy("asset", "bucket").pivot("tag", tags).agg(F.first(F.col("total") / F.col("n")))
 
     ordered = Window.partitionBy("asset").orderBy("bucket")
     history = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)

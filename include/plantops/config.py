@@ -259,7 +259,8 @@ def load_use_case(path: Path | str) -> UseCase:
     """Parse one YAML file. Raises ConfigError('<file>: <field>: <expected>')."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        # libyaml's loader when present: ~10x faster, and the factory parses every file on each refresh.
+        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read YAML: {exc}") from exc
     if not isinstance(raw, dict):
