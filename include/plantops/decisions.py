@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
+
+from plantops import db
 
 log = logging.getLogger(__name__)
 
@@ -52,44 +52,14 @@ def _state_url() -> str:
 
 # One engine per URL and process: Airflow forks task processes, and a pooled connection must
 # never cross a fork (the pid in the key gives a child its own engine).
-_ENGINES: dict[tuple[str, int], Engine] = {}
-_LOCK = threading.Lock()
-
-
 def get_engine(url: str | None = None) -> Engine:
-    """The cached engine for ``url`` (default: the state DB), with the table created on first use."""
-    url = url or _state_url()
-    key = (url, os.getpid())
-    with _LOCK:
-        engine = _ENGINES.get(key)
-        if engine is None:
-            engine = _ENGINES[key] = _create_engine(url)
-    return engine
-
-
-def _create_engine(url: str) -> Engine:
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        database = sa.make_url(url).database
-        if database and database != ":memory:":
-            os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
-        # Concurrent tasks write the same file: wait for the lock instead of failing at once.
-        kwargs["connect_args"] = {"timeout": 30}
-    else:
-        kwargs["pool_pre_ping"] = True
-    engine = sa.create_engine(url, **kwargs)
-    metadata.create_all(engine)
-    log.debug("decision store ready at %s", engine.url.render_as_string(hide_password=True))
-    return engine
+    """The cached engine of the state DB (or ``url``), with the decisions table created on first use."""
+    return db.engine(url or _state_url(), metadata)
 
 
 def reset_engines() -> None:
     """Dispose every cached engine (tests; a settings change within one process)."""
-    with _LOCK:
-        engines = list(_ENGINES.values())
-        _ENGINES.clear()
-    for engine in engines:
-        engine.dispose()
+    db.reset()
 
 
 def record(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,20 +61,11 @@ feedback = sa.Table(
     sa.Index("ix_feedback_use_case_created", "use_case", "created_at"),
 )
 
-_READY: set[int] = set()
-_LOCK = threading.Lock()
-
-
 def _engine(url: str | None = None) -> sa.engine.Engine:
-    """The decision store's engine (same DB, same per-process cache), with the table created once."""
-    from plantops import decisions
+    """The state DB's engine (shared cache), with the feedback table created once."""
+    from plantops import db, decisions
 
-    engine = decisions.get_engine(url)
-    with _LOCK:
-        if id(engine) not in _READY:
-            metadata.create_all(engine)
-            _READY.add(id(engine))
-    return engine
+    return db.engine(url or decisions._state_url(), metadata)
 
 
 def _utc(value: str | datetime) -> datetime:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -22,7 +21,6 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
-    create_engine,
     delete,
     insert,
     select,
@@ -94,20 +92,10 @@ def naive_utc(value: datetime | Any) -> datetime:
     return value
 
 
-@lru_cache(maxsize=8)
-def _engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        from pathlib import Path
-
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=True)
-    if engine.dialect.name in ("sqlite", "postgresql"):
-        metadata.create_all(engine)
-    return engine
-
-
 def engine(url: str | None = None) -> Engine:
-    return _engine(url or get_settings().historian_url)
+    from plantops import db
+
+    return db.engine(url or get_settings().historian_url, metadata)
 
 
 def write_tag_values(frame: pd.DataFrame, url: str | None = None) -> int:

@@ -14,10 +14,9 @@ import logging
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, create_engine, insert, select, update
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, insert, select, update
 from sqlalchemy.engine import Engine
 
 from plantops.settings import get_settings
@@ -58,17 +57,10 @@ class LandedFile:
         return self.path.name
 
 
-@lru_cache(maxsize=8)
-def _engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
-    return engine
-
-
 def state_engine() -> Engine:
-    return _engine(get_settings().state_url)
+    from plantops import db
+
+    return db.engine(get_settings().state_url, metadata)
 
 
 def sha256_of(path: Path) -> str:

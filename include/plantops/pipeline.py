@@ -136,7 +136,6 @@ def score(use_case_id: str, day: str | None = None) -> dict[str, Any]:
     from plantops import historian, registry
     from plantops.scoring import score_frame
 
-    use_case = get_use_case(use_case_id)
     day = day or latest_feature_day(use_case_id)
     end = (datetime.fromisoformat(day) + timedelta(days=1)).strftime("%Y-%m-%d")
     features = load_features(use_case_id, day, end)

@@ -1,0 +1,56 @@
+"""One place for SQLAlchemy engines: cached per URL and process, tables created on first use.
+
+Airflow forks task processes; an engine (and its pooled connections) must not cross a fork, so
+the cache is keyed by process id as well as URL.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+_ENGINES: dict[tuple[str, int], Engine] = {}
+_READY: set[tuple[int, int]] = set()
+_LOCK = threading.Lock()
+
+
+def _create(url: str) -> Engine:
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        database = sa.make_url(url).database
+        if database and database != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(database)), exist_ok=True)
+        # Concurrent tasks write the same file: wait for the lock instead of failing at once.
+        kwargs["connect_args"] = {"timeout": 30}
+    else:
+        kwargs["pool_pre_ping"] = True
+    return sa.create_engine(url, **kwargs)
+
+
+def engine(url: str, metadata: sa.MetaData | None = None) -> Engine:
+    """The cached engine for ``url``; ``metadata``'s tables are created once per engine (SQLite and
+    PostgreSQL only: a Trino catalog is read-only here and its tables are the site's)."""
+    key = (url, os.getpid())
+    with _LOCK:
+        eng = _ENGINES.get(key)
+        if eng is None:
+            eng = _ENGINES[key] = _create(url)
+        if metadata is not None and (id(eng), id(metadata)) not in _READY:
+            if eng.dialect.name in ("sqlite", "postgresql"):
+                metadata.create_all(eng)
+            _READY.add((id(eng), id(metadata)))
+    return eng
+
+
+def reset() -> None:
+    """Dispose every cached engine (tests; a settings change within one process)."""
+    with _LOCK:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+        _READY.clear()
+    for eng in engines:
+        eng.dispose()
