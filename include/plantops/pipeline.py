@@ -29,15 +29,6 @@ def _day(value: str | datetime) -> datetime:
     return stamp.astimezone(timezone.utc)
 
 
-def days_between(start: datetime, end: datetime) -> list[str]:
-    first = start.replace(hour=0, minute=0, second=0, microsecond=0)
-    out, day = [], first
-    while day < end:
-        out.append(day.strftime("%Y-%m-%d"))
-        day += timedelta(days=1)
-    return out
-
-
 # -- ingest ---------------------------------------------------------------------------------------
 
 def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any]:
