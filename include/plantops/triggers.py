@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-INCOMPLETE_SUFFIXES = (".tmp", ".part", ".filepart", ".partial")
+from plantops.landing import is_complete_name
 
 
 def completed_files(directory: str, pattern: str) -> list[str]:
@@ -25,7 +25,7 @@ def completed_files(directory: str, pattern: str) -> list[str]:
         return []
     return sorted(
         n for n in names
-        if not n.startswith(".") and not n.endswith(INCOMPLETE_SUFFIXES) and fnmatch.fnmatch(n, pattern)
+        if is_complete_name(n) and fnmatch.fnmatch(n, pattern)
         and os.path.isfile(os.path.join(directory, n))
     )
 
