@@ -59,9 +59,7 @@ def test_normal_day_takes_no_action(demo):
 
 
 def test_fault_day_triggers_a_retrain_that_cannot_promote_a_blind_model(demo):
-    replay.replay_episode(get_use_case(USE_CASE), replay.LIVE["drift"])
-    demo.pipeline("2026-03-25T00:00:00+00:00", "2026-03-26T00:00:00+00:00", "2026-03-25")
-    assert demo.monitor("2026-03-25") == "trigger_retrain"
+    assert demo.monitor(demo.live(get_use_case(USE_CASE), replay.LIVE["drift"])) == "trigger_retrain"
     record = decisions.latest(USE_CASE, kind="monitor")[0]
     assert record["branch"] == "retrain" and record["payload"]["drift_share"] >= 0.3
     assert "XMEAS_1" in record["payload"]["drifted_columns"][:5]  # fault 1: A feed
@@ -74,9 +72,9 @@ def test_fault_day_triggers_a_retrain_that_cannot_promote_a_blind_model(demo):
 
 
 def test_plant_change_goes_to_approval_and_a_new_reference_window_retrains_from_the_change(demo):
-    replay.replay_episode(get_use_case(USE_CASE), replay.LIVE["plant_change"])
-    demo.pipeline("2026-03-26T00:00:00+00:00", "2026-03-27T00:00:00+00:00", "2026-03-26")
-    answer = demo.approve("2026-03-26", "Retrain from a new reference window",
+    day = demo.live(get_use_case(USE_CASE), replay.LIVE["plant_change"])
+    assert day == "2026-03-26"
+    answer = demo.approve(day, "Retrain from a new reference window",
                           {"reason": "setpoint change is permanent", "reference_start": "2026-03-26T07:30:00+00:00"})
     assert answer["unassigned"] == 403 and "not a respondent" in answer["unassigned_message"]
     monitor = decisions.latest(USE_CASE, kind="monitor")[0]
@@ -97,9 +95,7 @@ def test_plant_change_goes_to_approval_and_a_new_reference_window_retrains_from_
 
 
 def test_a_refusal_needs_and_keeps_a_reason_and_queues_no_training(demo):
-    replay.replay_episode(get_use_case(USE_CASE), replay.LIVE["maintenance"])
-    demo.pipeline("2026-03-27T00:00:00+00:00", "2026-03-28T00:00:00+00:00", "2026-03-27")
-    demo.approve("2026-03-27", "Refuse: model still valid",
+    demo.approve(demo.live(get_use_case(USE_CASE), replay.LIVE["maintenance"]), "Refuse: model still valid",
                  {"reason": "analyzer recalibration transient", "reference_start": ""})
     record = decisions.latest(USE_CASE, kind="approval")[0]
     assert record["branch"] == "refused" and record["reason"] == "analyzer recalibration transient"

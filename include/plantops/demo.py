@@ -113,6 +113,15 @@ class Demo:
         say(f"  -> monitor branch for {day}: {branch}")
         return branch
 
+    def live(self, use_case: Any, episode: Any) -> str:
+        """Replay one live plant day, ingest it, build its features and score it; returns the day."""
+        from plantops import replay
+
+        replay.replay_episode(use_case, episode)
+        start, end = episode.start, episode.start + timedelta(days=1)
+        self.pipeline(start.isoformat(), end.isoformat(), str(episode.day))
+        return str(episode.day)
+
     def approve(self, day: str, option: str, params: dict) -> dict:
         """Run the monitor for the day; answer its approval through the REST API as eng1."""
         answer: dict = {}
@@ -209,23 +218,18 @@ def main() -> int:
         demo.monitor("2026-03-24")
 
         say("2. live: TEP fault 1 starts 2026-03-25 08:00")
-        replay.replay_episode(use_case, replay.LIVE["drift"])
-        demo.pipeline("2026-03-25T00:00:00+00:00", "2026-03-26T00:00:00+00:00", "2026-03-25")
-        demo.monitor("2026-03-25")
+        demo.monitor(demo.live(use_case, replay.LIVE["drift"]))
         triggered = demo.run_triggered()
 
         say("3. live: TEP fault 7 on 2026-03-26 with an operator's setpoint change at 07:30")
-        replay.replay_episode(use_case, replay.LIVE["plant_change"])
-        demo.pipeline("2026-03-26T00:00:00+00:00", "2026-03-27T00:00:00+00:00", "2026-03-26")
-        answers.append(demo.approve("2026-03-26", "Retrain from a new reference window",
+        answers.append(demo.approve(demo.live(use_case, replay.LIVE["plant_change"]),
+                                    "Retrain from a new reference window",
                                     {"reason": "the setpoint change is permanent",
                                      "reference_start": "2026-03-26T07:30:00+00:00"}))
         triggered += demo.run_triggered()
 
         say("4. live: TEP fault 13 on 2026-03-27 after an analyzer maintenance at 06:00")
-        replay.replay_episode(use_case, replay.LIVE["maintenance"])
-        demo.pipeline("2026-03-27T00:00:00+00:00", "2026-03-28T00:00:00+00:00", "2026-03-27")
-        answers.append(demo.approve("2026-03-27", "Refuse: model still valid",
+        answers.append(demo.approve(demo.live(use_case, replay.LIVE["maintenance"]), "Refuse: model still valid",
                                     {"reason": "analyzer recalibration transient; the model is still valid",
                                      "reference_start": ""}))
         triggered += demo.run_triggered()
