@@ -6,8 +6,17 @@ the days ``[start - lookback_days, end)``, turns them into the wide contract of
 ``<tag>__rstd``) and writes the buckets of ``[start, end)`` to ``<output>/date=YYYY-MM-DD/``.
 
 The lookback days are read only to warm up the carry-forward and the rolling windows; they are
-never written. The write replaces exactly the day partitions it produces (dynamic partition
-overwrite), so a rerun of a range is idempotent and leaves every other day alone.
+never written. The write replaces exactly the day partitions it produces, so a rerun of a range is
+idempotent and leaves every other day alone.
+
+Spark writes the whole range into a hidden staging folder first (``<output>/.staging-<uuid>/``,
+skipped by every parquet reader); only after Spark's commit succeeded is each day folder swapped
+into place with one atomic rename (Linux ``renameat2(RENAME_EXCHANGE)``). A job killed at any
+instant therefore leaves each day complete and either old or new, never half-written, doubled or
+missing; the next run removes the dead run's staging folder. Spark's own dynamic partition
+overwrite does not give this: its commit deletes each old day folder and then renames the new one
+in, and a kill between the two leaves the day missing. An output on a cluster file system
+(``hdfs://``, ``s3a://``) still uses it.
 
     spark-submit --master 'local[2]' spark_jobs/build_features.py \\
         --input data/bronze/tep_reactor --output data/features/tep_reactor \\
@@ -18,11 +27,19 @@ overwrite), so a rerun of a range is idempotent and leaves every other day alone
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import re
+import shutil
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import urlparse
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
@@ -34,6 +51,10 @@ from plantops.config import IDENTIFIER
 log = logging.getLogger(__name__)
 
 BRONZE_COLUMNS = ("asset", "tag", "ts", "value", "quality")
+STAGING_PREFIX = ".staging-"
+# What a run killed before this layout (Spark's dynamic partition overwrite) may have left behind.
+STALE_PREFIXES = (STAGING_PREFIX, ".spark-staging-", "_temporary")
+LOCK_FILE = ".build_features.lock"
 
 
 class NoDataError(RuntimeError):
@@ -252,14 +273,97 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, int]:
         .repartition("date")
         .sortWithinPartitions("asset", "ts")
     )
-    (
-        features.write.mode("overwrite")
+    writer = features.write.partitionBy("date")
+    local = local_folder(args.output)
+    if local is None:
         # Dynamic: replace only the day folders this run produces, never the whole table.
-        .option("partitionOverwriteMode", "dynamic")
-        .partitionBy("date")
-        .parquet(args.output)
-    )
+        writer.mode("overwrite").option("partitionOverwriteMode", "dynamic").parquet(args.output)
+    else:
+        with exclusive(local):
+            sweep_staging(local)
+            staging = local / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+            try:
+                writer.mode("errorifexists").parquet(str(staging))
+                days = publish(staging, local)
+                log.info("published %d days into %s: %s", len(days), local, ", ".join(days))
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
     return {"rows_in": int(seen_in.get["rows"]), "rows_out": int(seen_out.get["rows"])}
+
+
+def local_folder(output: str) -> Path | None:
+    """The output as a local folder, or None on a cluster file system (hdfs://, s3a://, ...)."""
+    parsed = urlparse(output)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    return Path(output) if not parsed.scheme else None
+
+
+@contextmanager
+def exclusive(output: Path) -> Iterator[None]:
+    """One feature job per output folder at a time. The lock dies with its process, so whoever
+    holds it knows that every staging folder it finds belongs to a dead run."""
+    import fcntl
+
+    output.mkdir(parents=True, exist_ok=True)
+    with open(output / LOCK_FILE, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("another feature job is writing %s; waiting for it", output)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def sweep_staging(output: Path) -> None:
+    """Remove what killed runs left: their staging folders (hidden, so no reader ever saw them)."""
+    for path in output.iterdir():
+        if path.is_dir() and path.name.startswith(STALE_PREFIXES):
+            log.warning("removing %s, left by a feature job that did not finish", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def publish(staging: Path, output: Path) -> list[str]:
+    """Move each day folder Spark committed under ``staging`` into ``output``, one atomic rename
+    per day: a reader sees the complete old day or the complete new one, never a mix and never
+    neither. The old folders end up in ``staging``. Returns the days published, in order."""
+    days = []
+    for staged in sorted(staging.glob("date=*")):
+        target = output / staged.name
+        if target.exists():
+            _swap(staged, target)
+        else:
+            os.rename(staged, target)
+        days.append(staged.name.removeprefix("date="))
+    return days
+
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _swap(new: Path, current: Path) -> None:
+    """Exchange two folders in one step (Linux >= 3.15 with glibc >= 2.28; ext4, xfs, btrfs, tmpfs).
+
+    Elsewhere the old folder is moved aside first, which hides the day for the instant between
+    two renames (what Spark's commit does too, but for a delete, not a rename).
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        done = libc.renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(current), _RENAME_EXCHANGE) == 0
+        code = 0 if done else ctypes.get_errno()
+    except AttributeError:  # no renameat2 in this C library
+        done, code = False, errno.ENOSYS
+    if done:
+        return
+    if code not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        raise OSError(code, os.strerror(code), str(new), None, str(current))
+    log.warning("no atomic folder exchange here (%s): %s is briefly absent", os.strerror(code), current)
+    aside = new.with_name(f"{new.name}.old")
+    os.rename(current, aside)
+    os.rename(new, current)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -229,3 +230,184 @@ def test_unreachable_mlflow_fails_scoring_clearly_and_keeps_predictions(plantops
     kept = historian.read_predictions(use_case.historian.asset, pd.Timestamp("2026-03-24", tz="UTC"),
                                       pd.Timestamp("2026-03-25", tz="UTC"))
     assert len(kept) == 3 and set(kept["model_version"]) == {"1"}
+
+
+def _feature_job_command(use_case, start: str, end: str) -> tuple[list[str], dict[str, str]]:
+    """The spark-submit command line and environment of <uc>__features' build_features task for
+    [start, end), built by the Spark provider's hook from the task's own settings."""
+    from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
+
+    from plantops.dagfactory import assets, build_features
+
+    task = build_features(use_case, assets(use_case)).get_task("build_features")
+    # plan_window's XCom, rendered: the only templated arguments are --start and --end.
+    args = [start if "['start']" in arg else end if "['end']" in arg else arg for arg in task.application_args]
+    hook = SparkSubmitHook(conf=dict(task.conf or {}), conn_id=task.conn_id, name=task.name,
+                           application_args=args, env_vars=dict(task.env_vars or {}))
+    return hook._build_spark_submit_command(task.application), {**os.environ, **(task.env_vars or {})}
+
+
+def _run_job(job: tuple[list[str], dict[str, str]], log_path, kill_when=None, reader=None,
+             timeout: float = 600) -> tuple[int, float]:
+    """Run the job in its own process group; SIGKILL the whole group (JVM and Python driver) as soon
+    as kill_when(elapsed seconds) is true. A reader looks at the output between polls, without
+    pausing while the job writes. Returns the exit code (-9 when killed) and the wall time."""
+    began = time.monotonic()
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(job[0], env=job[1], stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            while proc.poll() is None:
+                if kill_when is not None and kill_when(time.monotonic() - began):
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:  # it finished in the meantime
+                        pass
+                    break
+                busy = reader.look() if reader is not None else False
+                time.sleep(0 if busy else 0.002)
+            proc.wait(timeout=timeout)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return proc.returncode, time.monotonic() - began
+
+
+class _Reader:
+    """A reader listing the output folder while a job runs; records the days it found without data."""
+
+    def __init__(self, root, days: list[str]) -> None:
+        self.root, self.days, self.missed = root, days, set()
+
+    def look(self) -> bool:
+        """True while the job has staged output, i.e. is writing or committing."""
+        for day in self.days:
+            try:
+                names = os.listdir(self.root / f"date={day}")
+            except FileNotFoundError:
+                names = []
+            if not any(n.endswith(".parquet") and not n.startswith((".", "_")) for n in names):
+                self.missed.add(day)
+        return bool(_staged_files(self.root))
+
+
+def _staged_files(root) -> list[str]:
+    """Parquet files inside the hidden folders a writing job keeps in the output folder."""
+    found = []
+    for top in root.glob(".*"):
+        if top.is_dir():
+            found += [os.path.join(d, f) for d, _, files in os.walk(top) for f in files if f.endswith(".parquet")]
+    return found
+
+
+def _day_folders(root) -> dict[str, int]:
+    """Each visible day folder's identity (inode): what changes when a job replaces a day."""
+    out = {}
+    for folder in root.glob("date=*"):
+        try:
+            out[folder.name] = folder.stat().st_ino
+        except FileNotFoundError:
+            out[folder.name] = -1
+    return out
+
+
+def _visible_days(root) -> dict[str, pd.DataFrame]:
+    """What readers see, per day: the repo's feature reader, checked against a bare pyarrow dataset."""
+    import pyarrow.dataset as pads
+
+    from plantops import pipeline
+
+    frame = pipeline.load_features(UC)
+    raw = pads.dataset(root, format="parquet", partitioning="hive").to_table().to_pandas()
+    assert len(raw) == len(frame), "pyarrow.dataset and load_features disagree"
+    assert not frame.duplicated(["asset", "ts"]).any(), "duplicated feature rows are visible"
+    assert pipeline.latest_feature_day(UC) == max(frame["date"])
+    return {day: rows.drop(columns="date").reset_index(drop=True) for day, rows in frame.groupby("date")}
+
+
+def test_kill_9_of_the_feature_job_leaves_every_day_complete_old_or_new(plantops_home):
+    """The real feature job, as the DAG submits it, killed at two points: while Spark writes, and as
+    soon as the first day folder changes (the commit). After each kill every
+    day a reader sees is the complete old day or the complete new one; a rerun then equals the
+    uninterrupted run."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from plantops import pipeline
+
+    use_case = get_use_case(UC)
+    episodes = replay.HISTORY[-4:]
+    for episode in episodes:
+        replay.replay_episode(use_case, episode)
+    start, end = str(episodes[0].day), str(episodes[-1].day + timedelta(days=1))
+    pipeline.ingest(UC, start, end, "kill-test")
+    root = get_settings().features_root / UC
+    job = _feature_job_command(use_case, start, end)
+    log_path = plantops_home / "spark-submit.log"
+
+    marks: dict[str, float] = {}
+
+    def note_first_write(elapsed: float) -> bool:
+        if "write" not in marks and _staged_files(root):
+            marks["write"] = elapsed
+        return False
+
+    code, seconds = _run_job(job, log_path, note_first_write)
+    assert code == 0 and "write" in marks, log_path.read_text()[-3000:]
+    new = _visible_days(root)
+    days = sorted(new)
+    assert days == [str(e.day) for e in episodes]
+
+    # What an earlier build left: the same files with other values, so old and new are told apart.
+    old_tree = plantops_home / "features-old"
+    shutil.copytree(root, old_tree)
+    for path in old_tree.glob("date=*/*.parquet"):
+        table = pq.read_table(path, partitioning=None)
+        index = table.schema.get_field_index("XMEAS_1")
+        pq.write_table(table.set_column(index, "XMEAS_1", pc.add(table["XMEAS_1"], 1000.0)), path)
+    for crc in old_tree.glob("date=*/.*.crc"):
+        crc.unlink()  # Hadoop's checksums of the files just rewritten
+    shutil.rmtree(root)
+    shutil.copytree(old_tree, root)
+    old = _visible_days(root)
+    assert all(not old[d].equals(new[d]) for d in days)
+
+    def restore_old() -> dict[str, int]:
+        shutil.rmtree(root)
+        shutil.copytree(old_tree, root)
+        return _day_folders(root)
+
+    before: dict[str, int] = {}
+    kills = {
+        "while Spark writes": lambda t: bool(_staged_files(root)),
+        "at the first changed day": lambda t: _day_folders(root) != before,
+    }
+    outcomes = {}
+    reader = _Reader(root, days)
+    for name, kill_when in kills.items():
+        before = restore_old()
+        code, _ = _run_job(job, log_path, kill_when, reader)
+        staged = _staged_files(root)
+        seen = _visible_days(root)
+        assert sorted(seen) == days, f"kill {name}: days visible {sorted(seen)}, expected {days}"
+        state = {}
+        for day in days:
+            state[day] = "new" if seen[day].equals(new[day]) else "old" if seen[day].equals(old[day]) else "PARTIAL"
+        assert "PARTIAL" not in state.values(), f"kill {name}: {state}"
+        outcomes[name] = {"exit": code, "staged_files_left": len(staged), "days": state}
+    # The first kill must really land while the job was writing: killed, with its staged output
+    # (hidden, unseen by the readers above) left behind.
+    writing = outcomes["while Spark writes"]
+    assert writing["exit"] == -signal.SIGKILL and writing["staged_files_left"] > 0, outcomes
+    assert set(writing["days"].values()) == {"old"}, outcomes
+
+    code, _ = _run_job(job, log_path, reader=reader)
+    assert code == 0, log_path.read_text()[-3000:]
+    # Also while the jobs ran, not only after the kills: no day was ever gone, not even for an instant.
+    assert not reader.missed, f"a reader listing the output during the job found no data for {sorted(reader.missed)}"
+    again = _visible_days(root)
+    assert all(again[d].equals(new[d]) for d in days), "a rerun after kills differs from the uninterrupted run"
+    assert not [p.name for p in root.iterdir() if p.name.startswith((".staging-", ".spark-staging-", "_temporary"))]
+    print(json.dumps({"reference_seconds": round(seconds, 1), "first_write": round(marks["write"], 1),
+                      **outcomes}, indent=1))

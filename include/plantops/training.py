@@ -190,7 +190,9 @@ def _experiment_id(client: MlflowClient, use_case: UseCase) -> str:
     experiment = client.get_experiment_by_name(use_case.id)
     if experiment is not None:
         return experiment.experiment_id
-    location = f"{get_settings().mlflow_artifact_root.rstrip('/')}/{use_case.id}"
+    root = get_settings().mlflow_artifact_root
+    # A tracking server chooses (and serves) the artifact location itself.
+    location = f"{root.rstrip('/')}/{use_case.id}" if root else None
     return client.create_experiment(use_case.id, artifact_location=location)
 
 
@@ -245,7 +247,6 @@ def _log_and_register(
             name="model",
             signature=infer_signature(X, detector.score_samples(X)),
             input_example=X.head(5),
-            registered_model_name=use_case.id,
             serialization_format="skops",
             skops_trusted_types=TRUSTED_TYPES,
             pip_requirements=_pip_requirements(),
@@ -257,11 +258,16 @@ def _log_and_register(
             path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
             X.iloc[np.unique(step)].reset_index(drop=True).to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+        # The version is created with its tags in one call (one transaction in the tracking
+        # store): a version without its airflow_run_id tag would be invisible to a retry's
+        # idempotency check, and the retry would register a second one.
+        registered = mlflow.register_model(info.model_uri, use_case.id, tags={**run_tags, "use_case": use_case.id})
         run_id = run.info.run_id
-    version = str(info.registered_model_version)
-    for key, value in {**run_tags, "use_case": use_case.id}.items():
-        client.set_model_version_tag(use_case.id, version, key, value)
-    client.set_registered_model_alias(use_case.id, CHALLENGER, version)
+    version = str(registered.version)
+    from plantops import registry
+
+    with registry.promotion_lock(use_case.id):  # the store's alias upsert is not atomic: two trainings race on it
+        client.set_registered_model_alias(use_case.id, CHALLENGER, version)
     log.info("use case %s: registered version %s (run %s) as %s", use_case.id, version, run_id, CHALLENGER)
     return version, run_id
 
