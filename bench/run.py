@@ -15,12 +15,17 @@ Figures (each its own function below; budgets from the performance issue):
                   fresh process) on the 50M feature table, as a share of Spark's time: <= 15 %.
 4. ``drift``      Evidently drift (monitoring.compute_drift, tep_reactor's config, 52 base tags),
                   100k reference and 100k current rows: <= 10 s.
+5. ``latency``    landing-to-bronze under ``airflow standalone`` (bench/latency.py): a private
+                  PLANTOPS_HOME with the TEP history replayed, ``tep_reactor__ingest`` unpaused and
+                  woken by its landing watcher; N analyzer files landed one at a time as NiFi does
+                  (dot-file, rename), each timed from its rename to its rows in bronze: median <= 30 s.
 
 Benchmarks are not timed tests: they report raw times and ratios measured in one run.
 
     python -m bench.run                 # everything (~11-13 min on 2 cores, see README)
     python -m bench.run --quick         # small sizes: a smoke run of every figure (~3 min)
     python -m bench.run --only drift    # one figure (repeatable); other figures' results are kept
+    python -m bench.run --only latency  # starts its own airflow standalone (API port $BENCH_LATENCY_PORT)
     BENCH_SCALE=0.1 python -m bench.run --only features   # 1M, 5M, 20M points
 """
 
@@ -57,7 +62,7 @@ PYTHON = sys.executable
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 USE_CASE_YAML = REPO / "include" / "use_cases" / "tep_reactor.yaml"
 RESULTS = REPO / "bench" / "results.json"
-FIGURES = ("parsing", "features", "validation", "drift")
+FIGURES = ("parsing", "features", "validation", "drift", "latency")
 
 # The features DAG's SparkSubmitOperator conf (plantops.dagfactory.build_features) and the
 # issue's job arguments: the job is measured as the DAG runs it.
@@ -79,6 +84,11 @@ PANDAS_BYTES_PER_POINT = 250
 # then, and killed when its measured RSS crosses the cap share: other work shares this machine.
 SKIP_SHARE = 0.75
 CAP_SHARE = 0.85
+# Landing-to-bronze: files per run, the budget, how long one file may take before it counts as lost.
+LATENCY_FILES = 5
+QUICK_LATENCY_FILES = 2
+LATENCY_BUDGET_S = 30.0
+LATENCY_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -91,6 +101,8 @@ class Config:
     historian_rows: int
     cache: Path
     logs: Path
+    latency_files: int = LATENCY_FILES
+    latency_port: int = 28380
 
 
 @dataclass
@@ -517,14 +529,107 @@ def figure_drift(ctx: Context) -> dict[str, Any]:
     if not m.ok or not m.output:
         raise RuntimeError(f"drift child failed: see {m.log_path}")
     o = m.output
+    if abs(o["preset_drift_share"] - o["drift_share"]) > 1e-12:
+        raise RuntimeError(f"drift: share {o['drift_share']} differs from DataDriftPreset's {o['preset_drift_share']}")
     return {
         **{k: round(v, 3) if isinstance(v, float) else v for k, v in o.items()},
+        "ratio_to_preset": round(o["drift_with_report_s"] / o["preset_with_report_s"], 3),
         "child": m.record(),
         "budgets": [
             budget(f"compute_drift, {o['rows_reference'] // 1000}k + {o['rows_current'] // 1000}k rows, "
                    "with the HTML report (as the monitor)", o["drift_with_report_s"], 10.0, "s",
-                   why=f"without the report {o['drift_s']:.1f} s; not counted: Evidently import "
+                   why=f"without the report {o['drift_s']:.1f} s; DataDriftPreset (before #6) in the same "
+                       f"run {o['preset_with_report_s']:.1f} s, {o['drift_with_report_s'] / o['preset_with_report_s']:.2f}x "
+                       f"of it, same share ({o['preset_drift_share']:.3f}); not counted: Evidently import "
                        f"{o['import_s']:.1f} s and a first 1k-row call {o['first_call_1k_rows_s']:.1f} s"),
+        ],
+    }
+
+
+# -- 5. landing-to-bronze latency ----------------------------------------------------------------------
+
+
+def figure_latency(ctx: Context) -> dict[str, Any]:
+    from bench import latency
+
+    cfg = ctx.config
+    port = cfg.latency_port
+    for p in (port, port + 1, port + 2):
+        if not latency.port_free(p):
+            raise RuntimeError(f"latency: port {p} is in use; set BENCH_LATENCY_PORT to a free base port")
+    home = Path(tempfile.mkdtemp(prefix="plantops-bench-latency-"))
+    env = latency.standalone_env(home, port, base=child_env())
+    standalone = latency.Standalone(env, cfg.logs / "latency-standalone.log")
+    began = time.perf_counter()
+    steps: dict[str, float] = {}
+
+    def child(name: str, *args: str) -> dict[str, Any]:
+        m = measure.run([PYTHON, *args], env=env, log_path=cfg.logs / f"latency-{name}.log", cwd=REPO)
+        if not m.ok:
+            raise RuntimeError(f"latency: {' '.join(args)} failed: see {m.log_path}")
+        steps[name] = round(m.wall_s, 1)
+        return m.output or {}
+
+    try:
+        child("migrate", "-m", "airflow", "db", "migrate")
+        replayed = child("replay", "-m", "bench.latency", "replay")
+        imports = child("imports", "-m", "bench.latency", "imports")
+        passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
+        api = latency.Api(env["AIRFLOW__API__BASE_URL"], "eng1", passwords["eng1"])
+        log.info("latency: airflow standalone on port %d, home %s", port, home)
+        standalone.start()
+        t0 = time.perf_counter()
+
+        def healthy() -> bool:
+            if not standalone.alive():
+                raise RuntimeError(f"airflow standalone exited: see {standalone.log_path}")
+            health = api.health() or {}
+            return all((health.get(c) or {}).get("status") == "healthy" for c in ("scheduler", "triggerer"))
+
+        latency.wait_for("standalone healthy", healthy, LATENCY_TIMEOUT_S, 2.0)
+        steps["standalone_healthy"] = round(time.perf_counter() - t0, 1)
+        latency.wait_for(f"unpause {latency.DAG_ID}",
+                         lambda: api.call("PATCH", f"/api/v2/dags/{latency.DAG_ID}", {"is_paused": False})[0] == 200,
+                         LATENCY_TIMEOUT_S, 2.0)
+        steps["dag_unpaused"] = round(time.perf_counter() - t0, 1)
+        # Warm-up: the replayed history's own landed files are the first event-driven run.
+        landing = home / "landing" / ctx.use_case.landing.folder
+
+        def backlog_done() -> bool:
+            return not any(p.is_file() and not p.name.startswith(".") for p in landing.iterdir()) \
+                and api.active_runs() == 0
+
+        latency.wait_for("the replayed files ingested", backlog_done, 2 * LATENCY_TIMEOUT_S, 2.0)
+        steps["backlog_ingested"] = round(time.perf_counter() - t0, 1)
+
+        def land(index: int) -> dict[str, Any]:
+            return child(f"land-{index}", "-m", "bench.latency", "land", "--index", str(index))
+
+        files = [latency.measure_file(api, home, i, land, LATENCY_TIMEOUT_S) for i in range(cfg.latency_files)]
+    finally:
+        standalone.stop()
+        shutil.rmtree(home, ignore_errors=True)
+    summary = latency.summarize(files, LATENCY_BUDGET_S)
+    med = summary["median_steps_s"]
+    why = (f"median from the rename: asset event {med['asset_event']} s, run queued {med['run_queued']} s, "
+           f"task queued {med['task_queued']} s, task running {med['task_started']} s, bronze "
+           f"{med['bronze_written']} s; a fresh task process imports great_expectations in "
+           f"{imports.get('great_expectations', float('nan')):.1f} s")
+    value = summary["median_s"] if summary["arrived"] == summary["files"] else None
+    return {
+        **summary,
+        "per_file": [vars(f) for f in files],
+        "setup_s": steps,
+        "replayed": replayed,
+        "task_imports_s": imports,
+        "poke_interval_s": 5.0,
+        "standalone_log": str(standalone.log_path),
+        "figure_setup_s": round(time.perf_counter() - began, 1),
+        "budgets": [
+            budget(f"landing-to-bronze latency, median of {summary['files']} files (airflow standalone)",
+                   value, LATENCY_BUDGET_S, "s",
+                   why=why if value is not None else f"{summary['files'] - summary['arrived']} file(s) never "
+                                                     f"reached bronze: {[f.error for f in files if f.error]}"),
         ],
     }
 
@@ -557,7 +662,7 @@ def _limit(b: dict[str, Any]) -> str:
 def table(results: dict[str, Any]) -> str:
     """Markdown: one row per budget, then the feature job's raw figures."""
     lines = ["| figure | measured | budget | verdict |", "|---|---|---|---|"]
-    for key in ("dag_parsing", "feature_job", "validation_overhead", "drift"):
+    for key in ("dag_parsing", "feature_job", "validation_overhead", "drift", "latency"):
         for b in results.get(key, {}).get("budgets", []):
             if b["met"] is None:
                 verdict = f"not measured ({b['why']})" if b.get("why") else "not measured"
@@ -606,6 +711,7 @@ RUNNERS: dict[str, tuple[str, Callable[[Context], dict[str, Any]]]] = {
     "features": ("feature_job", figure_features),
     "validation": ("validation_overhead", figure_validation),
     "drift": ("drift", figure_drift),
+    "latency": ("latency", figure_latency),
 }
 
 
@@ -640,6 +746,8 @@ def make_config(args: argparse.Namespace) -> Config:
         historian_rows=10_000 if args.quick else 100_000,
         cache=args.cache.resolve(),
         logs=args.cache.resolve() / "logs" / stamp,
+        latency_files=QUICK_LATENCY_FILES if args.quick else LATENCY_FILES,
+        latency_port=int(os.environ.get("BENCH_LATENCY_PORT", "28380")),
     )
 
 

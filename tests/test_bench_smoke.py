@@ -95,3 +95,80 @@ def test_budget_verdicts_say_by_how_much():
     assert missed["met"] is False and missed["margin"] == "missed by 20%"
     assert run.budget("x", 30.0, 6, "x")["margin"] == "missed by 5.0x"
     assert run.budget("x", None, 6, "x")["met"] is None
+
+
+# -- the latency figure without a standalone: its file naming, timing and verdict --------------------
+
+
+class _IdleApi:
+    """Stands in for the REST API of a standalone whose ingest run has finished."""
+
+    def idle(self) -> bool:
+        return True
+
+    def runs_since(self, since):
+        return [{"dag_run_id": "asset_triggered__1", "run_type": "asset_triggered",
+                 "queued_at": (since + pd.Timedelta(seconds=0.1)).isoformat()}]
+
+    def task_instance(self, run_id):
+        # Still running when the bronze file appeared: the run that wrote it.
+        return {"start_date": "2000-01-01T00:00:00+00:00", "end_date": None, "queued_when": None}
+
+    def landing_events_since(self, since):
+        return []
+
+
+def test_latency_times_a_landed_file_to_its_bronze_rows(tmp_path, monkeypatch):
+    """The figure's path without Airflow: a file landed as NiFi does, then written to bronze under
+    the name ingest gives it (storage.write_bronze, ``landing-<stem>``), is found and timed."""
+    import threading
+
+    from bench import latency
+    from plantops.storage import write_bronze
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("PLANTOPS_HOME", str(home))
+    name, day = latency.file_name(0)
+
+    def ingest_later() -> None:
+        landed = home / "landing" / "tep_reactor" / name
+        while not landed.exists():
+            threading.Event().wait(0.05)
+        threading.Event().wait(0.3)
+        wide = pd.read_parquet(landed)
+        long = wide.melt(id_vars="ts", var_name="tag", value_name="value").assign(
+            asset="tep_reactor", quality="good", source="landing", batch=name)
+        write_bronze(home / "bronze", "tep_reactor", long, f"landing-{landed.stem}")
+
+    worker = threading.Thread(target=ingest_later)
+    worker.start()
+    result = latency.measure_file(_IdleApi(), home, 0, lambda i: latency.cmd_land(
+        latency.argparse.Namespace(index=i)), timeout_s=30)
+    worker.join()
+    assert result.error is None
+    assert 0.3 <= result.latency_s < 10
+    assert result.rows == 480 * 19  # one day of the 19 analyzer tags
+    assert result.run_id == "asset_triggered__1" and result.breakdown["task_ended"] is None
+    assert latency.bronze_path(home, name, day).exists()
+
+
+def test_latency_verdict_needs_every_file_and_the_median():
+    from bench import latency
+
+    files = [latency.FileLatency(f"f{i}", "2026-04-01", "t", s, breakdown={"bronze_written": s})
+             for i, s in enumerate([20.0, 40.0, 25.0])]
+    summary = latency.summarize(files, 30.0)
+    assert summary["median_s"] == 25.0 and summary["met"] is True
+    lost = latency.summarize([*files, latency.FileLatency("f3", "2026-04-04", "t", None, error="timeout")], 30.0)
+    assert lost["arrived"] == 3 and lost["met"] is False
+
+
+def test_latency_standalone_keeps_off_other_airflows(tmp_path):
+    from bench import latency
+
+    env = latency.standalone_env(tmp_path, 28380, base={"PATH": "/usr/bin", "PLANTOPS_STATE_URL": "postgresql://x",
+                                                         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor"})
+    assert env["PLANTOPS_HOME"] == str(tmp_path)
+    assert "PLANTOPS_STATE_URL" not in env and env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert (env["AIRFLOW__API__PORT"], env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"],
+            env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]) == ("28380", "28381", "28382")

@@ -117,6 +117,38 @@ def test_empty_tag_is_skipped_not_fatal_and_p_value_methods_sort_ascending(refer
         compute_drift(reference, current, [*cols, "XMEAS_99"], CALIBRATED, None)
 
 
+def _preset_drift(reference: pd.DataFrame, current: pd.DataFrame, drift: Drift) -> dict:
+    """The computation before issue #6: Evidently's DataDriftPreset over every row, as the oracle."""
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.presets import DataDriftPreset
+
+    from plantops.monitoring import _parse_snapshot
+
+    definition = DataDefinition(numerical_columns=COLUMNS)
+    preset = DataDriftPreset(columns=COLUMNS, method=drift.method, threshold=drift.column_threshold,
+                             drift_share=drift.share_threshold)
+    snapshot = Report([preset], include_tests=True).run(
+        current_data=Dataset.from_pandas(current[COLUMNS], data_definition=definition),
+        reference_data=Dataset.from_pandas(reference[COLUMNS], data_definition=definition),
+    )
+    scores, verdicts, count, share = _parse_snapshot(snapshot.dict(), COLUMNS)
+    return {"scores": scores, "drifted": {c for c in COLUMNS if verdicts[c]}, "count": count, "share": share}
+
+
+@pytest.mark.parametrize("fault", [1, 4])
+def test_per_tag_metrics_decide_exactly_as_the_drift_preset(reference: pd.DataFrame, fault: int) -> None:
+    """Issue #6 replaced DataDriftPreset by one ValueDrift per tag: same scores, tags and share."""
+    current = _frame(load_run(fault, test=True)[:DAY])
+    want = _preset_drift(reference, current, CALIBRATED)
+    got = compute_drift(reference, current, COLUMNS, CALIBRATED, None)
+    assert set(got.drifted_columns) == want["drifted"]
+    assert (got.n_drifted, got.drift_share) == (want["count"], want["share"])
+    assert got.drifted == (want["share"] >= CALIBRATED.share_threshold)
+    assert got.column_scores == pytest.approx(want["scores"], rel=1e-12, abs=0)
+    if fault == 1:
+        assert got.drifted and want["share"] >= 0.5
+
+
 # --- policy -------------------------------------------------------------------------------------
 
 WINDOW_START = datetime(2024, 1, 2, tzinfo=UTC)
