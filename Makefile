@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)
 
-.PHONY: install demo test up bench lint clean
+.PHONY: install demo test up bench lint clean stack-up stack-down stack-airflow
 
 install: $(STAMP)
 
@@ -29,6 +29,16 @@ test: install
 
 up: install
 	$(BIN)/python -m plantops.up
+
+# The native stack (PostgreSQL, Trino, MLflow server) on 127.0.0.1, no Docker: see README "Three tiers".
+stack-up: install
+	$(BIN)/python -m plantops.stack up $(if $(FRESH),--fresh,)
+
+stack-down: install
+	$(BIN)/python -m plantops.stack down
+
+stack-airflow: install
+	$(BIN)/python -m plantops.up --stack
 
 bench: install
 	$(BIN)/python -m bench.run

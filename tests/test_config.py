@@ -40,6 +40,9 @@ def test_shipped_use_case_is_valid_and_frozen():
         (lambda d: d["features"].update(bucket="3 fortnights"), "features.bucket", "duration"),
         (lambda d: d["tags"][2].update(name="XMEAS 3; DROP TABLE"), "tags.2.name", "pattern"),
         (lambda d: d.update(execution="mainframe"), "execution", "'local' or 'kubernetes'"),
+        (lambda d: d.update(execution="kubernetes"), "kubernetes.image", "required when execution is 'kubernetes'"),
+        (lambda d: d.update(execution="kubernetes", kubernetes={"image": "x", "spark": {"driver": {"memory": "2 GB"}}}),
+         "kubernetes.spark.driver.memory", "pattern"),
         (lambda d: d.update(surprise=1), "surprise", "Extra inputs"),
     ],
 )

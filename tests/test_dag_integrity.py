@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("pandas", "pyspark", "mlflow", "great_expectations", "evidently", "sklearn", "shap")
+HEAVY = ("pandas", "pyspark", "mlflow", "great_expectations", "evidently", "sklearn", "shap", "kubernetes")
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +115,31 @@ def test_broken_yaml_breaks_only_its_own_dags(tmp_path, monkeypatch):
     assert "line_2__config_error" in dags and not any(d.startswith("line_2__") and d != "line_2__config_error" for d in dags)
     assert {"tep_reactor__ingest", "tep_reactor__monitor"} <= set(dags)
     assert "tags.0.min" in dags["line_2__config_error"].doc_md
+
+
+def test_features_spark_task_submits_through_the_provider_hook(dagbag):
+    """The light SparkSubmit operator hands the rendered job to the Spark provider's hook at run time."""
+    import copy
+    from unittest import mock
+
+    # A copy: rendering replaces the templates, and the dagbag is shared by the module's tests.
+    task = copy.deepcopy(dagbag.dags["tep_reactor__features"].get_task("build_features"))
+    assert task.task_type == "SparkSubmit" and task.conn_id == "plantops_spark"
+    assert {"application", "conf", "name", "application_args", "env_vars"} <= set(task.template_fields)
+
+    class TI:
+        def xcom_pull(self, task_ids=None, **kwargs):
+            return {"start": "2026-03-24", "end": "2026-03-26"}
+
+    task.render_template_fields({"ti": TI()})
+    with mock.patch("airflow.providers.apache.spark.hooks.spark_submit.SparkSubmitHook") as hook_class:
+        hook = hook_class.return_value
+        hook._should_track_driver_status = False
+        task.execute({})
+        kwargs = hook_class.call_args.kwargs
+        assert kwargs["conn_id"] == "plantops_spark"
+        assert kwargs["application_args"][-4:] == ["--start", "2026-03-24", "--end", "2026-03-26"]
+        assert kwargs["conf"]["spark.sql.session.timeZone"] == "UTC" and "PLANTOPS_HOME" in kwargs["env_vars"]
+        hook.submit.assert_called_once_with(str(REPO / "spark_jobs" / "build_features.py"))
+        task.on_kill()
+        hook.on_kill.assert_called_once()

@@ -209,6 +209,79 @@ class Monitoring(_Frozen):
         return self
 
 
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+_DNS_NAME = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+_CPU = r"^\d+(\.\d+)?m?$"
+_MEMORY = r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"
+_SPARK_MEMORY = r"^\d+[kmgt]?$"
+
+
+class Compute(_Frozen):
+    """CPU and memory in Kubernetes quantities ('500m', '2'; '512Mi', '4Gi')."""
+
+    cpu: str = Field(pattern=_CPU)
+    memory: str = Field(pattern=_MEMORY)
+
+
+class PodResources(_Frozen):
+    """Requests and limits of each task pod (ingest, check_features, train, score, assess)."""
+
+    requests: Compute = Compute(cpu="500m", memory="1Gi")
+    limits: Compute = Compute(cpu="2", memory="4Gi")
+
+
+class SparkProcess(_Frozen):
+    """A Spark driver or executor: cores and JVM memory in Spark's format ('512m', '2g')."""
+
+    cores: int = Field(default=1, ge=1, le=64)
+    memory: str = Field(default="2g", pattern=_SPARK_MEMORY)
+
+
+class SparkOnKubernetes(_Frozen):
+    """The SparkApplication (Kubeflow Spark operator) that builds the features."""
+
+    image: str | None = None  # default: the use case's kubernetes.image
+    spark_version: str = "4.3.0"
+    service_account: str | None = Field(default=None, pattern=_DNS_NAME)  # default: kubernetes.service_account
+    driver: SparkProcess = SparkProcess(cores=1, memory="1g")
+    executor: SparkProcess = SparkProcess(cores=1, memory="2g")
+    executor_instances: int = Field(default=2, ge=1, le=1000)
+
+
+class Kubernetes(_Frozen):
+    """Where and how the use case's pods run when ``execution: kubernetes``.
+
+    Credentials never appear here or in the DAG: pods read them from the Secrets named in
+    ``env_from_secrets``; non-secret settings (historian URL, MLflow URI) come from ``config_map``.
+    """
+
+    namespace: str = Field(default="plantops", pattern=_DNS_LABEL)
+    image: str | None = Field(default=None, min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    service_account: str | None = Field(default="plantops", pattern=_DNS_NAME)
+    kubernetes_conn_id: str = "kubernetes_default"
+    resources: PodResources = PodResources()
+    spark: SparkOnKubernetes = SparkOnKubernetes()
+    env_from_secrets: tuple[str, ...] = ("plantops-credentials",)
+    config_map: str | None = Field(default="plantops-env", pattern=_DNS_NAME)
+    # PLANTOPS_HOME (bronze, features, reports) shared by every pod: a ReadWriteMany claim mounted
+    # at the same path as on the Airflow side, so the paths in the task arguments hold in the pods.
+    data_volume_claim: str | None = Field(default=None, pattern=_DNS_NAME)
+    startup_timeout_seconds: int = Field(default=600, ge=10)
+
+    @field_validator("env_from_secrets")
+    @classmethod
+    def _secret_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in value if not re.match(_DNS_NAME, name)]
+        if bad:
+            raise ValueError(f"expected Kubernetes Secret names (lowercase, digits, '-', '.'), got {bad}")
+        return value
+
+    @property
+    def spark_image(self) -> str | None:
+        return self.spark.image or self.image
+
+
 class UseCase(_Frozen):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")
     plant: str
@@ -223,6 +296,7 @@ class UseCase(_Frozen):
     monitoring: Monitoring = Monitoring()
     approvers: tuple[Approver, ...] = Field(min_length=1)
     execution: Literal["local", "kubernetes"] = "local"
+    kubernetes: Kubernetes | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> UseCase:
@@ -232,6 +306,9 @@ class UseCase(_Frozen):
             raise ValueError(f"duplicate tag names: {dupes}")
         if self.landing is None and any(t.source == "landing" for t in self.tags):
             raise ValueError("tags with source 'landing' need a 'landing' section")
+        if self.execution == "kubernetes" and (self.kubernetes is None or not self.kubernetes.image):
+            raise ValueError("kubernetes.image: required when execution is 'kubernetes' "
+                             "(the container image holding plantops and spark_jobs)")
         return self
 
     @property
@@ -245,13 +322,21 @@ class UseCase(_Frozen):
         return f"{self.id}__{stage}"
 
 
+_NAMED_FIELD = re.compile(r"^Value error, ([a-z_][a-z0-9_.]*): (.*)$", re.S)
+
+
 def _describe(error: ValidationError) -> str:
     parts = []
     for err in error.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(file)"
+        msg = err["msg"]
         got = err.get("input")
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        parts.append(f"{field}: {err['msg']}{got_text}")
+        # A check across fields names the field it is about: "Value error, kubernetes.image: ...".
+        named = _NAMED_FIELD.match(msg) if not err["loc"] else None
+        if named:
+            field, msg = named.group(1), named.group(2)
+        parts.append(f"{field}: {msg}{got_text}")
     return "; ".join(parts)
 
 

@@ -3,6 +3,10 @@
 The DAGs are connected by assets (bronze, features, predictions) so each stage runs when its
 input is fresh. Parsing imports only the Task SDK, the operators and the use-case schema: every
 heavy library is imported inside the task that needs it.
+
+With ``execution: kubernetes`` a use case's heavy tasks (ingest_sources, build_features,
+check_features, train_model, score_window, assess_drift) run as pods and a SparkApplication
+(:mod:`plantops.kube`); only then is the cncf.kubernetes provider imported.
 """
 
 from __future__ import annotations
@@ -86,7 +90,19 @@ def _landing_trigger(use_case: UseCase):
     return LandingFileTrigger(directory=str(folder), pattern=use_case.landing.pattern)
 
 
+def _on_kubernetes(use_case: UseCase):
+    """plantops.kube for a Kubernetes use case, else None: the kubernetes client is imported only here."""
+    if use_case.execution != "kubernetes":
+        return None
+    from plantops import kube
+
+    return kube
+
+
 def _dag(use_case: UseCase, stage: str, schedule: Any, **kwargs: Any) -> DAG:
+    if use_case.execution == "kubernetes":
+        # Pod arguments are Jinja: they need the days of the triggering asset events as a macro.
+        kwargs.setdefault("user_defined_macros", {"plantops_event_days": event_days})
     return DAG(
         dag_id=use_case.dag_id(stage),
         schedule=schedule,
@@ -100,12 +116,21 @@ def _dag(use_case: UseCase, stage: str, schedule: Any, **kwargs: Any) -> DAG:
     )
 
 
-def _days_from_events(context: dict[str, Any]) -> list[str]:
+def event_days(triggering_asset_events: Any) -> list[str]:
+    """The days named in the triggering asset events' extra, sorted (also a Jinja macro for pods)."""
     days: set[str] = set()
-    for events in (context.get("triggering_asset_events") or {}).values():
+    for events in (triggering_asset_events or {}).values():
         for event in events:
             days.update((event.extra or {}).get("days", []))
     return sorted(days)
+
+
+def _days_from_events(context: dict[str, Any]) -> list[str]:
+    return event_days(context.get("triggering_asset_events"))
+
+
+# The newest triggering day, else '' (the stage then takes its default): what the in-process tasks do.
+NEWEST_EVENT_DAY = "(plantops_event_days(triggering_asset_events)[-1:] | join)"
 
 
 def build_ingest(use_case: UseCase, a: dict[str, Asset]) -> DAG:
@@ -115,15 +140,26 @@ def build_ingest(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         "start": Param(None, type=["null", "string"], description="ISO start of the historian window (default: data interval)"),
         "end": Param(None, type=["null", "string"], description="ISO end of the historian window (default: data interval)"),
     }) as dag:
+        if kube := _on_kubernetes(use_case):
+            kube.pod_task(use_case, "ingest_sources", "ingest", [
+                "--start={{ params.start or (data_interval_start.isoformat() if data_interval_start else '') }}",
+                "--end={{ params.end or (data_interval_end.isoformat() if data_interval_end else '') }}",
+                "--run-id={{ run_id }}",
+            ], outlets=[a["bronze"]], outlet_days="days", skippable=True)
+            return dag
 
         @task(outlets=[a["bronze"]])
         def ingest_sources(params: dict, data_interval_start=None, data_interval_end=None, run_id=None,
                            outlet_events=None) -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
             from plantops.pipeline import ingest
 
             start = params.get("start") or (data_interval_start or datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
             end = params.get("end") or (data_interval_end or datetime.now(timezone.utc)).isoformat()
             result = ingest(use_case.id, start, end, run_id)
+            if not result["days"]:
+                # Nothing new: skipping emits no bronze event, so features, score and monitor do not rerun.
+                raise AirflowSkipException(f"nothing new to ingest: {result}")
             outlet_events[a["bronze"]].extra = {"days": result["days"]}
             return result
 
@@ -131,9 +167,13 @@ def build_ingest(use_case: UseCase, a: dict[str, Asset]) -> DAG:
     return dag
 
 
-def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
-    from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+SPARK_CONF = {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", "spark.sql.shuffle.partitions": "4"}
 
+
+def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
+    from plantops.operators import SparkSubmit
+
+    kube = _on_kubernetes(use_case)
     with _dag(use_case, "features", [a["bronze"]], max_active_runs=1, params={
         "start": Param(None, type=["null", "string"], description="first day (YYYY-MM-DD) to rebuild"),
         "end": Param(None, type=["null", "string"], description="day after the last day to rebuild"),
@@ -149,18 +189,23 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             return feature_window(days or [latest_feature_day(use_case.id)])
 
         window = plan_window()
-        build = SparkSubmitOperator(
+        if kube:
+            build = kube.spark_task(use_case, "build_features", spark_args(use_case), SPARK_CONF)
+            check = kube.pod_task(use_case, "check_features", "check_features", [
+                "--start={{ ti.xcom_pull(task_ids='plan_window')['start'] }}",
+                "--end={{ ti.xcom_pull(task_ids='plan_window')['end'] }}",
+            ], outlets=[a["features"]], outlet_days="days")
+            window >> [build, check]  # check reads plan_window's XCom, as the in-process task does
+            build >> check
+            return dag
+
+        build = SparkSubmit(
             task_id="build_features",
             application=str(REPO_ROOT / "spark_jobs" / "build_features.py"),
             conn_id="plantops_spark",
             name=f"{use_case.id}-features",
-            application_args=[
-                *_static_spark_args(use_case),
-                "--start", "{{ ti.xcom_pull(task_ids='plan_window')['start'] }}",
-                "--end", "{{ ti.xcom_pull(task_ids='plan_window')['end'] }}",
-            ],
-            conf={"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false",
-                  "spark.sql.shuffle.partitions": "4"},
+            application_args=spark_args(use_case),
+            conf=dict(SPARK_CONF),
             env_vars={"PLANTOPS_HOME": str(get_settings().home)},
         )
 
@@ -174,6 +219,15 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
 
         window >> build >> check_features(window)
     return dag
+
+
+def spark_args(use_case: UseCase) -> list[str]:
+    """build_features.py's arguments, the same for spark-submit and the SparkApplication."""
+    return [
+        *_static_spark_args(use_case),
+        "--start", "{{ ti.xcom_pull(task_ids='plan_window')['start'] }}",
+        "--end", "{{ ti.xcom_pull(task_ids='plan_window')['end'] }}",
+    ]
 
 
 def _static_spark_args(use_case: UseCase) -> list[str]:
@@ -198,16 +252,30 @@ def build_train(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         "approved_by": Param(None, type=["null", "string"], description="the engineer who approved it"),
         "approval_reason": Param(None, type=["null", "string"], description="the engineer's reason"),
     }) as dag:
+        if kube := _on_kubernetes(use_case):
+            kube.pod_task(use_case, "train_model", "train", [
+                "--run-id={{ run_id }}",
+                "--reference-start={{ params.reference_start or '' }}",
+                "--reason={{ params.reason or 'scheduled' }}",
+                "--monitor-run-id={{ params.monitor_run_id or '' }}",
+                "--approved-by={{ params.approved_by or '' }}",
+                "--approval-reason={{ params.approval_reason or '' }}",
+            ], outlets=[a["model"]], skippable=True)
+            return dag
 
         @task(outlets=[a["model"]])
         def train_model(params: dict, run_id=None) -> dict:
-            from plantops.pipeline import train
+            from airflow.sdk.exceptions import AirflowSkipException
+            from plantops.pipeline import NoFeatures, train
             from plantops.provenance import git_commit
 
             # Who asked and who approved end up as tags on the model version.
             provenance = {k: params[k] for k in ("monitor_run_id", "approved_by", "approval_reason") if params.get(k)}
-            return train(use_case.id, run_id, params.get("reference_start"), params.get("reason", "scheduled"),
-                         git_commit(), provenance)
+            try:
+                return train(use_case.id, run_id, params.get("reference_start"), params.get("reason", "scheduled"),
+                             git_commit(), provenance)
+            except NoFeatures as exc:  # the nightly run of a fresh installation: nothing to learn from yet
+                raise AirflowSkipException(str(exc)) from exc
 
         train_model()
     return dag
@@ -217,13 +285,22 @@ def build_score(use_case: UseCase, a: dict[str, Asset]) -> DAG:
     with _dag(use_case, "score", [a["features"]], max_active_runs=1, params={
         "day": Param(None, type=["null", "string"], description="feature day to score (default: newest)"),
     }) as dag:
+        if kube := _on_kubernetes(use_case):
+            kube.pod_task(use_case, "score_window", "score", [
+                "--day={{ params.day or " + NEWEST_EVENT_DAY + " }}",
+            ], outlets=[a["predictions"]], outlet_days="day", skippable=True)
+            return dag
 
         @task(outlets=[a["predictions"]])
         def score_window(params: dict, outlet_events=None, **context) -> dict:
-            from plantops.pipeline import score
+            from airflow.sdk.exceptions import AirflowSkipException
+            from plantops.pipeline import NoChampion, score
 
             days = _days_from_events(context)
-            result = score(use_case.id, params.get("day") or (days[-1] if days else None))
+            try:
+                result = score(use_case.id, params.get("day") or (days[-1] if days else None))
+            except NoChampion as exc:  # fresh features before the first training: skip, do not fail
+                raise AirflowSkipException(str(exc)) from exc
             outlet_events[a["predictions"]].extra = {"days": [result["day"]]}
             return result
 
@@ -252,7 +329,13 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         def choose_branch(assessment: dict) -> str:
             return {"ok": "no_action", "retrain": "trigger_retrain", "approval": "request_approval"}[assessment["branch"]]
 
-        assessment = assess_drift()
+        if kube := _on_kubernetes(use_case):
+            assessment = kube.pod_task(use_case, "assess_drift", "assess", [
+                "--run-id={{ run_id }}",
+                "--day={{ params.day or " + NEWEST_EVENT_DAY + " }}",
+            ]).output
+        else:
+            assessment = assess_drift()
         branch = choose_branch(assessment)
         no_action = EmptyOperator(task_id="no_action")
         trigger_retrain = TriggerDagRunOperator(

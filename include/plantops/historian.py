@@ -1,7 +1,7 @@
 """The plant historian side, reached through SQLAlchemy: tag values, predictions, plant events, labels.
 
-The embedded tier uses SQLite; the stack tier points the same code at PostgreSQL or at Trino
-(``PLANTOPS_HISTORIAN_URL``). Every query uses bound parameters; timestamps are stored as naive
+The embedded tier uses SQLite; the stack tier writes to PostgreSQL (``PLANTOPS_HISTORIAN_URL``)
+and reads through Trino's catalog over it (``PLANTOPS_HISTORIAN_READ_URL``). Every query uses bound parameters; timestamps are stored as naive
 UTC. Writes replace a window (delete, then insert, in one transaction), so reruns are idempotent.
 """
 
@@ -93,9 +93,43 @@ def naive_utc(value: datetime | Any) -> datetime:
 
 
 def engine(url: str | None = None) -> Engine:
+    """The write side (the replayer, predictions, plant events, labels)."""
     from plantops import db
 
     return db.engine(url or get_settings().historian_url, metadata)
+
+
+def reader(url: str | None = None) -> Engine:
+    """The read side: the same database, or Trino's catalog over it (``PLANTOPS_HISTORIAN_READ_URL``)."""
+    from plantops import db
+
+    return db.engine(url or get_settings().historian_read_url, metadata)
+
+
+class SourceMismatch(LookupError):
+    """The historian the URL points at lacks a table or column plantops reads."""
+
+
+def check_source(url: str | None = None) -> None:
+    """Check the tables and columns plantops reads against what the catalog really has.
+
+    Identifiers never come from YAML into SQL text: the queries are built from the table objects
+    above with bound parameters. This check makes a wrong catalog, schema or table a clear error
+    instead of an empty result.
+    """
+    from sqlalchemy import inspect
+
+    eng = reader(url)
+    inspector = inspect(eng)
+    where = eng.url.render_as_string(hide_password=True)
+    for table in (tag_values, predictions, plant_events, labels):
+        if not inspector.has_table(table.name):
+            raise SourceMismatch(f"historian {where}: table {table.name!r} not found "
+                                 f"(has: {sorted(inspector.get_table_names())})")
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        missing = sorted(set(table.c.keys()) - have)
+        if missing:
+            raise SourceMismatch(f"historian {where}: table {table.name!r} lacks columns {missing}")
 
 
 def write_tag_values(frame: pd.DataFrame, url: str | None = None) -> int:
@@ -139,7 +173,7 @@ def read_window(asset: str, tags: tuple[str, ...] | list[str], start: datetime, 
         )
         .order_by(tag_values.c.tag, tag_values.c.ts)
     )
-    with engine(url).connect() as conn:
+    with reader(url).connect() as conn:
         frame = pd.DataFrame(conn.execute(query).fetchall(), columns=["asset", "tag", "ts", "value", "quality"])
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
@@ -149,7 +183,7 @@ def read_window(asset: str, tags: tuple[str, ...] | list[str], start: datetime, 
 def known_tags(asset: str, tags: list[str] | tuple[str, ...], url: str | None = None) -> set[str]:
     """Which of these tags the historian has ever stored for the asset."""
     query = select(tag_values.c.tag).where(tag_values.c.asset == asset, tag_values.c.tag.in_(list(tags))).distinct()
-    with engine(url).connect() as conn:
+    with reader(url).connect() as conn:
         return {row[0] for row in conn.execute(query)}
 
 
@@ -187,7 +221,7 @@ def read_predictions(asset: str, start: datetime, end: datetime, url: str | None
         .where(predictions.c.asset == asset, predictions.c.ts >= naive_utc(start), predictions.c.ts < naive_utc(end))
         .order_by(predictions.c.ts)
     )
-    with engine(url).connect() as conn:
+    with reader(url).connect() as conn:
         result = conn.execute(query)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
@@ -214,7 +248,7 @@ def read_plant_events(asset: str, start: datetime, end: datetime, url: str | Non
         .where(plant_events.c.asset == asset, plant_events.c.ts >= naive_utc(start), plant_events.c.ts < naive_utc(end))
         .order_by(plant_events.c.ts)
     )
-    with engine(url).connect() as conn:
+    with reader(url).connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
@@ -231,7 +265,7 @@ def read_labels(asset: str, url: str | None = None) -> pd.DataFrame:
     import pandas as pd
 
     query = select(labels).where(labels.c.asset == asset).order_by(labels.c.start_ts)
-    with engine(url).connect() as conn:
+    with reader(url).connect() as conn:
         result = conn.execute(query)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     for col in ("start_ts", "end_ts"):

@@ -54,10 +54,11 @@ def ingest_historian(use_case: UseCase, start: datetime, end: datetime, run_id: 
     tags = [t.name for t in use_case.tags_from("historian")]
     asset = use_case.historian.asset
     try:
+        historian.check_source()
         frame = historian.read_window(asset, tags, start, end)
         absent = sorted(set(tags) - set(frame["tag"].unique()))
         unknown = sorted(set(absent) - historian.known_tags(asset, absent)) if absent else []
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:  # OSError: an HTTP client (Trino) that cannot connect
         # Nothing was written yet: the task fails whole, Airflow retries with backoff.
         raise HistorianUnavailable(f"historian unreachable or failing for {use_case.id} "
                                    f"[{start}, {end}): {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc

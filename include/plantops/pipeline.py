@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -32,23 +33,61 @@ def _day(value: str | datetime) -> datetime:
 # -- ingest ---------------------------------------------------------------------------------------
 
 def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any]:
-    """Historian window [start, end) plus every landed file; returns counts and the days written."""
+    """Every landed file plus the historian window [start, end); returns counts and the days written.
+
+    The historian window is widened to cover the days of the files this run ingested, so a day's
+    bronze holds both sources whichever arrived last (a late analyzer file, a file that woke an
+    event-driven run). Those days are read back from the ledger, so a retry of the run finds the
+    same window although its files are archived by then.
+    """
     from plantops.ingest import ingest_historian, ingest_landed
 
     use_case = get_use_case(use_case_id)
-    hist = ingest_historian(use_case, _day(start), _day(end), run_id)
     landed = ingest_landed(use_case, run_id)
-    days = set(hist.get("days", {}))
+    windows = historian_windows(_day(start), _day(end), landed_days(use_case_id, run_id))
+    batches = [ingest_historian(use_case, lo, hi, run_id) for lo, hi in windows]
+    days = {day for batch in batches for day in batch.get("days", {})}
     for item in landed["files"]:
         days.update(item.get("days", {}))
     quarantined = [f for f in landed["files"] if f["status"] == "quarantined"]
     return {
         "use_case": use_case_id,
         "days": sorted(days),
-        "historian": {k: v for k, v in hist.items() if k != "days"},
+        "historian": {
+            **{key: sum(b[key] for b in batches) for key in ("rows_in", "rows_written", "rows_rejected")},
+            "windows": [f"{lo.isoformat()}/{hi.isoformat()}" for lo, hi in windows],
+            "reason": "; ".join(str(b["reason"]) for b in batches),
+        },
         "files": landed["files"],
         "quarantined_files": len(quarantined),
     }
+
+
+def historian_windows(start: datetime, end: datetime, days: list[str]) -> list[tuple[datetime, datetime]]:
+    """[start, end) plus whole days, merged into as few contiguous windows as possible."""
+    spans = sorted([(start, end), *((_day(d), _day(d) + timedelta(days=1)) for d in days)])
+    merged = [spans[0]]
+    for lo, hi in spans[1:]:
+        if lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def landed_days(use_case_id: str, run_id: str) -> list[str]:
+    """The bronze days of the files this run ingested (across its tries)."""
+    from sqlalchemy import select
+
+    from plantops.landing import ledger, state_engine
+
+    query = select(ledger.c.name).where(ledger.c.use_case == use_case_id, ledger.c.dag_run_id == run_id,
+                                        ledger.c.status == "ingested")
+    with state_engine().connect() as conn:
+        stems = {Path(name).stem for (name,) in conn.execute(query)}
+    root = get_settings().bronze_root / use_case_id
+    return sorted({p.parent.name.removeprefix("date=") for stem in stems
+                   for p in root.glob(f"date=*/landing-{stem}.parquet")})
 
 
 # -- features -------------------------------------------------------------------------------------
@@ -62,12 +101,16 @@ def feature_window(days: list[str]) -> dict[str, str]:
     return {"start": ordered[0], "end": end}
 
 
+class NoFeatures(FileNotFoundError):
+    """No feature day exists yet (a fresh installation before its first ingest)."""
+
+
 def load_features(use_case_id: str, start: str | None = None, end: str | None = None) -> pd.DataFrame:
     import pandas as pd
 
     root = get_settings().features_root / use_case_id
     if not root.exists():
-        raise FileNotFoundError(f"no features for {use_case_id} yet at {root}: run {use_case_id}__features first")
+        raise NoFeatures(f"no features for {use_case_id} yet at {root}: run {use_case_id}__features first")
     filters = []
     if start:
         filters.append(("date", ">=", start))
@@ -122,6 +165,10 @@ def train(use_case_id: str, run_id: str, reference_start: str | None = None, rea
 
 # -- score ----------------------------------------------------------------------------------------
 
+class NoChampion(LookupError):
+    """Nothing to score with yet: the first training has not promoted a model."""
+
+
 def score(use_case_id: str, day: str | None = None) -> dict[str, Any]:
     """Score one day of features with the champion and write predictions to the historian side."""
     from plantops import historian, registry
@@ -132,7 +179,7 @@ def score(use_case_id: str, day: str | None = None) -> dict[str, Any]:
     features = load_features(use_case_id, day, end)
     champion = registry.champion(use_case_id)
     if champion is None:
-        raise LookupError(f"{use_case_id} has no champion model yet: run {use_case_id}__train first")
+        raise NoChampion(f"{use_case_id} has no champion model yet: run {use_case_id}__train first")
     version = champion[0]
     model = registry.load_version(use_case_id, version)  # by number: the alias may move meanwhile
     predictions = score_frame(model, features, version)

@@ -18,6 +18,7 @@ class Settings:
     home: Path
     use_cases_dir: Path
     historian_url: str
+    historian_read_url: str
     state_url: str
     mlflow_tracking_uri: str
     mlflow_artifact_root: str
@@ -50,11 +51,16 @@ class Settings:
 def get_settings() -> Settings:
     """Read the settings now (not at import), so tests and tiers can set the environment first."""
     home = Path(os.environ.get("PLANTOPS_HOME", REPO_ROOT / "data")).resolve()
+    tracking = os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    historian = os.environ.get("PLANTOPS_HISTORIAN_URL", f"sqlite:///{home / 'historian.db'}")
     return Settings(
         home=home,
         use_cases_dir=Path(os.environ.get("PLANTOPS_USE_CASES", REPO_ROOT / "include" / "use_cases")),
-        historian_url=os.environ.get("PLANTOPS_HISTORIAN_URL", f"sqlite:///{home / 'historian.db'}"),
+        historian_url=historian,
+        # Reads may take another route than writes: on the stack tier they go through Trino.
+        historian_read_url=os.environ.get("PLANTOPS_HISTORIAN_READ_URL", historian),
         state_url=os.environ.get("PLANTOPS_STATE_URL", f"sqlite:///{home / 'plantops.db'}"),
-        mlflow_tracking_uri=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}"),
-        mlflow_artifact_root=os.environ.get("PLANTOPS_MLFLOW_ARTIFACTS", (home / "mlartifacts").as_uri()),
+        mlflow_tracking_uri=tracking,
+        mlflow_artifact_root=os.environ.get(
+            "PLANTOPS_MLFLOW_ARTIFACTS", "" if tracking.startswith("http") else (home / "mlartifacts").as_uri()),
     )

@@ -1,7 +1,8 @@
 """`make up`: Airflow on the embedded state (scheduler, dag-processor, triggerer, api-server with the UI).
 
 Uses the same PLANTOPS_HOME as `make demo`, so the demo's runs, decisions and approvals are there
-to look at. Prints the URL and the demo users with their generated passwords, then runs
+to look at. `make stack-airflow` (``--stack``) runs the same on the native stack instead: metadata
+on PostgreSQL, historian reads through Trino, models in the MLflow server (`make stack-up` first). Prints the URL and the demo users with their generated passwords, then runs
 `airflow standalone` in the foreground (Ctrl-C stops everything).
 """
 
@@ -16,8 +17,14 @@ from pathlib import Path
 from plantops import localenv
 
 
-def main() -> int:
-    env = localenv.apply()
+def main(argv: list[str] | None = None) -> int:
+    if "--stack" in (sys.argv[1:] if argv is None else argv):
+        from plantops import stack
+
+        env = stack.airflow_env()
+        os.environ.update(env)
+    else:
+        env = localenv.apply()
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
     passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
     print(f"Airflow UI: {env['AIRFLOW__API__BASE_URL']}")

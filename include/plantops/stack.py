@@ -1,0 +1,479 @@
+"""The native stack on one machine without Docker: PostgreSQL, a Trino server and an MLflow server.
+
+    python -m plantops.stack up [--fresh]   # provision and start (idempotent), wait until healthy
+    python -m plantops.stack env            # `eval "$(python -m plantops.stack env)"`: point plantops at it
+    python -m plantops.stack status         # what answers
+    python -m plantops.stack down           # stop everything, keep the data
+
+Everything listens on 127.0.0.1. State lives in ``PLANTOPS_STACK_DIR`` (default
+``/var/tmp/plantops-stack``), which the machine keeps between runs, so the Trino server is
+fetched and unpacked once. ``--fresh`` drops and recreates the plantops databases.
+
+- PostgreSQL (Debian packages; installed with apt-get when missing and running as root): one
+  cluster, databases ``airflow`` (Airflow's metadata), ``historian`` (the plant historian),
+  ``plantops`` (ledger, decisions, feedback) and ``mlflow`` (the tracking server's store).
+- Trino 476 (``io.trino:trino-server`` from Maven Central with ``mvn dependency:get``; only the
+  ``postgresql`` and ``hive`` plugins are unpacked): catalog ``historian`` on PostgreSQL and
+  catalog ``lake`` (Hive connector, file metastore) over the parquet under ``PLANTOPS_HOME``.
+  Trino needs Java 25, which these machines have beside the default Java 17.
+- ``mlflow server`` with the PostgreSQL backend and a local artifact root it serves itself.
+
+Credentials are generated once into ``$PLANTOPS_STACK_DIR/secrets.env`` (mode 600) and handed to
+the services through the environment, never written into a config file or the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import secrets
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from plantops.settings import REPO_ROOT
+
+STACK_DIR = Path(os.environ.get("PLANTOPS_STACK_DIR", "/var/tmp/plantops-stack"))
+PG_PORT = int(os.environ.get("PLANTOPS_PG_PORT", "28432"))
+TRINO_PORT = int(os.environ.get("PLANTOPS_TRINO_PORT", "28090"))
+MLFLOW_PORT = int(os.environ.get("PLANTOPS_MLFLOW_PORT", "28500"))
+TRINO_VERSION = "476"
+PLUGINS = ("postgresql", "hive", "geospatial")
+DATABASES = ("airflow", "historian", "plantops", "mlflow")
+DB_USER = "plantops"
+HOST = "127.0.0.1"
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"[stack] {message}", file=sys.stderr, flush=True)
+
+
+def _run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if result.returncode != 0:
+        raise StackError(f"{shlex.join(cmd)} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+    return result
+
+
+# -- secrets and the client environment ----------------------------------------------------------
+
+def password() -> str:
+    path = STACK_DIR / "secrets.env"
+    if not path.exists():
+        STACK_DIR.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"PLANTOPS_DB_PASSWORD={secrets.token_urlsafe(18)}\n")
+        path.chmod(0o600)
+    return path.read_text().split("=", 1)[1].strip()
+
+
+def _pg_url(database: str) -> str:
+    return f"postgresql+psycopg2://{DB_USER}:{password()}@{HOST}:{PG_PORT}/{database}"
+
+
+def lake_root() -> Path:
+    """Trino's `lake` catalog sees this folder; PLANTOPS_HOME on the stack tier lives inside it."""
+    return STACK_DIR / "home"
+
+
+def client_env() -> dict[str, str]:
+    """What plantops, Airflow and the MLflow client need to use this stack (configuration only)."""
+    return {
+        "PLANTOPS_HOME": str(lake_root() / "plantops"),
+        "PLANTOPS_DB_USER": DB_USER,
+        "PLANTOPS_DB_PASSWORD": password(),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _pg_url("airflow"),
+        "PLANTOPS_HISTORIAN_URL": _pg_url("historian"),
+        "PLANTOPS_HISTORIAN_READ_URL": f"trino://{DB_USER}@{HOST}:{TRINO_PORT}/historian/public",
+        "PLANTOPS_STATE_URL": _pg_url("plantops"),
+        "MLFLOW_TRACKING_URI": f"http://{HOST}:{MLFLOW_PORT}",
+    }
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------------
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        if os.geteuid() != 0:
+            raise StackError("PostgreSQL is not installed: apt-get install postgresql (as root)")
+        log("installing PostgreSQL from the Debian packages")
+        _run(["apt-get", "update", "-qq"])
+        _run(["apt-get", "install", "-y", "-qq", "postgresql"], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1]
+
+
+def _as_pg_owner(cmd: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root: use the postgres system account the package creates.
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def _pg_dir() -> Path:
+    return STACK_DIR / "postgres"
+
+
+def pg_running() -> bool:
+    result = subprocess.run([_pg_bin("pg_isready"), "-h", HOST, "-p", str(PG_PORT), "-q"], capture_output=True)
+    return result.returncode == 0
+
+
+def start_postgres() -> None:
+    data, socket_dir = _pg_dir() / "data", _pg_dir() / "run"
+    if pg_running():
+        log(f"PostgreSQL already answers on {HOST}:{PG_PORT}")
+    else:
+        for folder in (_pg_dir(), socket_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(folder, "postgres", "postgres")
+        STACK_DIR.chmod(0o755)
+        if not (data / "PG_VERSION").exists():
+            log("initdb")
+            pwfile = _pg_dir() / "pwfile"
+            pwfile.write_text(password() + "\n")
+            if os.geteuid() == 0:
+                shutil.chown(pwfile, "postgres", "postgres")
+            pwfile.chmod(0o600)
+            _run(_as_pg_owner([_pg_bin("initdb"), "-D", str(data), "-U", DB_USER, f"--pwfile={pwfile}",
+                               "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8"]))
+            pwfile.unlink()
+        log(f"starting PostgreSQL on {HOST}:{PG_PORT}")
+        options = f"-p {PG_PORT} -k {socket_dir} -c listen_addresses={HOST} -c max_connections=200"
+        _run(_as_pg_owner([_pg_bin("pg_ctl"), "-D", str(data), "-l", str(_pg_dir() / "postgres.log"),
+                           "-o", options, "-w", "-t", "60", "start"]))
+    _create_databases()
+
+
+def _pg_connect(database: str = "postgres"):
+    import psycopg2
+
+    return psycopg2.connect(host=HOST, port=PG_PORT, user=DB_USER, password=password(), dbname=database,
+                            connect_timeout=5)
+
+
+def _create_databases(fresh: bool = False) -> None:
+    conn = _pg_connect()
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name in DATABASES:
+            if fresh:
+                cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+
+
+def stop_postgres() -> None:
+    data = _pg_dir() / "data"
+    if (data / "postmaster.pid").exists():
+        subprocess.run(_as_pg_owner([_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                       capture_output=True)
+
+
+# -- Trino ----------------------------------------------------------------------------------------
+
+def java25_home() -> str:
+    for candidate in [os.environ.get("PLANTOPS_TRINO_JAVA_HOME", ""), *sorted(glob.glob("/usr/lib/jvm/*25*"))]:
+        if candidate and Path(candidate, "bin", "java").exists():
+            return candidate
+    raise StackError("Trino needs Java 25: none found in /usr/lib/jvm (set PLANTOPS_TRINO_JAVA_HOME)")
+
+
+def trino_home() -> Path:
+    """The unpacked server (lib, bin, the two plugins we use), fetched and unpacked once."""
+    home = STACK_DIR / f"trino-server-{TRINO_VERSION}"
+    if (home / ".complete").exists() and (home / ".complete").read_text() == ",".join(PLUGINS):
+        return home
+    artifact = f"io.trino:trino-server:{TRINO_VERSION}:tar.gz"
+    tarball = Path.home() / ".m2" / "repository" / "io" / "trino" / "trino-server" / TRINO_VERSION / \
+        f"trino-server-{TRINO_VERSION}.tar.gz"
+    if not tarball.exists():
+        # The per-plugin zips of trino-postgresql are not on every mirror; the server tarball carries them all.
+        log(f"fetching {artifact} with mvn (about 800 MB, once)")
+        _run(["mvn", "-q", "-B", "dependency:get", f"-Dartifact={artifact}", "-Dtransitive=false"])
+    log(f"unpacking {tarball.name} (lib, bin and the plugins {', '.join(PLUGINS)})")
+    staging = STACK_DIR / f".trino-unpack-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    prefix = f"trino-server-{TRINO_VERSION}/"
+    # geospatial provides the Geometry type the Hive connector's functions refer to.
+    wanted = tuple(prefix + p for p in ("lib/", "bin/", *(f"plugin/{name}/" for name in PLUGINS), "NOTICE"))
+    with tarfile.open(tarball) as tar:
+        members = [m for m in tar.getmembers() if m.name.startswith(wanted)]
+        tar.extractall(staging, members=members, filter="tar")
+    shutil.rmtree(home, ignore_errors=True)
+    (staging / prefix.rstrip("/")).rename(home)
+    shutil.rmtree(staging, ignore_errors=True)
+    (home / ".complete").write_text(",".join(PLUGINS))
+    return home
+
+
+def _trino_etc() -> Path:
+    etc = STACK_DIR / "trino-etc"
+    (etc / "catalog").mkdir(parents=True, exist_ok=True)
+    data = STACK_DIR / "trino-data"
+    data.mkdir(exist_ok=True)
+    (etc / "node.properties").write_text(
+        f"node.environment=plantops\nnode.id=plantops-1\nnode.data-dir={data}\nnode.internal-address={HOST}\n")
+    (etc / "config.properties").write_text("\n".join([
+        "coordinator=true",
+        "node-scheduler.include-coordinator=true",
+        f"http-server.http.port={TRINO_PORT}",
+        f"discovery.uri=http://{HOST}:{TRINO_PORT}",
+        "query.max-memory=1GB",
+        "query.max-memory-per-node=1GB",
+        "",
+    ]))
+    (etc / "jvm.config").write_text("\n".join([
+        "-server", "-Xmx2G", "-XX:+UseG1GC", "-XX:+ExitOnOutOfMemoryError", "-XX:-OmitStackTraceInFastThrow",
+        "-XX:ReservedCodeCacheSize=256M", "-XX:PerMethodRecompilationCutoff=10000",
+        "-XX:PerBytecodeRecompilationCutoff=10000", "-Djdk.attach.allowAttachSelf=true",
+        "-Djdk.nio.maxCachedBufferSize=2000000", "-Dfile.encoding=UTF-8", "-XX:+EnableDynamicAgentLoading", "",
+    ]))
+    (etc / "log.properties").write_text("io.trino=WARN\n")
+    for catalog in (REPO_ROOT / "stack" / "trino" / "catalog").glob("*.properties"):
+        shutil.copyfile(catalog, etc / "catalog" / catalog.name)
+    return etc
+
+
+def trino_info() -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{TRINO_PORT}/v1/info", timeout=3) as response:
+            return json.load(response)
+    except (OSError, ValueError):
+        return None
+
+
+def start_trino(lake: Path) -> None:
+    info = trino_info()
+    if info and not info.get("starting"):
+        log(f"Trino already answers on {HOST}:{TRINO_PORT}")
+        return
+    if info is None:
+        home, etc = trino_home(), _trino_etc()
+        java = java25_home()
+        env = {
+            **os.environ,
+            "JAVA_HOME": java,
+            "PATH": f"{java}/bin:{os.environ['PATH']}",
+            "PLANTOPS_TRINO_HISTORIAN_JDBC": f"jdbc:postgresql://{HOST}:{PG_PORT}/historian",
+            "PLANTOPS_DB_USER": DB_USER,
+            "PLANTOPS_DB_PASSWORD": password(),
+            "PLANTOPS_TRINO_LAKE": str(lake),
+        }
+        lake.mkdir(parents=True, exist_ok=True)
+        log(f"starting Trino {TRINO_VERSION} on {HOST}:{TRINO_PORT} (Java {Path(java).name})")
+        _run([str(home / "bin" / "launcher"), "start", f"--etc-dir={etc}", f"--data-dir={STACK_DIR / 'trino-data'}",
+              f"--pid-file={STACK_DIR / 'trino.pid'}", f"--server-log-file={STACK_DIR / 'trino-server.log'}",
+              f"--launcher-log-file={STACK_DIR / 'trino-launcher.log'}"], env=env)
+    _wait("Trino", lambda: (trino_info() or {"starting": True}).get("starting") is False, 180,
+          STACK_DIR / "trino-server.log", alive=lambda: _pid_alive(STACK_DIR / "trino.pid"))
+
+
+def _pid_alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text().strip()), 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def stop_trino() -> None:
+    home = STACK_DIR / f"trino-server-{TRINO_VERSION}"
+    if (STACK_DIR / "trino.pid").exists() and home.exists():
+        subprocess.run([str(home / "bin" / "launcher"), "stop", f"--pid-file={STACK_DIR / 'trino.pid'}",
+                        f"--etc-dir={STACK_DIR / 'trino-etc'}", f"--data-dir={STACK_DIR / 'trino-data'}"],
+                       capture_output=True, env={**os.environ, "JAVA_HOME": java25_home()})
+
+
+# -- MLflow ---------------------------------------------------------------------------------------
+
+def mlflow_healthy() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{MLFLOW_PORT}/health", timeout=3) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def start_mlflow() -> None:
+    if mlflow_healthy():
+        log(f"MLflow already answers on {HOST}:{MLFLOW_PORT}")
+        return
+    artifacts = STACK_DIR / "mlartifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    log(f"starting the MLflow server on {HOST}:{MLFLOW_PORT}")
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": _pg_url("mlflow"), "MLFLOW_ENABLE_TELEMETRY": "false",
+           "DO_NOT_TRACK": "true"}
+    with (STACK_DIR / "mlflow.log").open("a") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", HOST, "--port", str(MLFLOW_PORT),
+             "--artifacts-destination", str(artifacts), "--serve-artifacts", "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    (STACK_DIR / "mlflow.pid").write_text(str(proc.pid))
+    _wait("MLflow", mlflow_healthy, 120, STACK_DIR / "mlflow.log", proc)
+
+
+def stop_mlflow() -> None:
+    pid_file = STACK_DIR / "mlflow.pid"
+    if pid_file.exists():
+        try:
+            os.killpg(int(pid_file.read_text()), 15)
+        except (ProcessLookupError, ValueError):
+            pass
+        pid_file.unlink()
+
+
+# -- Airflow on the stack ---------------------------------------------------------------------------
+
+def airflow_env(home: Path | None = None, api_port: int | None = None) -> dict[str, str]:
+    """The embedded tier's Airflow settings with the stack's databases, Trino and MLflow server."""
+    from plantops import localenv
+
+    env = client_env()
+    home = Path(home or env["PLANTOPS_HOME"])
+    return {**localenv.airflow_env(home, api_port or localenv.API_PORT), **env, "PLANTOPS_HOME": str(home)}
+
+
+class AirflowServices:
+    """Airflow's own services as separate processes, as on a server: api-server, scheduler,
+    dag-processor, triggerer, sharing the PostgreSQL metadata database."""
+
+    COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = {**os.environ, **env}
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.orphan_groups: list[int] = []
+
+    def airflow(self, *args: str) -> None:
+        with (self.log_dir / "airflow-cli.log").open("a") as out:
+            subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, check=True, stdout=out,
+                           stderr=subprocess.STDOUT)
+
+    def start(self, component: str | None = None) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        port = int(self.env.get("AIRFLOW__API__PORT", "8080"))
+        if component in (None, "api-server") and _port_open(port):
+            raise StackError(f"port {port} is in use (another api-server?): stop it first")
+        if component is None:
+            self.airflow("db", "migrate")
+        for name in [component] if component else self.COMPONENTS:
+            out = (self.log_dir / f"{name}.log").open("a")
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", name], env=self.env, stdout=out,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def kill(self, component: str, sig: int = 9) -> None:
+        """Kill one component's main process only (its running task processes are left alone)."""
+        proc = self.procs.pop(component)
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=60)
+        self.orphan_groups.append(proc.pid)  # its children (task workers, log server) live on in its group
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, 15)
+        for group in self.orphan_groups:
+            try:
+                os.killpg(group, 15)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 9)
+        self.procs.clear()
+
+
+def _port_open(port: int) -> bool:
+    import socket
+
+    with socket.socket() as probe:
+        return probe.connect_ex((HOST, port)) == 0
+
+
+# -- the whole stack ------------------------------------------------------------------------------
+
+def _wait(name: str, healthy, timeout: float, log_file: Path, proc: subprocess.Popen | None = None,
+          alive=None) -> None:
+    started = time.monotonic()
+    while time.monotonic() < started + timeout:
+        if healthy():
+            log(f"{name} is healthy")
+            return
+        if proc is not None and proc.poll() is not None:
+            break
+        if alive is not None and time.monotonic() - started > 10 and not alive():  # a launcher's pid file lags
+            break
+        time.sleep(1)
+    tail = log_file.read_text(errors="replace")[-3000:] if log_file.exists() else ""
+    raise StackError(f"{name} did not become healthy (waited up to {timeout:.0f} s); end of {log_file}:\n{tail}")
+
+
+def status() -> dict[str, bool]:
+    return {"postgres": pg_running(), "trino": bool((trino_info() or {}).get("starting") is False),
+            "mlflow": mlflow_healthy()}
+
+
+def up(fresh: bool = False) -> dict[str, str]:
+    started = time.monotonic()
+    STACK_DIR.mkdir(parents=True, exist_ok=True)
+    start_postgres()
+    if fresh:
+        stop_mlflow()  # it holds connections to the database about to be dropped
+        _create_databases(fresh=True)
+        for folder in (STACK_DIR / "mlartifacts", lake_root()):
+            shutil.rmtree(folder, ignore_errors=True)
+    start_trino(lake_root())
+    start_mlflow()
+    log(f"stack up in {time.monotonic() - started:.0f} s: {status()}")
+    return client_env()
+
+
+def down() -> None:
+    stop_mlflow()
+    stop_trino()
+    stop_postgres()
+    log(f"stack down: {status()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m plantops.stack", description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("--fresh", action="store_true", help="drop and recreate the plantops databases")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            up(fresh=args.fresh)
+        elif args.command == "down":
+            down()
+        elif args.command == "status":
+            state = status()
+            print(json.dumps(state))
+            return 0 if all(state.values()) else 1
+        else:
+            for key, value in client_env().items():
+                print(f"export {key}={shlex.quote(value)}")
+    except StackError as exc:
+        log(f"error: {exc}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
