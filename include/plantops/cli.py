@@ -5,6 +5,7 @@
     python -m plantops.cli ledger tep_reactor              # every landed file: status and row counts
     python -m plantops.cli decisions tep_reactor --kind monitor
     python -m plantops.cli replay tep_reactor history|drift|plant_change|maintenance
+    python -m plantops.cli lake tep_reactor                # bronze and features as Trino tables (stack tiers)
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def quarantined(use_case_id: str) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plantops", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("quarantine", "ledger", "decisions"):
+    for name in ("quarantine", "ledger", "decisions", "lake"):
         cmd = sub.add_parser(name)
         cmd.add_argument("use_case")
         if name == "decisions":
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
         from plantops import decisions
 
         rows = decisions.latest(args.use_case, kind=args.kind, limit=args.limit)
+    elif args.command == "lake":
+        from plantops import lake
+
+        rows = [{"table": table, "rows": n} for table, n in lake.register(get_use_case(args.use_case).id).items()]
     elif args.command == "release":
         from plantops.landing import release as release_file
 

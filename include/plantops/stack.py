@@ -91,6 +91,7 @@ def client_env() -> dict[str, str]:
     """What plantops, Airflow and the MLflow client need to use this stack (configuration only)."""
     return {
         "PLANTOPS_HOME": str(lake_root() / "plantops"),
+        "PLANTOPS_LAKE_ROOT": str(lake_root()),
         "PLANTOPS_DB_USER": DB_USER,
         "PLANTOPS_DB_PASSWORD": password(),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _pg_url("airflow"),
