@@ -19,6 +19,11 @@ Figures (each its own function below; budgets from the performance issue):
                   PLANTOPS_HOME with the TEP history replayed, ``tep_reactor__ingest`` unpaused and
                   woken by its landing watcher; N analyzer files landed one at a time as NiFi does
                   (dot-file, rename), each timed from its rename to its rows in bronze: median <= 30 s.
+6. ``monitor``    a whole ``tep_reactor__monitor`` DAG run on the embedded tier (bench/monitor.py):
+                  ``dag.test()`` as ``make demo`` runs it, on a private PLANTOPS_HOME prepared as the
+                  demo's history (replay, ingest, features, train, score); the normal day
+                  (no_action) and the drifting live day (trigger_retrain), each timed in a fresh
+                  process with its per-task split: each <= 60 s.
 
 Benchmarks are not timed tests: they report raw times and ratios measured in one run.
 
@@ -26,6 +31,7 @@ Benchmarks are not timed tests: they report raw times and ratios measured in one
     python -m bench.run --quick         # small sizes: a smoke run of every figure (~3 min)
     python -m bench.run --only drift    # one figure (repeatable); other figures' results are kept
     python -m bench.run --only latency  # starts its own airflow standalone (API port $BENCH_LATENCY_PORT)
+    python -m bench.run --only monitor  # ~5 min: prepares data/bench/monitor/ as the demo, then times the DAG
     BENCH_SCALE=0.1 python -m bench.run --only features   # 1M, 5M, 20M points
 """
 
@@ -62,7 +68,7 @@ PYTHON = sys.executable
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 USE_CASE_YAML = REPO / "include" / "use_cases" / "tep_reactor.yaml"
 RESULTS = REPO / "bench" / "results.json"
-FIGURES = ("parsing", "features", "validation", "drift", "latency")
+FIGURES = ("parsing", "features", "validation", "drift", "latency", "monitor")
 
 # The features DAG's SparkSubmitOperator conf (plantops.dagfactory.build_features) and the
 # issue's job arguments: the job is measured as the DAG runs it.
@@ -89,6 +95,8 @@ LATENCY_FILES = 5
 QUICK_LATENCY_FILES = 2
 LATENCY_BUDGET_S = 30.0
 LATENCY_TIMEOUT_S = 300.0
+# A whole monitor DAG run, embedded tier (issue #6, item 4).
+MONITOR_BUDGET_S = 60.0
 
 
 @dataclass
@@ -103,6 +111,7 @@ class Config:
     logs: Path
     latency_files: int = LATENCY_FILES
     latency_port: int = 28380
+    monitor_port: int = 28390
 
 
 @dataclass
@@ -634,6 +643,73 @@ def figure_latency(ctx: Context) -> dict[str, Any]:
     }
 
 
+# -- 6. a whole monitor DAG run ------------------------------------------------------------------------
+
+
+def monitor_budgets(runs: dict[str, dict[str, Any]], expected: dict[str, str]) -> list[dict[str, Any]]:
+    """One budget line per timed day: the dag.test() wall time against MONITOR_BUDGET_S."""
+    from bench import monitor
+
+    out = []
+    for label, run in runs.items():
+        name = f"whole monitor DAG run, embedded tier, {run['day']} ({expected[label]})"
+        problem = monitor.check_run(run, expected[label])
+        if problem:
+            out.append(budget(name, None, MONITOR_BUDGET_S, "s", why=problem))
+        else:
+            out.append(budget(name, run["wall_s"], MONITOR_BUDGET_S, "s", why=monitor.split_text(run)))
+    return out
+
+
+def figure_monitor(ctx: Context) -> dict[str, Any]:
+    from bench import latency, monitor
+
+    cfg = ctx.config
+    home = cfg.cache / "monitor"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    # The embedded tier's settings for the private home (no api-server is started: the port only
+    # keeps its URLs off another Airflow's); Airflow is imported in the children, never here.
+    env = latency.standalone_env(home, cfg.monitor_port, base=child_env())
+    steps: dict[str, Any] = {}
+
+    def child(name: str, *args: str) -> dict[str, Any]:
+        out = cfg.logs / f"monitor-{name}.json"
+        log.info("monitor: %s", name)
+        m = measure.run([PYTHON, *args, *(["--out", str(out)] if args[1] == "bench.monitor" else [])],
+                        env=env, log_path=cfg.logs / f"monitor-{name}.log", cwd=REPO)
+        if not m.ok:
+            raise RuntimeError(f"monitor: {' '.join(args)} failed: see {m.log_path}")
+        steps[name] = {"wall_s": round(m.wall_s, 1), "peak_rss_mb": round(m.peak_rss_mb)}
+        return json.loads(out.read_text()) if out.exists() else {}
+
+    began = time.perf_counter()
+    child("migrate", "-m", "airflow", "db", "migrate")
+    prepared = child("prepare", "-m", "bench.monitor", "prepare")
+    normal = child("time-normal", "-m", "bench.monitor", "time", "--day", monitor.NORMAL_DAY)
+    live_day = child("live-drift", "-m", "bench.monitor", "live", "--episode", "drift")
+    drift = child("time-drift", "-m", "bench.monitor", "time", "--day", live_day["day"])
+    runs = {"normal": normal, "drift": drift}
+    expected = {"normal": "no_action", "drift": "trigger_retrain"}
+    for label, run in runs.items():
+        log.info("monitor %s (%s): %.1f s, branch %s; %s", run["day"], label, run["wall_s"], run["branch"],
+                 monitor.split_text(run))
+    budgets = monitor_budgets(runs, expected)
+    return {
+        "seconds": {label: run["wall_s"] for label, run in runs.items()},
+        "budget_s": MONITOR_BUDGET_S,
+        "verdict": {label: b["margin"] for label, b in zip(runs, budgets)},
+        "runs": runs,
+        "prepare": prepared,
+        "live": live_day,
+        "children": steps,
+        "home": str(home),
+        "statistic": "wall time of dag.test() of the monitor DAG, one run per day, each in a fresh process",
+        "figure_setup_s": round(time.perf_counter() - began, 1),
+        "budgets": budgets,
+    }
+
+
 # -- the table --------------------------------------------------------------------------------------------
 
 
@@ -662,7 +738,7 @@ def _limit(b: dict[str, Any]) -> str:
 def table(results: dict[str, Any]) -> str:
     """Markdown: one row per budget, then the feature job's raw figures."""
     lines = ["| figure | measured | budget | verdict |", "|---|---|---|---|"]
-    for key in ("dag_parsing", "feature_job", "validation_overhead", "drift", "latency"):
+    for key in ("dag_parsing", "feature_job", "validation_overhead", "drift", "latency", "monitor"):
         for b in results.get(key, {}).get("budgets", []):
             if b["met"] is None:
                 verdict = f"not measured ({b['why']})" if b.get("why") else "not measured"
@@ -712,6 +788,7 @@ RUNNERS: dict[str, tuple[str, Callable[[Context], dict[str, Any]]]] = {
     "validation": ("validation_overhead", figure_validation),
     "drift": ("drift", figure_drift),
     "latency": ("latency", figure_latency),
+    "monitor": ("monitor", figure_monitor),
 }
 
 
@@ -748,6 +825,7 @@ def make_config(args: argparse.Namespace) -> Config:
         logs=args.cache.resolve() / "logs" / stamp,
         latency_files=QUICK_LATENCY_FILES if args.quick else LATENCY_FILES,
         latency_port=int(os.environ.get("BENCH_LATENCY_PORT", "28380")),
+        monitor_port=int(os.environ.get("BENCH_MONITOR_PORT", "28390")),
     )
 
 

@@ -172,3 +172,40 @@ def test_latency_standalone_keeps_off_other_airflows(tmp_path):
     assert "PLANTOPS_STATE_URL" not in env and env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
     assert (env["AIRFLOW__API__PORT"], env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"],
             env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"]) == ("28380", "28381", "28382")
+
+
+# -- the monitor figure without Airflow: its verdicts and where the time went ------------------------
+
+
+def _monitor_run(day: str, branch: str, wall: float, state: str = "success") -> dict:
+    skipped = [b for b in ("no_action", "trigger_retrain", "request_approval") if b != branch]
+    return {
+        "day": day, "state": state, "branch": branch if state == "success" else None, "wall_s": wall,
+        "tasks": {"assess_drift": {"state": "success", "seconds": wall - 5.0},
+                  "choose_branch": {"state": "success", "seconds": 1.0},
+                  branch: {"state": "success", "seconds": 0.5},
+                  **{b: {"state": "skipped", "seconds": 0.0} for b in skipped}},
+        "assess_parts_s": {"compute_drift": 9.0},
+        "airflow_overhead_s": 3.5,
+    }
+
+
+def test_monitor_verdicts_say_by_how_much_and_where_the_time_went():
+    runs = {"normal": _monitor_run("2026-03-24", "no_action", 45.0),
+            "drift": _monitor_run("2026-03-25", "trigger_retrain", 90.0)}
+    normal, drift = run.monitor_budgets(runs, {"normal": "no_action", "drift": "trigger_retrain"})
+    assert normal["met"] is True and normal["margin"] == "met, 25% headroom" and normal["limit"] == 60.0
+    assert drift["met"] is False and drift["margin"] == "missed by 1.5x"
+    assert "assess_drift 85.0 s (compute_drift 9.0 s)" in drift["why"]
+    assert "no_action" not in drift["why"] and "outside the tasks (dag.test scheduling, DB) 3.5 s" in drift["why"]
+    row = run.table({"monitor": {"budgets": [normal, drift]}}).splitlines()[-1]
+    assert row.startswith("| whole monitor DAG run, embedded tier, 2026-03-25 (trigger_retrain) | 90.0 s | <= 60 s |")
+
+
+def test_monitor_run_on_the_wrong_branch_or_failed_is_not_measured():
+    wrong = run.monitor_budgets({"normal": _monitor_run("2026-03-24", "trigger_retrain", 20.0)},
+                                {"normal": "no_action"})[0]
+    assert wrong["met"] is None and "expected no_action" in wrong["why"]
+    failed = run.monitor_budgets({"drift": _monitor_run("2026-03-25", "trigger_retrain", 20.0, state="failed")},
+                                 {"drift": "trigger_retrain"})[0]
+    assert failed["value"] is None and failed["why"] == "the run ended failed"
