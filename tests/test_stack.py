@@ -183,9 +183,20 @@ class Operator:
         raise TimeoutError(f"runs still busy after {timeout:.0f}s: {busy}")
 
     def wait_pending_approval(self, timeout: float = 900) -> dict:
+        """The waiting approval, once its task has deferred and the scheduler has seen that: an
+        answer within the same second as the request races Airflow's own bookkeeping of the
+        deferral (the executor's "success" for the deferring try then meets a requeued task and
+        fails it), which a person reading the request never does."""
         from plantops.approval import wait_for_pending
 
-        return wait_for_pending(self.eng, f"{USE_CASE}__monitor", timeout=timeout, poll=3)
+        detail = wait_for_pending(self.eng, f"{USE_CASE}__monitor", timeout=timeout, poll=3)
+        ti = detail["task_instance"]
+        deadline = time.monotonic() + 120
+        while self.states(ti["dag_id"], ti["dag_run_id"]).get(ti["task_id"]) not in ("deferred", "awaiting_input"):
+            assert time.monotonic() < deadline, "the approval task never deferred"
+            time.sleep(1)
+        time.sleep(10)
+        return detail
 
     def last_monitor(self) -> tuple[str, dict[str, str]]:
         run = self.runs(f"{USE_CASE}__monitor")[-1]

@@ -358,7 +358,7 @@ class AirflowServices:
         self.env = {**os.environ, **env}
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
-        self.orphan_groups: list[int] = []
+        self.orphans: list[int] = []
 
     def airflow(self, *args: str) -> None:
         with (self.log_dir / "airflow-cli.log").open("a") as out:
@@ -379,18 +379,22 @@ class AirflowServices:
 
     def kill(self, component: str, sig: int = 9) -> None:
         """Kill one component's main process only (its running task processes are left alone)."""
+        import psutil
+
         proc = self.procs.pop(component)
+        # Its children (LocalExecutor workers, the log server) outlive it, as after a real crash;
+        # remember them so that stop() leaves nothing behind.
+        self.orphans += [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]
         os.kill(proc.pid, sig)
         proc.wait(timeout=60)
-        self.orphan_groups.append(proc.pid)  # its children (task workers, log server) live on in its group
 
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, 15)
-        for group in self.orphan_groups:
+        for pid in self.orphans:
             try:
-                os.killpg(group, 15)
+                os.kill(pid, 9)
             except ProcessLookupError:
                 pass
         for proc in self.procs.values():
