@@ -28,17 +28,17 @@ test: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
 
 up: install
-	$(BIN)/python -m plantops.up
+	$(BIN)/python -m plantops.environments.up
 
 # The native stack (PostgreSQL, Trino, MLflow server) on 127.0.0.1, no Docker: see README "Three tiers".
 stack-up: install
-	$(BIN)/python -m plantops.stack up $(if $(FRESH),--fresh,)
+	$(BIN)/python -m plantops.environments.stack up $(if $(FRESH),--fresh,)
 
 stack-down: install
-	$(BIN)/python -m plantops.stack down
+	$(BIN)/python -m plantops.environments.stack down
 
 stack-airflow: install
-	$(BIN)/python -m plantops.up --stack
+	$(BIN)/python -m plantops.environments.up --stack
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -144,7 +144,7 @@ def run_pandas(args: argparse.Namespace) -> dict:
 def run_validate(args: argparse.Namespace) -> dict:
     """The feature gate exactly as the DAG task runs it (pipeline.check_features), cold."""
     began = time.perf_counter()
-    from plantops import pipeline, validation
+    from plantops.stages import pipeline, validation
 
     validation._context()  # GX import and ephemeral context: what a fresh task process pays first
     ready = time.perf_counter()
@@ -214,7 +214,7 @@ def run_drift(args: argparse.Namespace) -> dict:
 
     from plantops.config import get_use_case
     from plantops.features import base_columns
-    from plantops.monitoring import compute_drift
+    from plantops.stages.monitoring import compute_drift
 
     imported = time.perf_counter()
     use_case = get_use_case(args.use_case)

@@ -9,7 +9,7 @@ analyzer files are landed one at a time and the bronze folder is polled for each
 
 Child commands (run in the standalone's environment, so the home is the bench's private one):
 
-    python -m bench.latency replay              # plantops.replay.replay_history into $PLANTOPS_HOME
+    python -m bench.latency replay              # plantops.sources.replay.replay_history into $PLANTOPS_HOME
     python -m bench.latency land --index I      # land one analyzer file; prints its rename time
     python -m bench.latency imports             # what a fresh ingest task process imports, timed
 """
@@ -51,7 +51,7 @@ def standalone_env(home: Path, api_port: int, base: dict[str, str] | None = None
     Airflow's defaults (8793 worker logs, 8794 triggerer logs) are taken whenever another Airflow
     runs on the machine (a test stack): a second one would fail to serve its logs.
     """
-    from plantops import localenv
+    from plantops.environments import localenv
 
     env = {k: v for k, v in (base if base is not None else os.environ).items()
            if k not in FOREIGN_VARS and not k.startswith("AIRFLOW__")}
@@ -340,7 +340,7 @@ def measure_file(api: Api, home: Path, index: int, land: Callable[[int], dict], 
 
 def cmd_replay(_: argparse.Namespace) -> dict:
     from plantops.config import get_use_case
-    from plantops.replay import replay_history
+    from plantops.sources.replay import replay_history
 
     t0 = time.perf_counter()
     done = replay_history(get_use_case(USE_CASE))
@@ -350,7 +350,7 @@ def cmd_replay(_: argparse.Namespace) -> dict:
 def cmd_land(args: argparse.Namespace) -> dict:
     """One analyzer file of normal operation (a TEP d00_te half-day pair), landed as NiFi does."""
     from plantops.config import get_use_case
-    from plantops.replay import Episode, episode_frame, land_file
+    from plantops.sources.replay import Episode, episode_frame, land_file
 
     use_case = get_use_case(USE_CASE)
     name, day = file_name(args.index)
@@ -364,7 +364,7 @@ def cmd_land(args: argparse.Namespace) -> dict:
 def cmd_imports(_: argparse.Namespace) -> dict:
     """What a fresh ingest task process pays before its first landed row: the imports, timed."""
     out = {}
-    for module in ("airflow.sdk", "pandas", "pyarrow.parquet", "plantops.pipeline", "great_expectations"):
+    for module in ("airflow.sdk", "pandas", "pyarrow.parquet", "plantops.stages.pipeline", "great_expectations"):
         t0 = time.perf_counter()
         __import__(module)
         out[module] = round(time.perf_counter() - t0, 2)

@@ -33,8 +33,8 @@ DAG_ID = f"{USE_CASE}__monitor"
 NORMAL_DAY = "2026-03-24"
 BRANCHES = ("no_action", "trigger_retrain", "request_approval")
 # Calls inside assess_drift timed in the child, so the table can say where the task's time goes.
-ASSESS_PARTS = (("plantops.pipeline", "load_features"), ("plantops.registry", "load_reference"),
-                ("plantops.monitoring", "compute_drift"), ("plantops.pipeline", "performance_check"))
+ASSESS_PARTS = (("plantops.stages.pipeline", "load_features"), ("plantops.stages.registry", "load_reference"),
+                ("plantops.stages.monitoring", "compute_drift"), ("plantops.stages.pipeline", "performance_check"))
 
 
 # -- the child (runs in the private home; Airflow imported only after localenv.apply) ----------------
@@ -42,10 +42,10 @@ ASSESS_PARTS = (("plantops.pipeline", "load_features"), ("plantops.registry", "l
 
 def _demo(home: Path):
     """A Demo on ``home`` with its DAGs built, without the api-server (no approval is answered)."""
-    from plantops import localenv
+    from plantops.environments import localenv
 
     localenv.apply(home)
-    from plantops.dagfactory import build_all
+    from plantops.orchestration.dagfactory import build_all
     from plantops.demo import Demo
 
     demo = Demo(home, home / "bench-monitor.log")
@@ -122,7 +122,7 @@ def prepare(home: Path) -> dict[str, Any]:
     """The demo's step 1 up to (not including) the monitor: history, first champion, scores."""
     steps: dict[str, float] = {}
     demo = _demo(home)
-    from plantops import replay
+    from plantops.sources import replay
     from plantops.config import get_use_case
 
     use_case = get_use_case(USE_CASE)
@@ -140,7 +140,7 @@ def prepare(home: Path) -> dict[str, Any]:
 
 def live(home: Path, episode: str) -> dict[str, Any]:
     demo = _demo(home)
-    from plantops import replay
+    from plantops.sources import replay
     from plantops.config import get_use_case
 
     t0 = time.perf_counter()

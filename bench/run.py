@@ -58,7 +58,7 @@ import psutil
 
 from bench import measure, synth
 from bench.measure import Measured
-from plantops import localenv
+from plantops.environments import localenv
 from plantops.config import UseCase, load_use_case
 
 log = logging.getLogger("bench")
@@ -70,7 +70,7 @@ USE_CASE_YAML = REPO / "include" / "use_cases" / "tep_reactor.yaml"
 RESULTS = REPO / "bench" / "results.json"
 FIGURES = ("parsing", "features", "validation", "drift", "latency", "monitor")
 
-# The features DAG's SparkSubmitOperator conf (plantops.dagfactory.build_features) and the
+# The features DAG's SparkSubmitOperator conf (plantops.orchestration.dagfactory.build_features) and the
 # issue's job arguments: the job is measured as the DAG runs it.
 SPARK_CONF = {
     "spark.sql.session.timeZone": "UTC",

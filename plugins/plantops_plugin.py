@@ -34,7 +34,7 @@ def drift_report(use_case: str, run: str) -> FileResponse:
 
 @app.get("/decisions/{use_case}")
 def latest_decisions(use_case: str, kind: str | None = None, limit: int = 20) -> list[dict]:
-    from plantops import decisions
+    from plantops.stages import decisions
 
     return decisions.latest(use_case, kind=kind, limit=min(max(limit, 1), 200))
 

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="plantops-tests-"))
 os.environ["PLANTOPS_HOME"] = str(SESSION_HOME)
 os.environ.setdefault("PLANTOPS_API_PORT", "28181")
-from plantops import localenv  # noqa: E402
+from plantops.environments import localenv  # noqa: E402
 
 localenv.apply(SESSION_HOME)
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from plantops import tep
+from plantops.sources import tep
 from plantops.features import feature_columns, wide_features_pandas
 from spark_jobs.build_features import main, parse_args, read_bronze, transform
 

@@ -20,7 +20,7 @@ AIRFLOW_SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")
 SERVICES = {"postgres", "trino", "mlflow", "airflow-init", *AIRFLOW_SERVICES}
 RUN_ONCE = {"airflow-init"}
 
-# What the native stack (include/plantops/stack.py) exports, with compose host names.
+# What the native stack (include/plantops/environments/stack.py) exports, with compose host names.
 NATIVE_STACK_VARS = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
     "PLANTOPS_HISTORIAN_URL",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def test_no_import_errors(dagbag):
 
 def test_every_stage_exists_per_use_case(dagbag):
     from plantops.config import discover
-    from plantops.dagfactory import STAGES
+    from plantops.orchestration.dagfactory import STAGES
 
     use_cases, broken = discover(REPO / "include" / "use_cases")
     assert not broken
@@ -45,7 +46,7 @@ def test_every_stage_exists_per_use_case(dagbag):
 
 
 def test_house_rules(dagbag):
-    from plantops.dagfactory import ALLOWED_TAGS
+    from plantops.orchestration.dagfactory import ALLOWED_TAGS
 
     for dag_id, dag in dagbag.dags.items():
         assert set(dag.tags) <= ALLOWED_TAGS, dag_id
@@ -53,7 +54,7 @@ def test_house_rules(dagbag):
         assert dag.doc_md, dag_id
         assert dag.dag_id.split("__")[1] in dag.tags
         for task in dag.tasks:
-            if task.task_type in ("ApprovalBranchOperator",):
+            if task.task_type in ("ApprovalRequest",):
                 continue  # a human's answer is not retried
             assert task.owner == "plantops", (dag_id, task.task_id)
             assert task.retries >= 2, (dag_id, task.task_id)
@@ -80,17 +81,26 @@ def test_assets_connect_the_stages(dagbag):
     assert type(ingest).__name__ == "AssetOrTimeSchedule"
     landing = ingest.asset_condition
     assert landing.name == "tep_reactor.landing"
-    assert landing.watchers[0].trigger.serialize()[0] == "plantops.triggers.LandingFileTrigger"
+    assert landing.watchers[0].trigger.serialize()[0] == "plantops.orchestration.triggers.LandingFileTrigger"
 
 
-def test_monitor_has_three_real_branches(dagbag):
+def test_monitor_maps_each_branch_over_the_assets_that_took_it(dagbag):
     monitor = dagbag.dags["tep_reactor__monitor"]
-    branch = monitor.get_task("choose_branch")
-    assert branch.downstream_task_ids == {"no_action", "trigger_retrain", "request_approval"}
+    assess = monitor.get_task("assess_drift")
+    assert {t for t in assess.downstream_task_ids} == {"plan_no_action", "plan_retrains", "plan_approvals",
+                                                      "record_answers"}
+    assert monitor.get_task("plan_no_action").downstream_task_ids == {"no_action"}
+    assert monitor.get_task("plan_retrains").downstream_task_ids == {"trigger_retrain"}
+    assert monitor.get_task("plan_approvals").downstream_task_ids == {"request_approval"}
+    assert monitor.get_task("record_answers").downstream_task_ids == {"trigger_approved"}
+    for task_id in ("assess_drift", "no_action", "trigger_retrain", "request_approval", "trigger_approved"):
+        assert type(monitor.get_task(task_id)).__name__ in ("MappedOperator", "_TaskDecorator") or \
+            hasattr(monitor.get_task(task_id), "expand_input"), task_id
     approval = monitor.get_task("request_approval")
-    assert approval.assigned_users == [{"id": "eng1", "name": "Process engineer (demo)"}]
-    assert approval.defaults == ["Refuse: model still valid"]  # the safe default on timeout
-    assert approval.response_timeout is not None
+    kwargs = approval.partial_kwargs
+    assert kwargs["assigned_users"] == [{"id": "eng1", "name": "Process engineer (demo)"}]
+    assert kwargs["defaults"] == ["Refuse: model still valid"]  # the safe default on timeout
+    assert kwargs["response_timeout"] is not None
 
 
 def test_parsing_imports_no_heavy_module():
@@ -104,7 +114,7 @@ def test_parsing_imports_no_heavy_module():
 
 
 def test_broken_yaml_breaks_only_its_own_dags(tmp_path, monkeypatch):
-    from plantops.dagfactory import build_all
+    from plantops.orchestration.dagfactory import build_all
 
     shutil.copy(REPO / "include" / "use_cases" / "tep_reactor.yaml", tmp_path / "tep_reactor.yaml")
     broken = yaml.safe_load((REPO / "include" / "use_cases" / "tep_reactor.yaml").read_text())
@@ -143,3 +153,25 @@ def test_features_spark_task_submits_through_the_provider_hook(dagbag):
         hook.submit.assert_called_once_with(str(REPO / "spark_jobs" / "build_features.py"))
         task.on_kill()
         hook.on_kill.assert_called_once()
+
+
+def test_twenty_fleets_of_ten_assets_parse_without_heavy_imports(tmp_path):
+    """20 fleet use cases of 10 assets each: every DAG builds (per-asset work is mapped, so the DAGs
+    do not grow with the fleet) and parsing imports none of the heavy libraries."""
+    spec = yaml.safe_load((REPO / "include" / "use_cases" / "wind_fleet.yaml").read_text())
+    for i in range(20):
+        spec.update(id=f"fleet_{i:02d}")
+        spec["historian"] = {"assets": [f"T{i:02d}_{k:02d}" for k in range(10)]}
+        (tmp_path / f"fleet_{i:02d}.yaml").write_text(yaml.safe_dump(spec))
+    env = {**os.environ, "PLANTOPS_USE_CASES": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "bench.parsing", "factory"], capture_output=True, text=True,
+                         check=True, env=env, cwd=REPO)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["config_errors"] == [] and report["heavy_modules"] == []
+    from plantops.orchestration.dagfactory import STAGES
+
+    assert report["dags"] == 20 * len(STAGES)
+    one_asset = max(report["shape"])
+    print(f"20 fleets x 10 assets: {report['dags']} DAGs, {report['tasks']} tasks, built in "
+          f"{report['build_s']:.2f} s after the SDK import ({report['import_sdk_s']:.2f} s)")
+    assert one_asset < 15  # mapped: a monitor DAG has the same tasks for 10 assets as for one

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from plantops import decisions, registry, replay
+from plantops.stages import decisions, registry
+from plantops.sources import replay
 from plantops.config import get_use_case
 from plantops.demo import USE_CASE, Demo
 
@@ -45,7 +46,7 @@ def test_first_model_becomes_champion_with_both_models_logged(demo):
 
 
 def test_predictions_are_written_back_with_model_version(demo):
-    from plantops import historian
+    from plantops.sources import historian
 
     frame = historian.read_predictions(USE_CASE, replay.HISTORY[-1].start, replay.HISTORY[-1].start.replace(day=25))
     assert len(frame) == 480 and set(frame["model_version"]) == {"1"}
@@ -64,7 +65,7 @@ def test_fault_day_triggers_a_retrain_that_cannot_promote_a_blind_model(demo):
     assert record["branch"] == "retrain" and record["payload"]["drift_share"] >= 0.3
     assert "XMEAS_1" in record["payload"]["drifted_columns"][:5]  # fault 1: A feed
     (queued,) = demo.run_triggered()
-    assert queued["conf"]["reason"].startswith("drift detected")
+    assert queued["conf"]["reason"].startswith("retrain requested by") and "drift" in queued["conf"]["reason"]
     latest_train = decisions.latest(USE_CASE, kind="train")[0]
     # The retrain learned the fault day as normal; the held-out gate keeps the champion.
     assert latest_train["branch"] == "kept_champion"

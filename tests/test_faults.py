@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plantops import ingest, landing, replay
+from plantops.stages import ingest
+from plantops.sources import landing, replay
 from plantops.config import get_use_case
 from plantops.settings import get_settings
 
@@ -173,7 +174,7 @@ TRAINER = """
 import json, os, sys
 import pandas as pd
 from plantops.config import get_use_case
-from plantops.training import train_and_register
+from plantops.stages.training import train_and_register
 
 data = pd.read_pickle(os.path.join(os.environ["PLANTOPS_HOME"], "train-input.pkl"))
 result = train_and_register(get_use_case("tep_reactor"), data["features"], data["labels"], data["end"],
@@ -183,7 +184,8 @@ print(json.dumps({"version": result["version"], "promoted": result["promoted"]})
 
 
 def test_two_trainings_at_once_promote_only_one(plantops_home):
-    from plantops import historian, registry
+    from plantops.sources import historian
+    from plantops.stages import registry
     from plantops.features import wide_features_pandas
     from plantops.storage import read_bronze
 
@@ -213,7 +215,8 @@ def test_two_trainings_at_once_promote_only_one(plantops_home):
 
 
 def test_unreachable_mlflow_fails_scoring_clearly_and_keeps_predictions(plantops_home, monkeypatch):
-    from plantops import historian, pipeline
+    from plantops.sources import historian
+    from plantops.stages import pipeline
 
     use_case = get_use_case(UC)
     frame = pd.DataFrame({"asset": UC, "ts": pd.date_range("2026-03-24", periods=3, freq="3min", tz="UTC"),
@@ -237,7 +240,7 @@ def _feature_job_command(use_case, start: str, end: str) -> tuple[list[str], dic
     [start, end), built by the Spark provider's hook from the task's own settings."""
     from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
-    from plantops.dagfactory import assets, build_features
+    from plantops.orchestration.dagfactory import assets, build_features
 
     task = build_features(use_case, assets(use_case)).get_task("build_features")
     # plan_window's XCom, rendered: the only templated arguments are --start and --end.
@@ -316,7 +319,7 @@ def _visible_days(root) -> dict[str, pd.DataFrame]:
     """What readers see, per day: the repo's feature reader, checked against a bare pyarrow dataset."""
     import pyarrow.dataset as pads
 
-    from plantops import pipeline
+    from plantops.stages import pipeline
 
     frame = pipeline.load_features(UC)
     raw = pads.dataset(root, format="parquet", partitioning="hive").to_table().to_pandas()
@@ -334,7 +337,7 @@ def test_kill_9_of_the_feature_job_leaves_every_day_complete_old_or_new(plantops
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from plantops import pipeline
+    from plantops.stages import pipeline
 
     use_case = get_use_case(UC)
     episodes = replay.HISTORY[-4:]

@@ -16,7 +16,8 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from plantops import decisions, historian, landing, pipeline, registry, replay
+from plantops.stages import decisions, pipeline, registry
+from plantops.sources import historian, landing, replay
 from plantops.config import get_use_case
 from plantops.settings import get_settings
 
@@ -111,7 +112,7 @@ def _state(start, end) -> dict:
 
 
 def test_rerunning_every_stage_with_the_same_run_id_changes_nothing(plantops_home, spark, monkeypatch):
-    from plantops.dagfactory import _static_spark_args
+    from plantops.orchestration.dagfactory import _static_spark_args
 
     use_case = get_use_case(UC)
     episodes = replay.HISTORY[-6:]  # three labelled fault days, three labelled normal days

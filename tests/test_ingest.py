@@ -9,7 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plantops import historian, ingest, landing, replay, storage
+from plantops.sources import historian, landing, replay
+from plantops.stages import ingest
+from plantops import storage
 from plantops.config import get_use_case
 from plantops.settings import get_settings
 

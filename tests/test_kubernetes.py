@@ -36,7 +36,7 @@ KUBE = {
 }
 DAY, PREVIOUS_DAY = "2026-03-25", "2026-03-24"
 WINDOW = {"start": PREVIOUS_DAY, "end": "2026-03-26"}
-# task id -> (DAG stage, the arguments after `python -m plantops.task`) for a run of RUN_ID
+# task id -> (DAG stage, the arguments after `python -m plantops.orchestration.task`) for a run of RUN_ID
 RUN_ID = "scheduled__2026-03-25T00:00:00+00:00"
 POD_TASKS = {
     "ingest_sources": ("ingest", ["ingest", "--use-case=tep_reactor", "--start=2026-03-25T00:00:00+00:00",
@@ -76,7 +76,7 @@ def kube_yaml(tmp_path: Path, kubernetes: dict | None = None) -> Path:
 def kube_dags(tmp_path_factory, secret_env):
     from unittest import mock
 
-    from plantops.dagfactory import build_all
+    from plantops.orchestration.dagfactory import build_all
 
     def forbidden(*args, **kwargs):
         raise AssertionError(f"connection or Variable lookup while parsing: {args}")
@@ -89,7 +89,7 @@ def kube_dags(tmp_path_factory, secret_env):
 
 @pytest.fixture(scope="module")
 def local_dags(tmp_path_factory):
-    from plantops.dagfactory import build_all
+    from plantops.orchestration.dagfactory import build_all
 
     folder = tmp_path_factory.mktemp("local_use_cases")
     (folder / "tep_reactor.yaml").write_text(SHIPPED.read_text())
@@ -157,7 +157,7 @@ def test_pod_spec(kube_dags, task_id):
     main, *sidecars = pod["spec"]["containers"]
     assert [c["name"] for c in sidecars] == ["airflow-xcom-sidecar"]  # the result comes back as XCom
     assert main["image"] == IMAGE
-    assert main["command"] == ["python", "-m", "plantops.task"]
+    assert main["command"] == ["python", "-m", "plantops.orchestration.task"]
     assert main["args"] == POD_TASKS[task_id][1]
     assert main["resources"] == {"requests": {"cpu": "250m", "memory": "768Mi"},
                                  "limits": {"cpu": "1500m", "memory": "3Gi"}}
@@ -171,8 +171,8 @@ def test_pod_spec(kube_dags, task_id):
 
 
 def test_pod_arguments_follow_params_and_the_stage_cli(kube_dags):
-    """What a person sets in the trigger form reaches the pod, and `plantops.task` parses it back."""
-    from plantops.task import parser
+    """What a person sets in the trigger form reaches the pod, and `plantops.orchestration.task` parses it back."""
+    from plantops.orchestration.task import parser
 
     train = kube_dags["tep_reactor__train"]
     task = train.get_task("train_model")
@@ -187,7 +187,7 @@ def test_pod_arguments_follow_params_and_the_stage_cli(kube_dags):
 
 
 def test_score_pod_skips_before_the_first_champion(kube_dags):
-    from plantops.task import SKIP_EXIT_CODE
+    from plantops.orchestration.task import SKIP_EXIT_CODE
 
     assert kube_dags["tep_reactor__score"].get_task("score_window").skip_on_exit_code == [SKIP_EXIT_CODE]
 
@@ -195,7 +195,7 @@ def test_score_pod_skips_before_the_first_champion(kube_dags):
 def test_spark_application(kube_dags, local_dags):
     from airflow.providers.cncf.kubernetes.operators.custom_object_launcher import CustomObjectLauncher
 
-    from plantops.dagfactory import SPARK_CONF
+    from plantops.orchestration.dagfactory import SPARK_CONF
 
     dag = kube_dags["tep_reactor__features"]
     task = render(dag, dag.get_task("build_features"))
@@ -275,7 +275,7 @@ def test_local_dags_do_not_import_the_kubernetes_provider():
         "import runpy, sys, json; runpy.run_path(sys.argv[1]); "
         "print(json.dumps(sorted(m for m in sys.modules if m == 'kubernetes' or m.startswith(('kubernetes.', "
         "'airflow.providers.cncf.kubernetes.operators', 'airflow.providers.cncf.kubernetes.kube_client', "
-        "'airflow.providers.apache.spark.operators', 'airflow.providers.apache.spark.hooks', 'plantops.kube')))))"
+        "'airflow.providers.apache.spark.operators', 'airflow.providers.apache.spark.hooks', 'plantops.orchestration.kube')))))"
     )
     out = subprocess.run([sys.executable, "-c", code, str(REPO / "dags" / "plantops_dags.py")],
                          capture_output=True, text=True, check=True)
@@ -285,7 +285,8 @@ def test_local_dags_do_not_import_the_kubernetes_provider():
 def test_task_entry_point_returns_the_result_as_xcom_and_skips_without_a_champion(tmp_path, monkeypatch):
     import numpy as np
 
-    from plantops import pipeline, task
+    from plantops.stages import pipeline
+    from plantops.orchestration import task
 
     calls = []
     monkeypatch.setattr(pipeline, "assess", lambda *args: calls.append(args) or

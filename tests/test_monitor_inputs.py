@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from plantops import decisions, pipeline
+from plantops.stages import decisions, pipeline
 from plantops.config import get_use_case
-from plantops.ingest import rejected_share
+from plantops.stages.ingest import rejected_share
 from plantops.settings import get_settings
 from plantops.storage import atomic_write_parquet, write_bronze
 

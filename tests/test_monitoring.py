@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from plantops import decisions
+from plantops.stages import decisions
 from plantops.config import Drift, get_use_case
 from plantops.features import base_columns
-from plantops.monitoring import (
+from plantops.stages.monitoring import (
     DriftResult,
     PerformanceCheck,
     PlantEvent,
@@ -22,7 +22,7 @@ from plantops.monitoring import (
     compute_drift,
     decide,
 )
-from plantops.tep import FAULT_ONSET_TEST, FAULT_ROOT_TAGS, TAGS, load_run
+from plantops.sources.tep import FAULT_ONSET_TEST, FAULT_ROOT_TAGS, TAGS, load_run
 
 COLUMNS = base_columns(TAGS)
 # Calibrated on TEP (see the monitoring module docstring): a normal day stays at <= 15 % drifted
@@ -122,7 +122,7 @@ def _preset_drift(reference: pd.DataFrame, current: pd.DataFrame, drift: Drift) 
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from plantops.monitoring import _parse_snapshot
+    from plantops.stages.monitoring import _parse_snapshot
 
     definition = DataDefinition(numerical_columns=COLUMNS)
     preset = DataDriftPreset(columns=COLUMNS, method=drift.method, threshold=drift.column_threshold,

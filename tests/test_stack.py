@@ -29,7 +29,8 @@ PLANTOPS_DAGS = [f"{USE_CASE}__{s}" for s in ("ingest", "features", "train", "sc
 @pytest.fixture(scope="module")
 def stack_env():
     """The stack, reset to empty databases, and this process pointed at it (configuration only)."""
-    from plantops import db, stack
+    from plantops import db
+    from plantops.environments import stack
 
     state = stack.status()
     how = "start it with `make stack-up`, then run `PLANTOPS_STACK_TESTS=1 make test` (resets the stack's databases)"
@@ -58,9 +59,10 @@ def test_historian_reads_go_through_trino(stack_env):
     import pandas as pd
     from sqlalchemy import text
 
-    from plantops import db, historian
+    from plantops import db
+    from plantops.sources import historian
     from plantops.config import get_use_case
-    from plantops.ingest import HistorianUnavailable, ingest_historian
+    from plantops.stages.ingest import HistorianUnavailable, ingest_historian
 
     assert stack_env["PLANTOPS_HISTORIAN_READ_URL"].startswith("trino://")
     ts = pd.date_range("2026-02-01", periods=4, freq="3min", tz="UTC")
@@ -109,7 +111,7 @@ def test_lake_catalog_serves_bronze_and_features(stack_env):
     import pandas as pd
     from sqlalchemy import create_engine, text
 
-    from plantops import lake
+    from plantops.environments import lake
     from plantops.settings import get_settings
     from plantops.storage import atomic_write_parquet, write_bronze
 
@@ -141,7 +143,7 @@ class Operator:
     """REST calls as ops1 (operator: views and triggers) and eng1 (the assigned process engineer)."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        from plantops.approval import AirflowApi
+        from plantops.stages.approval import AirflowApi
 
         passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
         base = env["AIRFLOW__API__BASE_URL"]
@@ -187,7 +189,7 @@ class Operator:
         answer within the same second as the request races Airflow's own bookkeeping of the
         deferral (the executor's "success" for the deferring try then meets a requeued task and
         fails it), which a person reading the request never does."""
-        from plantops.approval import wait_for_pending
+        from plantops.stages.approval import wait_for_pending
 
         detail = wait_for_pending(self.eng, f"{USE_CASE}__monitor", timeout=timeout, poll=3)
         ti = detail["task_instance"]
@@ -206,7 +208,7 @@ class Operator:
 @pytest.fixture(scope="module")
 def airflow_on_stack(stack_env, tmp_path_factory):
     """api-server, scheduler, dag-processor and triggerer on the PostgreSQL metadata DB."""
-    from plantops import stack
+    from plantops.environments import stack
 
     use_cases = tmp_path_factory.mktemp("use_cases")
     spec = yaml.safe_load((REPO / "include" / "use_cases" / f"{USE_CASE}.yaml").read_text())
@@ -242,8 +244,9 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack):
     a plant change waits for eng1, who approves over REST (ops1 gets 403); a third approval is left
     unanswered and the scheduler's timeout records the safe default. The scheduler is killed with
     SIGKILL and restarted while the history is being ingested."""
-    from plantops import decisions, historian, registry, replay
-    from plantops.approval import ApprovalError
+    from plantops.stages import decisions, registry
+    from plantops.sources import historian, replay
+    from plantops.stages.approval import ApprovalError
     from plantops.config import get_use_case
 
     services, op = airflow_on_stack
@@ -286,13 +289,13 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack):
     detail = op.wait_pending_approval()
     ti = detail["task_instance"]
     with pytest.raises(ApprovalError) as refused:
-        op.ops.answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], "Retrain now", {})
+        op.ops.answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], "Retrain now", {}, ti["map_index"])
     assert refused.value.status == 403
     op.eng.answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], "Retrain now",
-                  {"reason": "setpoint change is permanent", "reference_start": ""})
+                  {"reason": "setpoint change is permanent", "reference_start": ""}, ti["map_index"])
     op.wait_settled()
     states = op.states(monitor, ti["dag_run_id"])
-    assert states["retrain_approved"] == "success" and states["record_approval"] == "success", states
+    assert states["record_answers"] == "success" and states["trigger_approved"] == "success", states
     approved = op.get(f"/dags/{train}/dagRuns/approved__{ti['dag_run_id']}")
     assert approved["state"] == "success" and approved["conf"]["approved_by"] == "eng1"
 
@@ -302,7 +305,7 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack):
     waiting_run = detail["task_instance"]["dag_run_id"]
     op.wait_settled()
     states = op.states(monitor, waiting_run)
-    assert states["record_refusal"] == "success", states
+    assert states["record_answers"] == "success" and states["trigger_approved"] == "skipped", states
     answers = [r["branch"] for r in decisions.for_run(USE_CASE, waiting_run) if r["kind"] == "approval"]
     assert answers == ["timed_out"], answers
 

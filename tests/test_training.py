@@ -17,7 +17,7 @@ import pytest
 
 from plantops.config import get_use_case
 from plantops.features import wide_features_pandas
-from plantops.tep import FAULT_ONSET_TEST, SAMPLE_SECONDS, TAGS, load_run
+from plantops.sources.tep import FAULT_ONSET_TEST, SAMPLE_SECONDS, TAGS, load_run
 
 FAULTS = (1, 2, 4, 6, 7, 11, 14)
 START = pd.Timestamp("2024-01-01", tz="UTC")
@@ -75,13 +75,14 @@ def history(use_case):
 
 
 def test_holdout_is_the_same_whatever_the_fit_window(history, use_case):
-    from plantops.training import select_training_data
+    from plantops.stages.training import select_training_data
 
     a = select_training_data(history["clean"], history["labels"], history["end"], 14)
     b = select_training_data(history["dirty"], history["labels"], history["end"] - pd.Timedelta(days=1), 3,
                              reference_start=history["end"] - pd.Timedelta(days=2))
-    pd.testing.assert_frame_equal(a.holdout_normal, b.holdout_normal)
-    pd.testing.assert_frame_equal(a.holdout_faults, b.holdout_faults)
+    # Same rows; the index is each call's own series (the dirty history has more rows).
+    pd.testing.assert_frame_equal(a.holdout_normal.reset_index(drop=True), b.holdout_normal.reset_index(drop=True))
+    pd.testing.assert_frame_equal(a.holdout_faults.reset_index(drop=True), b.holdout_faults.reset_index(drop=True))
     assert set(a.holdout_faults["label"]) == {f"fault_{f:02d}" for f in FAULTS}
     assert not a.fit["ts"].isin(a.holdout_normal["ts"]).any()
     assert not a.fit["ts"].isin(a.holdout_faults["ts"]).any()
@@ -89,14 +90,15 @@ def test_holdout_is_the_same_whatever_the_fit_window(history, use_case):
 
 
 def test_detector_beats_pca_baseline_at_the_same_false_alarm_rate(history, use_case):
-    from plantops.detectors import build_baseline, build_detector
-    from plantops.training import evaluate, select_training_data
+    from plantops.kinds.mspm_pca import MspmPca, Params
+    from plantops.stages.training import select_training_data
 
     days = use_case.model.train_days
     data = select_training_data(history["clean"], history["labels"], history["end"], days)
-    detector = build_detector(use_case).fit(data.fit)
-    baseline = build_baseline(use_case).fit(data.fit)
-    ours, base = evaluate(detector, data), evaluate(baseline, data)
+    kind = MspmPca(use_case, Params(explained_variance=0.95))
+    detector = kind.build().fit(data.fit)
+    baseline = kind.baselines()["baseline"].fit(data.fit)
+    ours, base = kind.evaluate(detector, data), kind.evaluate(baseline, data)
     target = use_case.model.false_alarm_rate
     # At its own control limits: no more false alarms than the promotion budget allows, or than
     # the textbook monitor raises on the same rows (the held-out tail is one simulation's drift).
@@ -119,8 +121,8 @@ def test_detector_beats_pca_baseline_at_the_same_false_alarm_rate(history, use_c
 def test_first_model_becomes_champion(plantops_home, history, use_case):
     from mlflow import MlflowClient
 
-    from plantops import registry
-    from plantops.training import train_and_register
+    from plantops.stages import registry
+    from plantops.stages.training import train_and_register
 
     result = train_and_register(use_case, history["clean"], history["labels"], history["end"],
                                 run_tags={"airflow_run_id": "first", "git_commit": "abc123"})
@@ -145,8 +147,8 @@ def test_first_model_becomes_champion(plantops_home, history, use_case):
 def test_contaminated_challenger_is_not_promoted(plantops_home, history, use_case):
     from mlflow import MlflowClient
 
-    from plantops import registry
-    from plantops.training import train_and_register
+    from plantops.stages import registry
+    from plantops.stages.training import train_and_register
 
     first = train_and_register(use_case, history["clean"], history["labels"], history["end"],
                                run_tags={"airflow_run_id": "clean"})
@@ -168,7 +170,7 @@ def test_contaminated_challenger_is_not_promoted(plantops_home, history, use_cas
 def test_same_airflow_run_registers_one_version(plantops_home, history, use_case):
     from mlflow import MlflowClient
 
-    from plantops.training import train_and_register
+    from plantops.stages.training import train_and_register
 
     args = (use_case, history["clean"], history["labels"], history["end"])
     first = train_and_register(*args, run_tags={"airflow_run_id": "retry"})
@@ -184,7 +186,7 @@ def test_same_airflow_run_registers_one_version(plantops_home, history, use_case
 
 
 def test_too_little_data_is_refused(plantops_home, history, use_case):
-    from plantops.training import train_and_register
+    from plantops.stages.training import train_and_register
 
     late_start = history["end"] - pd.Timedelta(hours=3)
     with pytest.raises(ValueError, match=r"only \d+ training rows .*min_train_rows is 200"):

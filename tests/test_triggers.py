@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from plantops.triggers import LandingFileTrigger
+from plantops.orchestration.triggers import LandingFileTrigger
 
 
 def test_fires_only_for_completed_files(tmp_path):
@@ -25,5 +25,5 @@ def test_fires_only_for_completed_files(tmp_path):
 
     event = asyncio.run(first_event(0.3))
     assert event.payload["files"] == ["tep_reactor_analyzers_20260325.parquet"]
-    assert trigger.serialize() == ("plantops.triggers.LandingFileTrigger",
+    assert trigger.serialize() == ("plantops.orchestration.triggers.LandingFileTrigger",
                                    {"directory": str(tmp_path), "pattern": "*.parquet", "poke_interval": 0.05})

@@ -48,26 +48,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "quarantine":
         rows = quarantined(args.use_case)
     elif args.command == "ledger":
-        from plantops.landing import rows_of
+        from plantops.sources.landing import rows_of
 
         rows = rows_of(args.use_case)
     elif args.command == "decisions":
-        from plantops import decisions
+        from plantops.stages import decisions
 
         rows = decisions.latest(args.use_case, kind=args.kind, limit=args.limit)
     elif args.command == "lake":
-        from plantops import lake
+        from plantops.environments import lake
 
         rows = [{"table": table, "rows": n} for table, n in lake.register(get_use_case(args.use_case).id).items()]
     elif args.command == "release":
-        from plantops.landing import release as release_file
+        from plantops.sources.landing import release as release_file
 
         use_case = get_use_case(args.use_case)
         if use_case.landing is None:
             parser.error(f"use case {args.use_case} has no landing folder")
         rows = [{"released": str(release_file(use_case.id, args.file, use_case.landing.folder))}]
     else:
-        from plantops import replay as replayer
+        from plantops.sources import replay as replayer
 
         use_case = get_use_case(args.use_case)
         if args.scenario == "history":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -60,9 +60,27 @@ class Schedules(_Frozen):
     train: str = "0 2 * * *"
 
 
+_ASSET = r"^[A-Za-z0-9_.\-]{1,64}$"
+
+
 class HistorianSource(_Frozen):
+    """Where the use case's tags live: one historian asset, or a fleet of assets sharing one template
+    (tags, model kind, policy); per-asset work is mapped over ``assets`` in the DAGs."""
+
     conn_id: str = "plantops_historian"
-    asset: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    asset: str | None = Field(default=None, pattern=_ASSET)
+    assets: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_or_fleet(self) -> HistorianSource:
+        if (self.asset is None) == (not self.assets):
+            raise ValueError("set either 'asset' (one asset) or 'assets' (a fleet), not both or neither")
+        bad = [a for a in self.assets if not re.match(_ASSET, a)]
+        if bad:
+            raise ValueError(f"asset names must match {_ASSET}, got {bad}")
+        if len(set(self.assets)) != len(self.assets):
+            raise ValueError(f"duplicate assets: {sorted(a for a in set(self.assets) if self.assets.count(a) > 1)}")
+        return self
 
 
 class LandingSource(_Frozen):
@@ -102,11 +120,20 @@ class Features(_Frozen):
 
 
 class Model(_Frozen):
-    kind: Literal["mspm_pca"] = "mspm_pca"
-    explained_variance: float = Field(default=0.9, gt=0, lt=1)
+    """The model kind (a plug-in of :mod:`plantops.kinds`) and what every kind shares.
+
+    ``params`` is the kind's own block, checked by the kind. ``compare_with`` names other kinds that
+    each training run fits on the same rows and evaluates side by side (logged, never promoted).
+    A fleet trains one model per asset (``per_asset``, each with its own champion) or one for all
+    (``pooled``)."""
+
+    kind: str = "mspm_pca"
+    params: dict[str, Any] = Field(default_factory=dict)
+    compare_with: tuple[str, ...] = ()
     false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
     train_days: int = Field(default=14, ge=1, le=3650)
     min_train_rows: int = Field(default=200, ge=10)
+    training: Literal["per_asset", "pooled"] = "per_asset"
 
 
 class Drift(_Frozen):
@@ -304,12 +331,58 @@ class UseCase(_Frozen):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate tag names: {dupes}")
+        if self.execution == "kubernetes" and self.historian.assets:
+            raise ValueError("execution: 'kubernetes' runs one asset per use case so far; run a fleet with "
+                             "execution: local (its per-asset tasks are mapped on the Airflow workers)")
+        if self.landing is not None and self.historian.assets:
+            raise ValueError("landing: a fleet's data comes from the historian per asset; landed files carry "
+                             "no asset column yet (use one use case per landed asset)")
         if self.landing is None and any(t.source == "landing" for t in self.tags):
             raise ValueError("tags with source 'landing' need a 'landing' section")
+        self._check_model(names)
         if self.execution == "kubernetes" and (self.kubernetes is None or not self.kubernetes.image):
             raise ValueError("kubernetes.image: required when execution is 'kubernetes' "
                              "(the container image holding plantops and spark_jobs)")
         return self
+
+    def _check_model(self, names: list[str]) -> None:
+        from plantops import kinds
+
+        for field, name in [("model.kind", self.model.kind), *(("model.compare_with", n) for n in self.model.compare_with)]:
+            if name not in kinds.KINDS:
+                raise ValueError(f"{field}: unknown model kind {name!r}; expected one of {sorted(kinds.KINDS)}")
+        try:
+            params = kinds.validate_params(self.model.kind, self.model.params)
+        except ValidationError as exc:
+            # One field per problem, as the rest of the file: "model.params.<field>: <expected>".
+            raise ValueError(_describe(exc, prefix="model.params.")) from None
+        used = [getattr(params, f, None) for f in ("target", "density_temperature")]
+        used += [*getattr(params, "drivers", ()), *getattr(params, "angular_drivers", ())]
+        unknown = sorted({u for u in used if u and u not in names})
+        if unknown:
+            raise ValueError(f"model.params: tags not in the use case's tags: {unknown}")
+
+    @property
+    def assets(self) -> tuple[str, ...]:
+        """The historian assets: one, or the fleet's."""
+        return self.historian.assets or (self.historian.asset,)
+
+    @property
+    def is_fleet(self) -> bool:
+        return bool(self.historian.assets)
+
+    def model_name(self, asset: str | None = None) -> str:
+        """The MLflow registered model of an asset: ``<uc>`` for one asset or a pooled fleet,
+        ``<uc>.<asset>`` for a fleet trained per asset (each asset has its own champion)."""
+        if not self.is_fleet or self.model.training == "pooled":
+            return self.id
+        if asset not in self.assets:
+            raise ValueError(f"use case {self.id}: {asset!r} is not one of its assets {list(self.assets)}")
+        return f"{self.id}.{asset}"
+
+    def model_assets(self) -> tuple[str | None, ...]:
+        """One entry per registered model: each asset of a per-asset fleet, else None (one model)."""
+        return self.assets if self.is_fleet and self.model.training == "per_asset" else (None,)
 
     @property
     def tag_names(self) -> tuple[str, ...]:
@@ -325,10 +398,10 @@ class UseCase(_Frozen):
 _NAMED_FIELD = re.compile(r"^Value error, ([a-z_][a-z0-9_.]*): (.*)$", re.S)
 
 
-def _describe(error: ValidationError) -> str:
+def _describe(error: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in error.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(file)"
+        field = prefix + ".".join(str(p) for p in err["loc"]) if err["loc"] else (prefix.rstrip(".") or "(file)")
         msg = err["msg"]
         got = err.get("input")
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"

@@ -33,6 +33,7 @@ from plantops.settings import get_settings
 
 log = logging.getLogger("plantops.demo")
 USE_CASE = "tep_reactor"
+WIND = "wind_fleet"
 _TERMINAL = sys.stdout
 
 
@@ -65,7 +66,7 @@ class Demo:
 
     # -- services ------------------------------------------------------------------------------
     def start(self) -> None:
-        from plantops import localenv
+        from plantops.environments import localenv
 
         localenv.apply(self.home)
         port = int(os.environ["AIRFLOW__API__PORT"])
@@ -80,7 +81,7 @@ class Demo:
             [sys.executable, "-m", "airflow", "api-server", "--port", os.environ["AIRFLOW__API__PORT"]],
             stdout=self.log_file.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
         )
-        from plantops.dagfactory import build_all
+        from plantops.orchestration.dagfactory import build_all
 
         self.dags = build_all()
 
@@ -90,45 +91,62 @@ class Demo:
             self.api_proc.wait(timeout=30)
 
     def api(self, user: str):
-        from plantops.approval import AirflowApi
+        from plantops.stages.approval import AirflowApi
 
         passwords = json.loads(Path(os.environ["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
         return AirflowApi(os.environ["AIRFLOW__API__BASE_URL"], user, passwords[user])
 
     # -- runs ----------------------------------------------------------------------------------
-    def run(self, stage: str, conf: dict | None = None, logical_date: datetime | None = None) -> dict[str, str]:
-        dag = self.dags[f"{USE_CASE}__{stage}"]
+    def run(self, stage: str, conf: dict | None = None, logical_date: datetime | None = None,
+            use_case: str = USE_CASE) -> dict[str, str]:
+        dag = self.dags[f"{use_case}__{stage}"]
         started = time.monotonic()
         dr = dag.test(run_conf=conf or {}, logical_date=logical_date or datetime.now(timezone.utc))
-        states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+        states: dict[str, str] = {}
+        for ti in dr.get_task_instances():
+            # A task mapped per asset succeeded when any of its instances did.
+            if states.get(ti.task_id) != "success":
+                states[ti.task_id] = str(ti.state)
+        states["run_id"] = dr.run_id
         say(f"  {dag.dag_id:<24} {dr.state:<8} {time.monotonic() - started:5.0f}s  {conf or ''}")
         if str(dr.state) != "success":
             raise RuntimeError(f"{dag.dag_id} ended {dr.state}: {states} (details in {self.log_file})")
         return states
 
-    def monitor(self, day: str) -> str:
-        states = self.run("monitor", {"day": day})
-        branch = next(b for b in ("no_action", "trigger_retrain", "request_approval") if states.get(b) == "success")
-        self.branches.append(branch)
-        say(f"  -> monitor branch for {day}: {branch}")
+    def monitor_branches(self, day: str, use_case: str = USE_CASE) -> dict[str, str]:
+        """Run the monitor for the day; the branch each asset took (no_action, trigger_retrain,
+        request_approval), read from the decision store."""
+        from plantops.stages import decisions
+
+        states = self.run("monitor", {"day": day}, use_case=use_case)
+        names = {"ok": "no_action", "retrain": "trigger_retrain", "approval": "request_approval"}
+        branches = {r["payload"].get("asset") or use_case: names[r["branch"]]
+                    for r in decisions.for_run(use_case, states["run_id"]) if r["kind"] == "monitor"}
+        self.branches.append(branches if len(branches) > 1 else next(iter(branches.values())))
+        say(f"  -> monitor of {use_case} for {day}: {branches}")
+        return branches
+
+    def monitor(self, day: str, use_case: str = USE_CASE) -> str:
+        """The branch of a one-asset use case's monitor run for the day."""
+        (branch,) = set(self.monitor_branches(day, use_case).values())
         return branch
 
     def live(self, use_case: Any, episode: Any) -> str:
         """Replay one live plant day, ingest it, build its features and score it; returns the day."""
-        from plantops import replay
+        from plantops.sources import replay
 
         replay.replay_episode(use_case, episode)
         start, end = episode.start, episode.start + timedelta(days=1)
         self.pipeline(start.isoformat(), end.isoformat(), str(episode.day))
         return str(episode.day)
 
-    def approve(self, day: str, option: str, params: dict) -> dict:
+    def approve(self, day: str, option: str, params: dict, use_case: str = USE_CASE) -> dict:
         """Run the monitor for the day; answer its approval through the REST API as eng1."""
         answer: dict = {}
-        thread = answer_when_waiting(self, option, params, answer)
+        thread = answer_when_waiting(self, option, params, answer, use_case)
         say("  waiting for the approval; answering through the REST API as eng1 (the assigned engineer)")
         try:
-            self.monitor(day)
+            answer["branches"] = self.monitor_branches(day, use_case)
         except KeyboardInterrupt as exc:  # raised by the answering thread when it fails
             raise RuntimeError(f"answering the approval failed: {answer.get('error')}") from exc
         thread.join(timeout=60)
@@ -139,7 +157,7 @@ class Demo:
         say(f"  ops1 (not assigned) was refused with HTTP 403; eng1 answered: {option}")
         return answer
 
-    def run_triggered(self) -> list[dict]:
+    def run_triggered(self, use_case: str = USE_CASE) -> list[dict]:
         """Execute the train runs that the monitor queued (no scheduler in the embedded demo)."""
         from airflow.models.dagrun import DagRun
         from airflow.utils.session import create_session
@@ -147,41 +165,47 @@ class Demo:
 
         with create_session() as session:
             queued = [(r.run_id, r.logical_date, dict(r.conf or {})) for r in session.scalars(
-                select(DagRun).where(DagRun.dag_id == f"{USE_CASE}__train", DagRun.state == "queued"))]
+                select(DagRun).where(DagRun.dag_id == f"{use_case}__train", DagRun.state == "queued"))]
         for run_id, logical_date, conf in queued:
             say(f"  executing queued run {run_id} with conf {conf}")
-            self.run("train", conf, logical_date=logical_date)
+            self.run("train", conf, logical_date=logical_date, use_case=use_case)
         return [{"run_id": r, "conf": c} for r, _, c in queued]
 
-    def pipeline(self, start: str, end: str, day: str | None = None) -> None:
+    def pipeline(self, start: str, end: str, day: str | None = None, use_case: str = USE_CASE) -> None:
         """Ingest and features for [start, end); then score `day` when given."""
-        self.run("ingest", {"start": start, "end": end})
-        self.run("features", {"start": start[:10], "end": end[:10]})
+        self.run("ingest", {"start": start, "end": end}, use_case=use_case)
+        self.run("features", {"start": start[:10], "end": end[:10]}, use_case=use_case)
         if day:
-            self.run("score", {"day": day})
+            self.run("score", {"day": day}, use_case=use_case)
 
 
-def answer_when_waiting(demo: Demo, option: str, params: dict, result: dict) -> threading.Thread:
+def answer_when_waiting(demo: Demo, option: str, params: dict, result: dict,
+                        use_case: str = USE_CASE) -> threading.Thread:
     """Answer the approval as the assigned engineer once it is waiting, after checking that an
     unassigned user (ops1) is refused. On any failure the main thread (parked in dag.test) is
     interrupted rather than left waiting forever."""
     import _thread
 
-    from plantops.approval import ApprovalError, wait_for_pending
+    from plantops.stages.approval import ApprovalError, wait_for_pending
 
     def worker() -> None:
         try:
             engineer = demo.api("eng1")
             engineer.wait_healthy()
-            detail = wait_for_pending(engineer, f"{USE_CASE}__monitor")
+            detail = wait_for_pending(engineer, f"{use_case}__monitor")
             ti = detail["task_instance"]
+            # Answered once the task has deferred: an answer within the same second races
+            # Airflow's deferral bookkeeping (see README, "Noticed").
+            time.sleep(5)
             try:
-                demo.api("ops1").answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], option, params)
+                demo.api("ops1").answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], option, params, ti["map_index"])
                 result["unassigned"] = "accepted"
             except ApprovalError as exc:
                 result["unassigned"] = exc.status
                 result["unassigned_message"] = str(exc)
-            result["answer"] = engineer.answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], option, params)
+            result["subject"] = detail.get("subject")
+            result["answer"] = engineer.answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], option, params,
+                                               ti["map_index"])
         except Exception as exc:  # noqa: BLE001 - surfaced in the main thread
             result["error"] = repr(exc)
             _thread.interrupt_main()
@@ -189,6 +213,58 @@ def answer_when_waiting(demo: Demo, option: str, params: dict, result: dict) -> 
     thread = threading.Thread(target=worker, daemon=True)
     thread.start()
     return thread
+
+
+def wind_fleet(demo: Demo) -> dict[str, Any]:
+    """The fleet story: four real turbines, a normal day, one turbine losing power (its model is
+    retrained, the others carry on), and one turbine losing power after a pitch-system service (only
+    that turbine goes to its engineer, who refuses: the service left an offset, the model is right)."""
+    from plantops.config import get_use_case
+    from plantops.sources import historian, scada_replay
+    from plantops.stages import decisions, registry
+
+    wind = get_use_case(WIND)
+    first, end = scada_replay.HISTORY
+    say(f"5. {WIND}: La Haute Borne SCADA {first}..{end} for {len(wind.assets)} turbines")
+    scada_replay.replay_history(wind)
+    demo.pipeline(f"{first}T00:00:00+00:00", f"{end}T00:00:00+00:00", use_case=WIND)
+    demo.run("train", {"reason": "first models"}, use_case=WIND)
+    live = list(scada_replay.LIVE.values())
+    say(f"6. {WIND} live: {live[0].day} normal; {live[1].day} {live[1].loss[0]} loses "
+        f"{live[1].loss[1]:.0%} of its power; {live[2].day} the same on {live[2].loss[0]} after a pitch service")
+    for day in live:
+        scada_replay.replay_day(wind, day)
+    demo.pipeline(f"{live[0].day}T00:00:00+00:00", f"{live[-1].day + timedelta(days=1)}T00:00:00+00:00",
+                  use_case=WIND)
+    for day in live:
+        demo.run("score", {"day": str(day.day)}, use_case=WIND)
+    demo.monitor_branches(str(live[0].day), WIND)
+    demo.monitor_branches(str(live[1].day), WIND)
+    triggered = demo.run_triggered(WIND)
+    answer = demo.approve(str(live[2].day), "Refuse: model still valid",
+                          {"reason": "the pitch encoder was re-zeroed wrong: send the technician back; the model is right",
+                           "reference_start": ""}, use_case=WIND)
+    triggered += demo.run_triggered(WIND)
+    assets: dict[str, Any] = {}
+    for asset in wind.assets:
+        champion = registry.champion(wind.model_name(asset))
+        rows = decisions.latest(WIND, limit=50, asset=asset)
+        predictions = historian.read_predictions(asset, live[0].start, live[-1].start + timedelta(days=1))
+        assets[asset] = {
+            "registered_model": wind.model_name(asset),
+            "champion_version": champion[0] if champion else None,
+            "branches": [r["branch"] for r in reversed(rows) if r["kind"] == "monitor"],
+            "decisions": [f"{r['kind']}:{r['branch']}" for r in reversed(rows)],
+            "alarm_rate": round(float(predictions["alarm"].mean()), 4) if len(predictions) else None,
+        }
+    return {
+        "model_kind": wind.model.kind,
+        "assets": assets,
+        "triggered_runs": [t["run_id"] for t in triggered],
+        "approval": {"subject": answer.get("subject"), "chosen": answer["answer"]["chosen_options"][0],
+                     "by": answer["answer"]["responded_by"]["id"],
+                     "reason": answer["answer"]["params_input"].get("reason")},
+    }
 
 
 def main() -> int:
@@ -206,7 +282,8 @@ def main() -> int:
     say(f"plantops demo: state in {home}, logs in {log_file}")
     try:
         demo.start()
-        from plantops import decisions, registry, replay
+        from plantops.stages import decisions, registry
+        from plantops.sources import replay
         from plantops.config import get_use_case
 
         use_case = get_use_case(USE_CASE)
@@ -234,13 +311,15 @@ def main() -> int:
                                      "reference_start": ""}))
         triggered += demo.run_triggered()
 
+        wind_summary = wind_fleet(demo)
+
         registry.configure()
         champion = registry.champion(USE_CASE)
         monitor_records = decisions.latest(USE_CASE, kind="monitor", limit=10)
         last_drift = next((r for r in monitor_records if r["branch"] != "ok"), monitor_records[0])
         payload = json.loads(last_drift["payload"]) if isinstance(last_drift["payload"], str) else last_drift["payload"]
         train_records = decisions.latest(USE_CASE, kind="train", limit=10)
-        from plantops import historian
+        from plantops.sources import historian
 
         predictions = historian.read_predictions(use_case.historian.asset, replay.HISTORY[-1].start,
                                                  replay.LIVE["maintenance"].start + timedelta(days=1))
@@ -262,8 +341,14 @@ def main() -> int:
             "alarms": len(alarms),
             "alarms_with_top_tags": explained,
             "champion_top_tags": registry.configure().get_model_version(USE_CASE, champion[0]).tags.get("top_tags"),
-            "seconds": round(time.monotonic() - started),
         }
+        summary["use_cases"] = {
+            USE_CASE: {key: summary[key] for key in ("champion_version", "branches_taken", "train_decisions",
+                                                     "approvals", "alarms", "drift_share")}
+            | {"model_kind": use_case.model.kind},
+            WIND: wind_summary,
+        }
+        summary["seconds"] = round(time.monotonic() - started)
     except BaseException:
         import traceback
 
@@ -283,6 +368,11 @@ def main() -> int:
     say(f"  alarms: {summary['alarms']}, each with its top tags: {summary['alarms_with_top_tags']}; "
         f"champion's top tags: {summary['champion_top_tags']}")
     say(f"  drift report: {summary['report_path']}")
+    wind = summary["use_cases"][WIND]
+    say(f"  {WIND} ({wind['model_kind']}), per turbine:")
+    for asset, entry in wind["assets"].items():
+        say(f"    {asset}: champion v{entry['champion_version']}, monitor {', '.join(entry['branches'])}, "
+            f"decisions {', '.join(entry['decisions'])}")
     say(f"  decisions: {summary['decision_store']} (table decisions); `make up` to browse the runs")
     say(f"  MLflow: {summary['mlflow_uri']}  (mlflow ui --backend-store-uri {summary['mlflow_uri']})")
     say(json.dumps(summary))

@@ -1,7 +1,7 @@
-"""Run one pipeline stage in a container: ``python -m plantops.task <stage> --use-case <id> ...``.
+"""Run one pipeline stage in a container: ``python -m plantops.orchestration.task <stage> --use-case <id> ...``.
 
 With ``execution: kubernetes`` the DAG factory starts a pod per heavy task with this command and
-the same arguments the in-process task passes to :mod:`plantops.pipeline`. The result is printed
+the same arguments the in-process task passes to :mod:`plantops.stages.pipeline`. The result is printed
 and written to ``/airflow/xcom/return.json`` (when that folder exists: the KubernetesPodOperator's
 XCom sidecar mounts it), so downstream tasks read it as the task's XCom like before.
 
@@ -37,7 +37,7 @@ def _opt(value: str | None) -> str | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="python -m plantops.task", description=__doc__.splitlines()[0])
+    root = argparse.ArgumentParser(prog="python -m plantops.orchestration.task", description=__doc__.splitlines()[0])
     stages = root.add_subparsers(dest="stage", required=True)
 
     ingest = stages.add_parser("ingest", help="historian window + landed files -> bronze")
@@ -70,8 +70,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """The same calls as the in-process tasks of plantops.dagfactory."""
-    from plantops import pipeline
+    """The same calls as the in-process tasks of plantops.orchestration.dagfactory."""
+    from plantops.stages import pipeline
 
     if args.stage == "ingest":
         now = datetime.now(timezone.utc)
@@ -116,7 +116,7 @@ def write_result(result: Any, path: Path | None = None) -> None:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
-    from plantops.pipeline import NoChampion, NoFeatures
+    from plantops.stages.pipeline import NoChampion, NoFeatures
 
     try:
         result = run(args)

@@ -1,11 +1,11 @@
 """Explanations a process engineer can check: per model version, and per alarm.
 
-The detector (:class:`plantops.detectors.PCAMonitor`) is a PCA T²/Q monitor, so the explanation
-is the classical contribution plot rather than a surrogate such as SHAP: each feature column's
-share of T² (complete decomposition) and of Q (its squared residual), each scaled by its control
-limit and summed over the tag's three features (``<tag>``, ``<tag>__rmean``, ``<tag>__rstd``).
-That sum is :func:`plantops.scoring.tag_contributions`; it is exact (the contributions add up to
-the statistics the alarm was raised on) and costs two matrix products.
+Every model kind says, through the kind contract (:meth:`plantops.kinds.base.ModelKind.tag_contributions`),
+which part of a row's score each tag carries: for the PCA T²/Q monitor (``mspm_pca``) the classical
+contribution plot rather than a surrogate such as SHAP (each feature column's share of T² and of Q,
+each scaled by its control limit and summed over the tag's features; exact and two matrix products),
+for ``mspm_early`` the parts of the chart that sets the score, for ``normal_behaviour`` the
+target's residual and the drivers that lie outside their fitted range. This module only ranks them.
 
 - Per model version (:func:`log_model_explanation`, called by training for every version it
   registers): each tag's mean share of the alarm statistic over the held-out fault rows, overall
@@ -35,11 +35,10 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from plantops.config import UseCase
-    from plantops.training import TrainingData
+    from plantops.stages.training import TrainingData
 
 log = logging.getLogger(__name__)
 
-METHOD = "pca_t2_q_contributions"
 ARTIFACT_DIR = "explanations"
 GLOBAL_ARTIFACT = f"{ARTIFACT_DIR}/global.json"
 PLOT_ARTIFACT = f"{ARTIFACT_DIR}/top_tags.png"
@@ -75,7 +74,8 @@ def _shares(per_tag: pd.DataFrame) -> pd.DataFrame:
     return per_tag.div(total.where(total > 0, 1.0), axis=0)
 
 
-def global_explanation(model: Any, rows: pd.DataFrame, labels: Sequence[str] | None = None) -> dict[str, Any]:
+def global_explanation(kind: Any, model: Any, rows: pd.DataFrame, labels: Sequence[str] | None = None,
+                       context: pd.DataFrame | None = None) -> dict[str, Any]:
     """Per tag, its mean share of the alarm statistic over ``rows`` (overall, and per label when
     ``labels`` is given), largest first.
 
@@ -83,16 +83,21 @@ def global_explanation(model: Any, rows: pd.DataFrame, labels: Sequence[str] | N
     weighs the same: averaging raw contributions instead lets the hours after a runaway upset
     (hundreds of control limits, spread over the tags the upset reached) drown the first hours,
     where the root tags lead (TEP fault 6: the A feed ranks 12th by raw mean, 4th by share).
-    ``contribution`` is the mean raw contribution, in control limits
-    (:func:`plantops.scoring.tag_contributions`).
+    ``contribution`` is the mean raw contribution, in score units (control limits). With
+    ``context`` (the whole series ``rows`` are taken from, same index), a temporal model is run over
+    the series in order and read at ``rows``.
     """
     import numpy as np
 
-    from plantops.scoring import tag_contributions
+    source = rows if context is None else context
+    if len(rows):
+        per_tag = kind.tag_contributions(model, source).loc[rows.index].reset_index(drop=True)
+        alarms = kind.score(model, source)["alarm"].loc[rows.index].to_numpy()
+    else:
+        import pandas as pd
 
-    per_tag = tag_contributions(model, rows[list(model.columns_)])
+        per_tag, alarms = pd.DataFrame(), np.zeros(0, dtype=int)
     shares = _shares(per_tag)
-    alarms = model.predict(rows[list(model.columns_)]) if len(rows) else np.zeros(0, dtype=int)
 
     def ranked(mask: Any, top: int | None) -> list[dict[str, Any]]:
         share = shares[mask].mean(axis=0).sort_values(ascending=False, kind="stable")
@@ -114,7 +119,7 @@ def global_explanation(model: Any, rows: pd.DataFrame, labels: Sequence[str] | N
                 "top": ranked(mask, TOP_PER_LABEL),
             }
     return {
-        "method": METHOD,
+        "method": f"{kind.name}_contributions",
         "n_rows": int(len(rows)),
         "alarm_share": _num(alarms.mean(), 3) if len(alarms) else None,
         "top_tags": [e["tag"] for e in overall[:TOP_GLOBAL]],
@@ -136,6 +141,8 @@ def _basis(data: TrainingData) -> tuple[str, pd.DataFrame, Sequence[str] | None]
 def log_model_explanation(
     client: MlflowClient,
     use_case: UseCase,
+    name: str,
+    kind: Any,
     version: str,
     run_id: str,
     model: Any,
@@ -147,23 +154,25 @@ def log_model_explanation(
     explanation (the JSON's content)."""
     started = time.perf_counter()
     basis, rows, labels = _basis(data)
-    explanation = global_explanation(model, rows, labels)
+    explanation = global_explanation(kind, model, rows, labels, context=data.series)
     descriptions = {t.name: t.description for t in use_case.tags}
     for entry in explanation["overall"]:
         entry["description"] = descriptions.get(entry["tag"], "")
     explanation.update({
         "use_case": use_case.id,
+        "registered_model": name,
         "model_version": str(version),
         "basis": basis,
         "reference": {tag: {"mean": _num(m), "sd": _num(s, 4)} for tag, (m, s) in tag_reference(model).items()},
-        "how_to_read": "share: the tag's mean part (0..1, every row weighs the same) of the alarm "
-                       "statistic (T² and Q contributions, each divided by its control limit, summed over "
-                       "the tag's value, rolling mean and rolling std); tags are ranked by it. "
-                       "contribution: the tag's mean contribution in control limits.",
+        "model_kind": kind.name,
+        "how_to_read": "share: the tag's mean part (0..1, every row weighs the same) of the row's "
+                       f"score as the {kind.name} kind splits it (summed over the tag's value, rolling mean "
+                       "and rolling std); tags are ranked by it. contribution: the tag's mean part in "
+                       "score units (1.0 = the alarm threshold).",
     })
     with tempfile.TemporaryDirectory() as tmp:
         plot = Path(tmp) / Path(PLOT_ARTIFACT).name
-        _plot(explanation, descriptions, plot, f"{use_case.id} v{version}")
+        _plot(explanation, descriptions, plot, f"{name} v{version}")
         client.log_artifact(run_id, str(plot), artifact_path=ARTIFACT_DIR)
         explanation["seconds"] = round(time.perf_counter() - started, 3)
         path = Path(tmp) / Path(GLOBAL_ARTIFACT).name
@@ -174,15 +183,15 @@ def log_model_explanation(
     tags = {
         TOP_TAGS_TAG: ",".join(explanation["top_tags"]),
         "top_tags_by_label": by_label[:4900],  # MLflow tag values stop at 5000 characters
-        "explanation_method": METHOD,
+        "explanation_method": f"{kind.name}_contributions",
         "explanation_basis": f"{basis} ({explanation['n_rows']} rows)",
     }
     for key, value in tags.items():
         if value:
-            client.set_model_version_tag(use_case.id, str(version), key, value)
+            client.set_model_version_tag(name, str(version), key, value)
     seconds = time.perf_counter() - started
     client.log_metric(run_id, "explanation_seconds", seconds)
-    log.info("use case %s v%s explained on %s (%d rows) in %.2f s: top tags %s", use_case.id, version, basis,
+    log.info("model %s v%s explained on %s (%d rows) in %.2f s: top tags %s", name, version, basis,
              explanation["n_rows"], seconds, tags[TOP_TAGS_TAG])
     return explanation
 
@@ -202,7 +211,7 @@ def _plot(explanation: dict[str, Any], descriptions: dict[str, str], path: Path,
     ax = axes[0]
     names = [f"{e['tag']}  {descriptions.get(e['tag'], '')}"[:48] for e in top][::-1]
     ax.barh(names, [e["share"] or 0.0 for e in top][::-1], color="tab:red")
-    ax.set_xlabel("mean share of the alarm statistic (T² and Q contributions)")
+    ax.set_xlabel("mean share of the score (the kind's contributions)")
     ax.set_title(f"{title}: top tags on {explanation.get('basis', 'rows')} ({explanation['n_rows']} rows)",
                  fontsize=9)
     ax.tick_params(axis="y", labelsize=7)
@@ -222,15 +231,15 @@ def _plot(explanation: dict[str, Any], descriptions: dict[str, str], path: Path,
 
 # -- per alarm ------------------------------------------------------------------------------------
 
-def alarm_explanations(model: Any, X: pd.DataFrame, k: int = TOP_ALARM) -> list[list[dict[str, Any]]]:
+def alarm_explanations(kind: Any, model: Any, X: pd.DataFrame, k: int = TOP_ALARM,
+                       per_tag: pd.DataFrame | None = None) -> list[list[dict[str, Any]]]:
     """Per row of ``X``, the ``k`` tags that contributed most, with the tag's value against the
     model's reference: ``{"tag", "contribution" (share of the row's alarm statistic), "value",
     "ref_mean", "ref_sd", "shift_sd" ((value - ref_mean) / ref_sd)}``."""
     import numpy as np
 
-    from plantops.scoring import tag_contributions
-
-    per_tag = tag_contributions(model, X)
+    if per_tag is None:
+        per_tag = kind.tag_contributions(model, X)
     values = per_tag.to_numpy()
     shares = _shares(per_tag).to_numpy()
     order = np.argsort(-values, axis=1, kind="stable")[:, :k]

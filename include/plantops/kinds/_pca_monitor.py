@@ -18,11 +18,11 @@ promised on later normal data; halves kept it near target. T² and Q are combine
 ``max(T²/limit_T², Q/limit_Q)`` whose alarm threshold is 1.0; the two limits are scaled together
 so that the *combined* alarm rate, not each statistic's, meets ``false_alarm_rate``.
 
-What plantops ships (:func:`build_detector`) is the same monitor over the whole wide feature row
+What the ``mspm_pca`` kind (:mod:`plantops.kinds.mspm_pca`) builds is the same monitor over the whole wide feature row
 (``<tag>``, ``<tag>__rmean``, ``<tag>__rstd``, see :mod:`plantops.features`): the rolling mean
 averages out measurement noise, so slow drifts and small steps leave the normal band sooner, and
 the rolling standard deviation catches faults that add variability without moving the mean
-(random-variation faults, sticking valves). :func:`build_baseline` is the textbook reference it is
+(random-variation faults, sticking valves). Its baseline is the textbook reference it is
 measured against: the same monitor on the per-bucket tag means only. On TEP (fit on normal runs,
 faults 1..21 held out, 1 % false-alarm target) the whole row with a 20-bucket window and 95 %
 explained variance had a mean detection rate of 0.78 against 0.65 for the baseline; most of the gain
@@ -45,7 +45,6 @@ from threadpoolctl import threadpool_limits
 if TYPE_CHECKING:
     import pandas as pd
 
-    from plantops.config import UseCase
 
 log = logging.getLogger(__name__)
 
@@ -238,25 +237,3 @@ def _statistics(
     residual = z - scores @ components.T
     q = np.sum(residual**2, axis=1)
     return t2, q
-
-
-def build_detector(use_case: UseCase) -> PCAMonitor:
-    """The detector plantops ships: PCA T²/Q over the whole wide feature row."""
-    from plantops.features import feature_columns
-
-    return PCAMonitor(
-        columns=tuple(feature_columns(use_case.tag_names)),
-        explained_variance=use_case.model.explained_variance,
-        false_alarm_rate=use_case.model.false_alarm_rate,
-    )
-
-
-def build_baseline(use_case: UseCase) -> PCAMonitor:
-    """The textbook reference: PCA T²/Q on the per-bucket tag means only."""
-    from plantops.features import base_columns
-
-    return PCAMonitor(
-        columns=tuple(base_columns(use_case.tag_names)),
-        explained_variance=use_case.model.explained_variance,
-        false_alarm_rate=use_case.model.false_alarm_rate,
-    )

@@ -6,7 +6,7 @@ heavy library is imported inside the task that needs it.
 
 With ``execution: kubernetes`` a use case's heavy tasks (ingest_sources, build_features,
 check_features, train_model, score_window, assess_drift) run as pods and a SparkApplication
-(:mod:`plantops.kube`); only then is the cncf.kubernetes provider imported.
+(:mod:`plantops.orchestration.kube`); only then is the cncf.kubernetes provider imported.
 """
 
 from __future__ import annotations
@@ -79,22 +79,22 @@ def assets(use_case: UseCase) -> dict[str, Asset]:
         "bronze": Asset(name=f"{use_case.id}.bronze", uri=(home.bronze_root / use_case.id).as_uri()),
         "features": Asset(name=f"{use_case.id}.features", uri=(home.features_root / use_case.id).as_uri()),
         "model": Asset(name=f"{use_case.id}.model", uri=f"models:/{use_case.id}"),
-        "predictions": Asset(name=f"{use_case.id}.predictions", uri=f"historian://predictions/{use_case.historian.asset}"),
+        "predictions": Asset(name=f"{use_case.id}.predictions", uri=f"historian://predictions/{use_case.id}"),
     }
 
 
 def _landing_trigger(use_case: UseCase):
-    from plantops.triggers import LandingFileTrigger
+    from plantops.orchestration.triggers import LandingFileTrigger
 
     folder = get_settings().landing_root / use_case.landing.folder
     return LandingFileTrigger(directory=str(folder), pattern=use_case.landing.pattern)
 
 
 def _on_kubernetes(use_case: UseCase):
-    """plantops.kube for a Kubernetes use case, else None: the kubernetes client is imported only here."""
+    """plantops.orchestration.kube for a Kubernetes use case, else None: the kubernetes client is imported only here."""
     if use_case.execution != "kubernetes":
         return None
-    from plantops import kube
+    from plantops.orchestration import kube
 
     return kube
 
@@ -152,7 +152,7 @@ def build_ingest(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         def ingest_sources(params: dict, data_interval_start=None, data_interval_end=None, run_id=None,
                            outlet_events=None) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
-            from plantops.pipeline import ingest
+            from plantops.stages.pipeline import ingest
 
             start = params.get("start") or (data_interval_start or datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
             end = params.get("end") or (data_interval_end or datetime.now(timezone.utc)).isoformat()
@@ -171,7 +171,7 @@ SPARK_CONF = {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", 
 
 
 def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
-    from plantops.operators import SparkSubmit
+    from plantops.orchestration.operators import SparkSubmit
 
     kube = _on_kubernetes(use_case)
     with _dag(use_case, "features", [a["bronze"]], max_active_runs=1, params={
@@ -181,12 +181,20 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
 
         @task
         def plan_window(params: dict, **context) -> dict:
-            from plantops.pipeline import feature_window, latest_feature_day
+            from plantops.stages.pipeline import feature_window, latest_feature_day
 
             if params.get("start") and params.get("end"):
                 return {"start": params["start"], "end": params["end"]}
             days = _days_from_events(context)
             return feature_window(days or [latest_feature_day(use_case.id)])
+
+        @task(outlets=[a["features"]], trigger_rule="none_failed_min_one_success")
+        def publish_features(checks, outlet_events=None) -> dict:
+            checks = _as_list(checks)
+            days = sorted({d for c in checks for d in c["days"]})
+            outlet_events[a["features"]].extra = {"days": days,
+                                                  "assets": [c.get("asset") for c in checks if c["days"]]}
+            return {"days": days, "rows": sum(c["rows"] for c in checks)}
 
         window = plan_window()
         if kube:
@@ -194,9 +202,10 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             check = kube.pod_task(use_case, "check_features", "check_features", [
                 "--start={{ ti.xcom_pull(task_ids='plan_window')['start'] }}",
                 "--end={{ ti.xcom_pull(task_ids='plan_window')['end'] }}",
-            ], outlets=[a["features"]], outlet_days="days")
+            ])
             window >> [build, check]  # check reads plan_window's XCom, as the in-process task does
             build >> check
+            publish_features(check.output)
             return dag
 
         build = SparkSubmit(
@@ -209,15 +218,18 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             env_vars={"PLANTOPS_HOME": str(get_settings().home)},
         )
 
-        @task(outlets=[a["features"]])
-        def check_features(window: dict, outlet_events=None) -> dict:
-            from plantops.pipeline import check_features as gate
+        # One Spark job builds every asset (its windows are partitioned by asset and run in
+        # parallel inside Spark: a spark-submit per asset would pay the JVM start once per asset);
+        # the GX gate is mapped per asset, so one turbine's bad day names that turbine.
+        @task(map_index_template="{{ asset }}")
+        def check_features(window: dict, asset: str) -> dict:
+            from plantops.stages.pipeline import check_features as gate
 
-            result = gate(use_case.id, window["start"], window["end"])
-            outlet_events[a["features"]].extra = {"days": result["days"]}
-            return result
+            return gate(use_case.id, window["start"], window["end"], asset if use_case.is_fleet else None)
 
-        window >> build >> check_features(window)
+        checks = check_features.partial(window=window).expand(asset=list(use_case.assets))
+        window >> build >> checks
+        publish_features(checks)
     return dag
 
 
@@ -251,9 +263,17 @@ def build_train(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         "monitor_run_id": Param(None, type=["null", "string"], description="the monitor run that asked for it"),
         "approved_by": Param(None, type=["null", "string"], description="the engineer who approved it"),
         "approval_reason": Param(None, type=["null", "string"], description="the engineer's reason"),
+        "asset": Param(None, type=["null", "string"], enum=[None, *use_case.assets],
+                       description="train only this asset's model (default: every model of the use case)"),
     }) as dag:
+        @task
+        def plan_training(params: dict) -> list[str]:
+            from plantops.stages.pipeline import training_assets
+
+            return training_assets(use_case.id, params.get("asset"))
+
         if kube := _on_kubernetes(use_case):
-            kube.pod_task(use_case, "train_model", "train", [
+            plan_training() >> kube.pod_task(use_case, "train_model", "train", [
                 "--run-id={{ run_id }}",
                 "--reference-start={{ params.reference_start or '' }}",
                 "--reason={{ params.reason or 'scheduled' }}",
@@ -263,21 +283,21 @@ def build_train(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             ], outlets=[a["model"]], skippable=True)
             return dag
 
-        @task(outlets=[a["model"]])
-        def train_model(params: dict, run_id=None) -> dict:
+        @task(outlets=[a["model"]], map_index_template="{{ asset or 'all assets' }}")
+        def train_model(asset: str, params: dict, run_id=None) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
-            from plantops.pipeline import NoFeatures, train
             from plantops.provenance import git_commit
+            from plantops.stages.pipeline import NoFeatures, train
 
             # Who asked and who approved end up as tags on the model version.
             provenance = {k: params[k] for k in ("monitor_run_id", "approved_by", "approval_reason") if params.get(k)}
             try:
                 return train(use_case.id, run_id, params.get("reference_start"), params.get("reason", "scheduled"),
-                             git_commit(), provenance)
+                             git_commit(), provenance, asset=asset or None)
             except NoFeatures as exc:  # the nightly run of a fresh installation: nothing to learn from yet
                 raise AirflowSkipException(str(exc)) from exc
 
-        train_model()
+        train_model.expand(asset=plan_training())
     return dag
 
 
@@ -285,75 +305,104 @@ def build_score(use_case: UseCase, a: dict[str, Asset]) -> DAG:
     with _dag(use_case, "score", [a["features"]], max_active_runs=1, params={
         "day": Param(None, type=["null", "string"], description="feature day to score (default: newest)"),
     }) as dag:
+        @task(outlets=[a["predictions"]], trigger_rule="none_failed_min_one_success")
+        def publish_predictions(results, outlet_events=None) -> dict:
+            results = _as_list(results)
+            days = sorted({r["day"] for r in results})
+            outlet_events[a["predictions"]].extra = {"days": days, "assets": [r.get("asset") for r in results]}
+            return {"days": days, "rows": sum(r["rows"] for r in results), "alarms": sum(r["alarms"] for r in results)}
+
         if kube := _on_kubernetes(use_case):
-            kube.pod_task(use_case, "score_window", "score", [
+            publish_predictions(kube.pod_task(use_case, "score_window", "score", [
                 "--day={{ params.day or " + NEWEST_EVENT_DAY + " }}",
-            ], outlets=[a["predictions"]], outlet_days="day", skippable=True)
+            ], skippable=True).output)
             return dag
 
-        @task(outlets=[a["predictions"]])
-        def score_window(params: dict, outlet_events=None, **context) -> dict:
+        @task(map_index_template="{{ asset }}")
+        def score_window(asset: str, params: dict, **context) -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
-            from plantops.pipeline import NoChampion, score
+            from plantops.stages.pipeline import NoChampion, score
 
             days = _days_from_events(context)
             try:
-                result = score(use_case.id, params.get("day") or (days[-1] if days else None))
+                return score(use_case.id, params.get("day") or (days[-1] if days else None), asset)
             except NoChampion as exc:  # fresh features before the first training: skip, do not fail
                 raise AirflowSkipException(str(exc)) from exc
-            outlet_events[a["predictions"]].extra = {"days": [result["day"]]}
-            return result
 
-        score_window()
+        publish_predictions(score_window.expand(asset=list(use_case.assets)))
     return dag
 
 
+APPROVAL_OPTIONS = {
+    "Retrain now": "retrain_now",
+    "Retrain from a new reference window": "retrain_new_reference",
+    "Refuse: model still valid": "refused",
+}
+
+
 def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
-    from airflow.providers.standard.operators.empty import EmptyOperator
-    from plantops.operators import ApprovalBranchOperator
+    """assess_drift per asset (mapped) -> the policy's branch per asset, each a mapped task over the
+    assets that took it: no_action, trigger_retrain (a train run for that asset) or request_approval
+    (one HITL task per asset, assigned to the process engineers), whose answers record_answers
+    stores before trigger_approved starts the approved trainings. A plant event on one turbine sends
+    only that turbine to approval; the others carry on in the same run."""
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+    from plantops.orchestration.operators import ApprovalRequest
 
     train_id = use_case.dag_id("train")
+    fleet = use_case.is_fleet
+    timeout = use_case.monitoring.approval_timeout
     with _dag(use_case, "monitor", [a["predictions"]], max_active_runs=1, params={
         "day": Param(None, type=["null", "string"], description="feature day to assess (default: newest)"),
     }) as dag:
 
-        @task
-        def assess_drift(params: dict, run_id=None, **context) -> dict:
-            from plantops.pipeline import assess
+        @task(map_index_template="{{ asset }}")
+        def assess_drift(asset: str, params: dict, run_id=None, **context) -> dict:
+            from plantops.stages.pipeline import assess
 
             days = _days_from_events(context)
-            return assess(use_case.id, run_id, params.get("day") or (days[-1] if days else None))
-
-        @task.branch
-        def choose_branch(assessment: dict) -> str:
-            return {"ok": "no_action", "retrain": "trigger_retrain", "approval": "request_approval"}[assessment["branch"]]
+            return assess(use_case.id, run_id, params.get("day") or (days[-1] if days else None), asset)
 
         if kube := _on_kubernetes(use_case):
-            assessment = kube.pod_task(use_case, "assess_drift", "assess", [
+            assessments = kube.pod_task(use_case, "assess_drift", "assess", [
                 "--run-id={{ run_id }}",
                 "--day={{ params.day or " + NEWEST_EVENT_DAY + " }}",
             ]).output
         else:
-            assessment = assess_drift()
-        branch = choose_branch(assessment)
-        no_action = EmptyOperator(task_id="no_action")
-        trigger_retrain = TriggerDagRunOperator(
-            task_id="trigger_retrain",
-            trigger_dag_id=train_id,
-            trigger_run_id="retrain__{{ run_id }}",
-            conf={"reason": "drift detected by {{ run_id }}", "monitor_run_id": "{{ run_id }}"},
-        )
-        approval = ApprovalBranchOperator(
+            assessments = assess_drift.partial().expand(asset=list(use_case.assets))
+
+        def suffix(asset: str) -> str:
+            return f"__{asset}" if fleet else ""
+
+        @task
+        def plan_no_action(assessments) -> list[str]:
+            return [x["asset"] for x in _as_list(assessments) if x["branch"] == "ok"]
+
+        @task(map_index_template="{{ asset }}")
+        def no_action(asset: str) -> str:
+            log.info("%s: asset %s needs nothing", use_case.id, asset)
+            return asset
+
+        @task
+        def plan_retrains(assessments, run_id=None) -> list[dict]:
+            return [{"trigger_run_id": f"retrain__{run_id}{suffix(x['asset'])}",
+                     "conf": {"reason": f"retrain requested by {run_id}: {x['reason']}"[:500], "monitor_run_id": run_id,
+                              **({"asset": x["asset"]} if fleet else {})}}
+                    for x in _as_list(assessments) if x["branch"] == "retrain"]
+
+        @task
+        def plan_approvals(assessments) -> list[dict]:
+            return [{"subject": f"{use_case.id}{' / ' + x['asset'] if fleet else ''}, {x['day']}: "
+                                f"retrain after a plant change?",
+                     "body": x["approval_body"]}
+                    for x in _as_list(assessments) if x["branch"] == "approval"]
+
+        no_action.expand(asset=plan_no_action(assessments))
+        TriggerDagRunOperator.partial(task_id="trigger_retrain", trigger_dag_id=train_id).expand_kwargs(
+            plan_retrains(assessments))
+        approvals = ApprovalRequest.partial(
             task_id="request_approval",
-            subject=f"{use_case.id}: retrain after a plant change?",
-            body="{{ ti.xcom_pull(task_ids='assess_drift')['approval_body'] }}",
-            options=["Retrain now", "Retrain from a new reference window", "Refuse: model still valid"],
-            options_mapping={
-                "Retrain now": "retrain_approved",
-                "Retrain from a new reference window": "retrain_new_reference",
-                "Refuse: model still valid": "record_refusal",
-            },
+            options=list(APPROVAL_OPTIONS),
             defaults=["Refuse: model still valid"],
             params={
                 "reason": Param("", type="string", description="why (required when refusing)"),
@@ -361,73 +410,57 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
                                          description="ISO start of the new reference window (default: the plant event)"),
             },
             assigned_users=[{"id": u.id, "name": u.name} for u in use_case.approvers],
-            response_timeout=parse_duration(use_case.monitoring.approval_timeout),
+            response_timeout=parse_duration(timeout),
             retries=0,
-        )
-        retrain_approved = TriggerDagRunOperator(
-            task_id="retrain_approved",
-            trigger_dag_id=train_id,
-            trigger_run_id="approved__{{ run_id }}",
-            conf={"reason": "approved by a process engineer in {{ run_id }}",
-                  "approved_by": "{{ ((ti.xcom_pull(task_ids='request_approval', key='response') or {}).get('responded_by_user') or {}).get('id', '') }}",
-                  "monitor_run_id": "{{ run_id }}"},
-        )
-
-        timeout = use_case.monitoring.approval_timeout
-
-        def answer_of(ti) -> dict:
-            return ti.xcom_pull(task_ids="request_approval", key="response") or {}
+        ).expand_kwargs(plan_approvals(assessments))
 
         @task
-        def plan_reference(assessment: dict, run_id=None, ti=None) -> dict:
-            from plantops.pipeline import record_answer
+        def record_answers(assessments, run_id=None, ti=None) -> list[dict]:
+            """Store each approval's answer (who, when, what, why) and plan the approved trainings."""
+            from plantops.stages.pipeline import record_answer
 
-            answer = answer_of(ti)
-            record_answer(use_case.id, run_id, answer, "retrain_new_reference", assessment["day"], timeout)
-            chosen = (answer.get("params_input") or {}).get("reference_start")
-            events = assessment.get("plant_events") or []
-            return {
-                "reference_start": chosen or (events[-1]["ts"] if events else assessment["day"]),
-                "approved_by": (answer.get("responded_by_user") or {}).get("id", ""),
-                "approval_reason": (answer.get("params_input") or {}).get("reason", ""),
-            }
+            asked = [x for x in _as_list(assessments) if x["branch"] == "approval"]
+            triggers = []
+            for index, assessment in enumerate(asked):
+                answer = ti.xcom_pull(task_ids="request_approval", key="response", map_indexes=index) or {}
+                chosen = (answer.get("chosen_options") or ["Refuse: model still valid"])[0]
+                branch = APPROVAL_OPTIONS.get(chosen, "refused")
+                params = answer.get("params_input") or {}
+                who = (answer.get("responded_by_user") or {}).get("id", "")
+                if branch == "refused" and who and not params.get("reason"):
+                    log.warning("%s: %s refused without a reason; recorded as such", use_case.id, who)
+                    answer = {**answer, "params_input": {**params, "reason": f"refused by {who} (no reason given)"}}
+                stored = record_answer(use_case.id, run_id, answer, branch, assessment["day"], timeout,
+                                       assessment["asset"] if fleet else None)
+                if stored["branch"] not in ("retrain_now", "retrain_new_reference"):
+                    continue
+                conf = {"monitor_run_id": run_id, "approved_by": who, "approval_reason": params.get("reason", ""),
+                        **({"asset": assessment["asset"]} if fleet else {})}
+                if stored["branch"] == "retrain_new_reference":
+                    events = assessment.get("plant_events") or []
+                    conf["reference_start"] = params.get("reference_start") or (
+                        events[-1]["ts"] if events else assessment["day"])
+                    conf["reason"] = f"approved with a new reference window in {run_id}"
+                    prefix = "reference"
+                else:
+                    conf["reason"] = f"approved by a process engineer in {run_id}"
+                    prefix = "approved"
+                triggers.append({"trigger_run_id": f"{prefix}__{run_id}{suffix(assessment['asset'])}", "conf": conf})
+            return triggers
 
-        @task
-        def record_refusal(assessment: dict, run_id=None, ti=None) -> dict:
-            from plantops.pipeline import record_answer
-
-            answer = answer_of(ti)
-            timed_out = answer.get("responded_by_user") is None
-            if not timed_out and not (answer.get("params_input") or {}).get("reason"):
-                raise ValueError("a refusal needs a reason: fill in 'reason' in the approval form")
-            return record_answer(use_case.id, run_id, answer, "refused", assessment["day"], timeout)
-
-        @task
-        def record_approval(assessment: dict, run_id=None, ti=None) -> dict:
-            from plantops.pipeline import record_answer
-
-            return record_answer(use_case.id, run_id, answer_of(ti), "retrain_now", assessment["day"], timeout)
-
-        reference = plan_reference.override(task_id="retrain_new_reference")(assessment)
-        retrain_new_reference = TriggerDagRunOperator(
-            task_id="trigger_retrain_new_reference",
-            trigger_dag_id=train_id,
-            trigger_run_id="reference__{{ run_id }}",
-            conf={"reason": "approved with a new reference window in {{ run_id }}",
-                  "reference_start": "{{ ti.xcom_pull(task_ids='retrain_new_reference')['reference_start'] }}",
-                  "approved_by": "{{ ti.xcom_pull(task_ids='retrain_new_reference')['approved_by'] }}",
-                  "approval_reason": "{{ ti.xcom_pull(task_ids='retrain_new_reference')['approval_reason'] }}",
-                  "monitor_run_id": "{{ run_id }}"},
-        )
-        branch >> [no_action, trigger_retrain, approval]
-        approval >> [retrain_approved, reference, record_refusal(assessment)]
-        retrain_approved >> record_approval(assessment)
-        reference >> retrain_new_reference
+        answers = record_answers(assessments)
+        approvals >> answers
+        TriggerDagRunOperator.partial(task_id="trigger_approved", trigger_dag_id=train_id).expand_kwargs(answers)
     return dag
 
 
+def _as_list(assessments: Any) -> list[dict]:
+    """The mapped assessments as a list (a Kubernetes pod returns one assessment, not a list)."""
+    return [assessments] if isinstance(assessments, dict) else list(assessments)
+
+
 def build_feedback(use_case: UseCase, a: dict[str, Asset]) -> DAG:
-    from plantops.feedback import KINDS
+    from plantops.stages.feedback import KINDS
 
     with _dag(use_case, "feedback", None, params={
         "ts_start": Param(type="string", format="date-time", title="Window start",
@@ -442,6 +475,8 @@ def build_feedback(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         }),
         "tag": Param(None, type=["null", "string"], enum=[None, *use_case.tag_names], title="Tag",
                      description="the tag concerned (required for a wrong tag)"),
+        "asset": Param(use_case.assets[0], type="string", enum=list(use_case.assets), title="Asset",
+                       description="the asset the feedback is about"),
         "comment": Param(type="string", minLength=1, title="Comment", description="what was wrong or right, and why"),
         "author": Param(None, type=["null", "string"], title="Author",
                         description="who gives the feedback (default: the user who triggered the run)"),
@@ -449,11 +484,11 @@ def build_feedback(use_case: UseCase, a: dict[str, Asset]) -> DAG:
 
         @task
         def record_feedback(params: dict, run_id=None, dag_run=None) -> dict:
-            from plantops.feedback import record_feedback as store
+            from plantops.stages.feedback import record_feedback as store
 
             author = params.get("author") or getattr(dag_run, "triggering_user_name", None)
             return store(use_case.id, run_id, params["ts_start"], params["ts_end"], params["kind"],
-                         params["comment"], author, params.get("tag"))
+                         params["comment"], author, params.get("tag"), asset=params.get("asset"))
 
         record_feedback()
     return dag

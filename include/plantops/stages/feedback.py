@@ -63,7 +63,8 @@ feedback = sa.Table(
 
 def _engine(url: str | None = None) -> sa.engine.Engine:
     """The state DB's engine (shared cache), with the feedback table created once."""
-    from plantops import db, decisions
+    from plantops import db
+    from plantops.stages import decisions
 
     return db.engine(url or decisions._state_url(), metadata)
 
@@ -96,8 +97,8 @@ def _validate(use_case: Any, ts_start: str | datetime, ts_end: str | datetime, k
 
 
 def _window_context(asset: str, start: datetime, end: datetime) -> dict[str, Any]:
-    from plantops import historian
-    from plantops.explain import alarm_tag_summary
+    from plantops.sources import historian
+    from plantops.stages.explain import alarm_tag_summary
 
     predictions = historian.read_predictions(asset, start, end)
     if predictions.empty:
@@ -121,16 +122,20 @@ def record_feedback(
     author: str | None,
     tag: str | None = None,
     url: str | None = None,
+    asset: str | None = None,
 ) -> dict[str, Any]:
-    """Validate and store one feedback: its label period first (historian ``labels``), then the
+    """Validate and store one feedback (about ``asset``, default the use case's first): its label period first (historian ``labels``), then the
     ``feedback`` row, then a ``feedback`` decision for the audit trail. A rerun of the same
     ``run_id`` replaces all three. Returns the stored record."""
-    from plantops import decisions, historian
+    from plantops.stages import decisions
+    from plantops.sources import historian
     from plantops.config import get_use_case
 
     use_case = get_use_case(use_case_id)
     start, end, tag = _validate(use_case, ts_start, ts_end, kind, comment, author, tag)
-    asset = use_case.historian.asset
+    asset = asset or use_case.assets[0]
+    if asset not in use_case.assets:
+        raise ValueError(f"asset: expected one of {list(use_case.assets)}, got {asset!r}")
     label = LABELS[kind]
     if label is not None:
         clash = [row for row in historian.read_labels(asset).itertuples(index=False)
@@ -185,7 +190,7 @@ def received(use_case_id: str, after: datetime | None = None, url: str | None = 
 def since_last_monitor(use_case_id: str, run_id: str, url: str | None = None) -> list[dict[str, Any]]:
     """Feedback received since the previous monitor run of the use case (a rerun of ``run_id``
     itself does not count as the previous run)."""
-    from plantops import decisions
+    from plantops.stages import decisions
 
     previous = [r for r in decisions.latest(use_case_id, kind="monitor", limit=2, url=url) if r["dag_run_id"] != run_id]
     return received(use_case_id, previous[0]["created_at"] if previous else None, url=url)

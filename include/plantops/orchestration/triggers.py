@@ -15,7 +15,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from plantops.landing import is_complete_name
+from plantops.sources.landing import is_complete_name
 
 
 def completed_files(directory: str, pattern: str) -> list[str]:
@@ -39,7 +39,7 @@ class LandingFileTrigger(BaseEventTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
-            "plantops.triggers.LandingFileTrigger",
+            "plantops.orchestration.triggers.LandingFileTrigger",
             {"directory": self.directory, "pattern": self.pattern, "poke_interval": self.poke_interval},
         )
 

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 
-from plantops import tep
+from plantops.sources import tep
 from plantops.config import UseCase
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def land_file(use_case: UseCase, frame, name: str, source: str = "LIMS") -> str:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from plantops.landing import landing_dir
+    from plantops.sources.landing import landing_dir
 
     folder = landing_dir(use_case.landing.folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ def land_file(use_case: UseCase, frame, name: str, source: str = "LIMS") -> str:
 
 def replay_episode(use_case: UseCase, episode: Episode) -> dict:
     """Write one plant day: historian rows, a landed analyzer file, its label and plant event."""
-    from plantops import historian
+    from plantops.sources import historian
 
     frame = episode_frame(episode)
     asset = use_case.historian.asset

@@ -46,25 +46,34 @@ def _quarantine_rows(use_case: UseCase, rejected: pd.DataFrame, name: str) -> st
 
 def ingest_historian(use_case: UseCase, start: datetime, end: datetime, run_id: str) -> dict:
     """Pull [start, end) from the historian, validate, write bronze per day (rerun-safe)."""
-    from plantops import historian, validation
+    from plantops.sources import historian
+    from plantops.stages import validation
     from plantops.storage import write_bronze
 
     from sqlalchemy.exc import SQLAlchemyError
 
+    import pandas as pd
+
     tags = [t.name for t in use_case.tags_from("historian")]
-    asset = use_case.historian.asset
     try:
         historian.check_source()
-        frame = historian.read_window(asset, tags, start, end)
-        absent = sorted(set(tags) - set(frame["tag"].unique()))
-        unknown = sorted(set(absent) - historian.known_tags(asset, absent)) if absent else []
+        frames, unknown = [], {}
+        for asset in use_case.assets:  # a fleet's assets share the template's tags
+            part = historian.read_window(asset, tags, start, end)
+            absent = sorted(set(tags) - set(part["tag"].unique()))
+            missing = sorted(set(absent) - historian.known_tags(asset, absent)) if absent else []
+            if missing:
+                unknown[asset] = missing
+            frames.append(part)
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     except (SQLAlchemyError, OSError) as exc:  # OSError: an HTTP client (Trino) that cannot connect
         # Nothing was written yet: the task fails whole, Airflow retries with backoff.
         raise HistorianUnavailable(f"historian unreachable or failing for {use_case.id} "
                                    f"[{start}, {end}): {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     if unknown:
-        raise ValueError(f"use case {use_case.id}: tags not in the historian for asset {asset!r}: {unknown} "
-                         f"(check include/use_cases/{use_case.id}.yaml)")
+        raise ValueError(f"use case {use_case.id}: tags not in the historian: "
+                         + "; ".join(f"asset {a!r}: {tags_}" for a, tags_ in unknown.items())
+                         + f" (check include/use_cases/{use_case.id}.yaml)")
     counts = {"rows_in": len(frame), "rows_written": 0, "rows_rejected": 0}
     if frame.empty:
         log.warning("historian returned no rows for %s in [%s, %s)", use_case.id, start, end)
@@ -134,7 +143,8 @@ def ingest_landed(use_case: UseCase, run_id: str) -> dict:
     """Every completed landed file: ledger check, validation, bronze or quarantine, then archive."""
     import pandas as pd
 
-    from plantops import landing, validation
+    from plantops.sources import landing
+    from plantops.stages import validation
     from plantops.storage import write_bronze
 
     if use_case.landing is None:
@@ -175,7 +185,7 @@ def ingest_landed(use_case: UseCase, run_id: str) -> dict:
         rejected = pd.concat([pre_rejected, rejected], ignore_index=True) if len(pre_rejected) else rejected
         quarantined_rows = _quarantine_rows(use_case, rejected, landed.path.stem)
         long = good.melt(id_vars="ts", var_name="tag", value_name="value").assign(
-            asset=use_case.historian.asset, quality="good", source="landing", batch=landed.name
+            asset=use_case.assets[0], quality="good", source="landing", batch=landed.name
         )[LONG_COLUMNS]
         days = write_bronze(get_settings().bronze_root, use_case.id, long, f"landing-{landed.path.stem}")
         counts.update(rows_written=len(good), rows_rejected=len(rejected))

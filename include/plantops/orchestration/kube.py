@@ -4,7 +4,7 @@ Imported by the DAG factory only when some use case runs on Kubernetes: this mod
 cncf.kubernetes provider and with it the kubernetes client (~5 s), which the default, local DAGs
 never pay at parse time.
 
-Each heavy task becomes a pod running ``python -m plantops.task <stage> --use-case <id> ...`` with
+Each heavy task becomes a pod running ``python -m plantops.orchestration.task <stage> --use-case <id> ...`` with
 the arguments the in-process task passes (rendered by Jinja from params, the run and the triggering
 asset events). Pods hold no credentials in their spec: plain settings (``PLANTOPS_HOME``) are set
 here, everything else comes from the use case's ConfigMap and Secrets through ``envFrom``.
@@ -21,7 +21,7 @@ from kubernetes.client import models as k8s
 
 from plantops.config import Kubernetes, UseCase
 from plantops.settings import get_settings
-from plantops.task import SKIP_EXIT_CODE
+from plantops.orchestration.task import SKIP_EXIT_CODE
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class PlantopsPodOperator(KubernetesPodOperator):
 
 def pod_task(use_case: UseCase, task_id: str, stage: str, arguments: list[str], *,
              outlet_days: str | None = None, skippable: bool = False, **kwargs: Any) -> PlantopsPodOperator:
-    """One pipeline stage in a pod: ``python -m plantops.task <stage> --use-case <id> <arguments>``."""
+    """One pipeline stage in a pod: ``python -m plantops.orchestration.task <stage> --use-case <id> <arguments>``."""
     kube = _kube(use_case)
     volumes, mounts = _data_volume(kube)
     return PlantopsPodOperator(
@@ -111,7 +111,7 @@ def pod_task(use_case: UseCase, task_id: str, stage: str, arguments: list[str], 
         namespace=kube.namespace,
         image=kube.image,
         image_pull_policy=kube.image_pull_policy,
-        cmds=["python", "-m", "plantops.task"],
+        cmds=["python", "-m", "plantops.orchestration.task"],
         arguments=[stage, f"--use-case={use_case.id}", *arguments],
         env_vars=plain_env(use_case),
         env_from=env_from(kube),

@@ -55,6 +55,9 @@ predictions = Table(
     Column("score", Float, nullable=False),
     Column("threshold", Float, nullable=False),
     Column("alarm", Integer, nullable=False),
+    # A regression kind's expected target and residual (null for detectors).
+    Column("expected", Float),
+    Column("residual", Float),
     Column("top_tags", Text),
     Column("scored_at", DateTime, nullable=False),
 )
@@ -187,6 +190,10 @@ def known_tags(asset: str, tags: list[str] | tuple[str, ...], url: str | None = 
         return {row[0] for row in conn.execute(query)}
 
 
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None or value != value else float(value)
+
+
 def write_predictions(frame: pd.DataFrame, url: str | None = None) -> int:
     """Replace the predictions of the covered window (rerun-safe)."""
     if frame.empty:
@@ -196,6 +203,8 @@ def write_predictions(frame: pd.DataFrame, url: str | None = None) -> int:
         {
             "asset": r.asset, "ts": naive_utc(r.ts), "model_version": str(r.model_version),
             "score": float(r.score), "threshold": float(r.threshold), "alarm": int(r.alarm),
+            "expected": _float_or_none(getattr(r, "expected", None)),
+            "residual": _float_or_none(getattr(r, "residual", None)),
             "top_tags": r.top_tags, "scored_at": now,
         }
         for r in frame.itertuples(index=False)
@@ -262,9 +271,14 @@ def write_labels(rows: list[dict], url: str | None = None) -> None:
 
 
 def read_labels(asset: str, url: str | None = None) -> pd.DataFrame:
+    return read_labels_of((asset,), url)
+
+
+def read_labels_of(assets: tuple[str, ...] | list[str], url: str | None = None) -> pd.DataFrame:
+    """The label periods of these assets (lab results, confirmed faults, feedback), oldest first."""
     import pandas as pd
 
-    query = select(labels).where(labels.c.asset == asset).order_by(labels.c.start_ts)
+    query = select(labels).where(labels.c.asset.in_(list(assets))).order_by(labels.c.start_ts)
     with reader(url).connect() as conn:
         result = conn.execute(query)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))

@@ -4,7 +4,8 @@ One table, ``decisions``, in the state database (``settings.state_url``: SQLite 
 PostgreSQL on the native stack). SQLAlchemy Core with portable types only; the payload (inputs,
 metrics, thresholds, links) is JSON kept as text so every backend stores it the same way.
 
-A decision is keyed by (use_case, dag_run_id, kind): rerunning a task replaces its row instead of
+A decision is keyed by (use_case, asset, dag_run_id, kind) (``asset`` is '' for a decision about the
+whole use case, or a one-asset use case): rerunning a task replaces its row instead of
 adding a second one, so the audit trail shows what the run finally decided, once.
 """
 
@@ -33,13 +34,14 @@ decisions = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("use_case", sa.String(64), nullable=False),
+    sa.Column("asset", sa.String(64), nullable=False, server_default=""),
     sa.Column("dag_run_id", sa.String(250), nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("branch", sa.String(32), nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),
-    sa.UniqueConstraint("use_case", "dag_run_id", "kind", name="uq_decisions_run_kind"),
+    sa.UniqueConstraint("use_case", "asset", "dag_run_id", "kind", name="uq_decisions_run_kind"),
     sa.Index("ix_decisions_use_case_created", "use_case", "created_at"),
 )
 
@@ -70,9 +72,10 @@ def record(
     reason: str,
     payload: dict[str, Any] | None = None,
     url: str | None = None,
+    asset: str | None = None,
 ) -> int:
-    """Store a decision and return its id. A second call for the same (use_case, dag_run_id, kind)
-    replaces the first (same id, new branch/reason/payload/created_at)."""
+    """Store a decision and return its id. A second call for the same (use_case, asset, dag_run_id,
+    kind) replaces the first (same id, new branch/reason/payload/created_at)."""
     if kind not in KINDS:
         raise ValueError(f"decision kind must be one of {KINDS}, got {kind!r}")
     for name, value in (("use_case", use_case), ("dag_run_id", dag_run_id), ("branch", branch)):
@@ -84,8 +87,10 @@ def record(
         "created_at": datetime.now(UTC),
         "payload": _dumps(payload or {}),
     }
+    asset = asset or ""
     key = (
         (decisions.c.use_case == use_case)
+        & (decisions.c.asset == asset)
         & (decisions.c.dag_run_id == dag_run_id)
         & (decisions.c.kind == kind)
     )
@@ -101,7 +106,7 @@ def record(
                 else:
                     row_id = conn.execute(
                         sa.insert(decisions).values(
-                            use_case=use_case, dag_run_id=dag_run_id, kind=kind, **values
+                            use_case=use_case, asset=asset, dag_run_id=dag_run_id, kind=kind, **values
                         )
                     ).inserted_primary_key[0]
             log.info("decision %s %s/%s/%s -> %s", row_id, use_case, dag_run_id, kind, branch)
@@ -116,10 +121,13 @@ def record(
 
 
 def latest(
-    use_case: str, kind: str | None = None, limit: int = 20, url: str | None = None
+    use_case: str, kind: str | None = None, limit: int = 20, url: str | None = None, asset: str | None = None
 ) -> list[dict[str, Any]]:
-    """The newest decisions of a use case (optionally of one kind), newest first."""
+    """The newest decisions of a use case (optionally of one kind, or about one asset: its own and
+    the use case's whole ones), newest first."""
     query = sa.select(decisions).where(decisions.c.use_case == use_case)
+    if asset is not None:
+        query = query.where(decisions.c.asset.in_([asset, ""]))
     if kind is not None:
         query = query.where(decisions.c.kind == kind)
     query = query.order_by(decisions.c.created_at.desc(), decisions.c.id.desc()).limit(int(limit))

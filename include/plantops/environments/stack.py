@@ -1,9 +1,9 @@
 """The native stack on one machine without Docker: PostgreSQL, a Trino server and an MLflow server.
 
-    python -m plantops.stack up [--fresh]   # provision and start (idempotent), wait until healthy
-    python -m plantops.stack env            # `eval "$(python -m plantops.stack env)"`: point plantops at it
-    python -m plantops.stack status         # what answers
-    python -m plantops.stack down           # stop everything, keep the data
+    python -m plantops.environments.stack up [--fresh]   # provision and start (idempotent), wait until healthy
+    python -m plantops.environments.stack env            # `eval "$(python -m plantops.environments.stack env)"`: point plantops at it
+    python -m plantops.environments.stack status         # what answers
+    python -m plantops.environments.stack down           # stop everything, keep the data
 
 Everything listens on 127.0.0.1. State lives in ``PLANTOPS_STACK_DIR`` (default
 ``/var/tmp/plantops-stack``), which the machine keeps between runs, so the Trino server is
@@ -341,7 +341,7 @@ def stop_mlflow() -> None:
 
 def airflow_env(home: Path | None = None, api_port: int | None = None) -> dict[str, str]:
     """The embedded tier's Airflow settings with the stack's databases, Trino and MLflow server."""
-    from plantops import localenv
+    from plantops.environments import localenv
 
     env = client_env()
     home = Path(home or env["PLANTOPS_HOME"])
@@ -458,7 +458,7 @@ def down() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m plantops.stack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m plantops.environments.stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status", "env"])
     parser.add_argument("--fresh", action="store_true", help="drop and recreate the plantops databases")
     args = parser.parse_args(argv)

@@ -83,6 +83,6 @@ def apply(home: Path | None = None) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    # `eval "$(python -m plantops.localenv)"` exports the embedded tier's settings into a shell.
+    # `eval "$(python -m plantops.environments.localenv)"` exports the embedded tier's settings into a shell.
     for key, value in airflow_env().items():
         print(f"export {key}={shlex.quote(value)}")

@@ -14,12 +14,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from plantops import localenv
+from plantops.environments import localenv
 
 
 def main(argv: list[str] | None = None) -> int:
     if "--stack" in (sys.argv[1:] if argv is None else argv):
-        from plantops import stack
+        from plantops.environments import stack
 
         env = stack.airflow_env()
         os.environ.update(env)

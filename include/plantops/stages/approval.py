@@ -51,9 +51,11 @@ class AirflowApi:
         resp.raise_for_status()
         return list(resp.json().get("hitl_details", []))
 
-    def answer(self, dag_id: str, run_id: str, task_id: str, option: str, params: dict | None = None) -> dict:
+    def answer(self, dag_id: str, run_id: str, task_id: str, option: str, params: dict | None = None,
+               map_index: int = -1) -> dict:
+        """Answer a waiting approval (``map_index``: which asset's, for a task mapped per asset)."""
         resp = self.request(
-            "PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
+            "PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
             json={"chosen_options": [option], "params_input": params or {}},
         )
         if resp.status_code != 200:

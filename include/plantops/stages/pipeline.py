@@ -40,7 +40,7 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
     event-driven run). Those days are read back from the ledger, so a retry of the run finds the
     same window although its files are archived by then.
     """
-    from plantops.ingest import ingest_historian, ingest_landed
+    from plantops.stages.ingest import ingest_historian, ingest_landed
 
     use_case = get_use_case(use_case_id)
     landed = ingest_landed(use_case, run_id)
@@ -79,7 +79,7 @@ def landed_days(use_case_id: str, run_id: str) -> list[str]:
     """The bronze days of the files this run ingested (across its tries)."""
     from sqlalchemy import select
 
-    from plantops.landing import ledger, state_engine
+    from plantops.sources.landing import ledger, state_engine
 
     query = select(ledger.c.name).where(ledger.c.use_case == use_case_id, ledger.c.dag_run_id == run_id,
                                         ledger.c.status == "ingested")
@@ -105,13 +105,15 @@ class NoFeatures(FileNotFoundError):
     """No feature day exists yet (a fresh installation before its first ingest)."""
 
 
-def load_features(use_case_id: str, start: str | None = None, end: str | None = None) -> pd.DataFrame:
+def load_features(use_case_id: str, start: str | None = None, end: str | None = None,
+                  asset: str | None = None) -> pd.DataFrame:
+    """Feature rows of [start, end) (ISO days), of one asset or all, sorted by asset and time."""
     import pandas as pd
 
     root = get_settings().features_root / use_case_id
     if not root.exists():
         raise NoFeatures(f"no features for {use_case_id} yet at {root}: run {use_case_id}__features first")
-    filters = []
+    filters = [("asset", "==", asset)] if asset else []
     if start:
         filters.append(("date", ">=", start))
     if end:
@@ -129,37 +131,68 @@ def latest_feature_day(use_case_id: str) -> str:
     return days[-1]
 
 
-def check_features(use_case_id: str, start: str, end: str) -> dict[str, Any]:
-    """The GX gate on the feature table: fails the task, naming what broke, when the gate fails."""
-    from plantops.validation import validate_features
+def check_features(use_case_id: str, start: str, end: str, asset: str | None = None) -> dict[str, Any]:
+    """The GX gate on the feature table (of one asset, or all): fails the task, naming what broke,
+    when the gate fails. An asset without features in the window is reported, not failed (a
+    turbine whose SCADA link was down that day)."""
+    from plantops.stages.validation import validate_features
 
     use_case = get_use_case(use_case_id)
-    frame = load_features(use_case_id, start, end)
+    frame = load_features(use_case_id, start, end, asset)
+    if asset and frame.empty:
+        log.warning("%s: no feature rows for asset %s in [%s, %s)", use_case_id, asset, start, end)
+        return {"asset": asset, "rows": 0, "start": start, "end": end, "days": []}
     outcome = validate_features(use_case, frame)
     if not outcome.success:
-        raise ValueError(f"feature gate failed for {use_case_id} [{start}, {end}): {outcome.reason()}")
-    return {"rows": len(frame), "start": start, "end": end, "days": sorted(frame["date"].unique().tolist())}
+        raise ValueError(f"feature gate failed for {use_case_id}{'/' + asset if asset else ''} "
+                         f"[{start}, {end}): {outcome.reason()}")
+    return {"asset": asset, "rows": len(frame), "start": start, "end": end,
+            "days": sorted(frame["date"].unique().tolist())}
 
 
 # -- train ----------------------------------------------------------------------------------------
 
+def decision_asset(use_case: Any, asset: str | None) -> str | None:
+    """The asset a decision is recorded under: the asset in a fleet, none for a one-asset use case."""
+    return asset if use_case.is_fleet else None
+
+
+def training_assets(use_case_id: str, asset: str | None = None) -> list[str]:
+    """What one train run trains: the named asset, or every registered model of the use case
+    (each asset of a per-asset fleet; '' for the one model of a single asset or a pooled fleet)."""
+    use_case = get_use_case(use_case_id)
+    keys = [a or "" for a in use_case.model_assets()]
+    if asset:
+        if asset not in use_case.assets:
+            raise ValueError(f"{use_case_id}: {asset!r} is not one of its assets {list(use_case.assets)}")
+        return [asset] if asset in keys else [""]
+    return keys
+
+
 def train(use_case_id: str, run_id: str, reference_start: str | None = None, reason: str = "scheduled",
-          git_commit: str = "unknown", provenance: dict[str, str] | None = None) -> dict[str, Any]:
-    from plantops import decisions, historian
-    from plantops.training import train_and_register
+          git_commit: str = "unknown", provenance: dict[str, str] | None = None,
+          asset: str | None = None) -> dict[str, Any]:
+    """Train the model of ``asset`` (a per-asset fleet) or the use case's one model."""
+    from plantops.sources import historian
+    from plantops.stages import decisions
+    from plantops.stages.training import train_and_register
 
     use_case = get_use_case(use_case_id)
-    features = load_features(use_case_id)
-    labels = historian.read_labels(use_case.historian.asset)
+    asset = asset or None
+    features = load_features(use_case_id, asset=asset)
+    if features.empty:
+        raise NoFeatures(f"no features for {use_case_id}/{asset} yet: run {use_case_id}__features first")
+    labels = historian.read_labels_of(use_case.assets if asset is None else (asset,))
     end = features["ts"].max() + timedelta(seconds=use_case.features.bucket_seconds)
     result = train_and_register(
         use_case, features, labels, end=end,
         reference_start=_day(reference_start) if reference_start else None,
         run_tags={"airflow_run_id": run_id, "git_commit": git_commit, "trigger_reason": reason, **(provenance or {})},
+        asset=asset,
     )
     decisions.record(use_case_id, run_id, "train", "promoted" if result["promoted"] else "kept_champion",
                      result["reason"], {"result": result, "reference_start": reference_start, "trigger": reason,
-                      **(provenance or {})})
+                      "asset": asset, **(provenance or {})}, asset=decision_asset(use_case, asset))
     return result
 
 
@@ -169,66 +202,93 @@ class NoChampion(LookupError):
     """Nothing to score with yet: the first training has not promoted a model."""
 
 
-def score(use_case_id: str, day: str | None = None) -> dict[str, Any]:
-    """Score one day of features with the champion and write predictions to the historian side."""
-    from plantops import historian, registry
-    from plantops.scoring import score_frame
+def score(use_case_id: str, day: str | None = None, asset: str | None = None) -> dict[str, Any]:
+    """Score one day of one asset's features with its champion and write the predictions to the
+    historian side. A temporal kind gets the rows before the day as warm-up, not rescored."""
+    from plantops.kinds import kind_of
+    from plantops.sources import historian
+    from plantops.stages import registry
+    from plantops.stages.scoring import score_frame
 
+    use_case = get_use_case(use_case_id)
+    asset = asset or use_case.assets[0]
+    name = use_case.model_name(asset)
     day = day or latest_feature_day(use_case_id)
     end = (datetime.fromisoformat(day) + timedelta(days=1)).strftime("%Y-%m-%d")
-    features = load_features(use_case_id, day, end)
-    champion = registry.champion(use_case_id)
+    champion = registry.champion(name)
     if champion is None:
-        raise NoChampion(f"{use_case_id} has no champion model yet: run {use_case_id}__train first")
+        raise NoChampion(f"{name} has no champion model yet: run {use_case_id}__train first")
     version = champion[0]
-    model = registry.load_version(use_case_id, version)  # by number: the alias may move meanwhile
-    predictions = score_frame(model, features, version)
+    model = registry.load_version(name, version)  # by number: the alias may move meanwhile
+    kind = kind_of(use_case, model)
+    context = kind.context_rows(model)
+    first = day
+    if context:
+        bucket_days = context * use_case.features.bucket_seconds / 86400
+        first = (datetime.fromisoformat(day) - timedelta(days=max(1, int(bucket_days) + 1))).strftime("%Y-%m-%d")
+    features = load_features(use_case_id, first, end, asset)
+    if features.empty:
+        log.warning("%s: no features for %s on %s: nothing to score", use_case_id, asset, day)
+        return {"day": day, "asset": asset, "rows": 0, "alarms": 0, "model_version": version}
+    warm = int((features["date"] < day).sum())
+    features = features.iloc[max(0, warm - context):]
+    predictions = score_frame(kind, model, features, version, context=min(context, warm))
     written = historian.write_predictions(predictions)
     alarms = int(predictions["alarm"].sum())
-    log.info("scored %s rows of %s with champion v%s: %s alarms", written, day, version, alarms)
-    return {"day": day, "rows": written, "alarms": alarms, "model_version": version}
+    log.info("scored %s rows of %s/%s with champion %s v%s (%s): %s alarms", written, asset, day, name, version,
+             kind.name, alarms)
+    return {"day": day, "asset": asset, "rows": written, "alarms": alarms, "model_version": version,
+            "model_kind": kind.name}
 
 
 # -- monitor --------------------------------------------------------------------------------------
 
-def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, Any]:
-    """All monitor signals for the day, plant events, retrain history, and the policy's decision."""
-    from plantops import decisions, historian, registry
-    from plantops.explain import alarm_tag_summary
-    from plantops.features import base_columns
-    from plantops.feedback import since_last_monitor
-    from plantops.ingest import rejected_share
-    from plantops.monitoring import PlantEvent, compute_drift, decide
+def assess(use_case_id: str, run_id: str, day: str | None = None, asset: str | None = None) -> dict[str, Any]:
+    """All monitor signals for one asset's day, its plant events, retrain history, and the
+    policy's decision (recorded per asset in a fleet)."""
+    from plantops.kinds import get_kind
+    from plantops.sources import historian
+    from plantops.stages import decisions, registry
+    from plantops.stages.explain import alarm_tag_summary
+    from plantops.stages.feedback import since_last_monitor
+    from plantops.stages.ingest import rejected_share
+    from plantops.stages.monitoring import PlantEvent, compute_drift, decide
 
     use_case = get_use_case(use_case_id)
+    asset = asset or use_case.assets[0]
+    name = use_case.model_name(asset)
     monitoring = use_case.monitoring
     day = day or latest_feature_day(use_case_id)
     start = _day(day)
     end = start + parse_duration(monitoring.window)
-    current = load_features(use_case_id, day, end.strftime("%Y-%m-%d"))
-    reference = registry.load_reference(use_case_id)
+    current = load_features(use_case_id, day, end.strftime("%Y-%m-%d"), asset)
+    reference = registry.load_reference(name)
     run_folder = run_id.replace(":", "_").replace("+", "_")
-    report = get_settings().reports_root / use_case_id / run_folder / "drift.html"
-    drift = compute_drift(reference, current, base_columns(use_case.tag_names), monitoring.drift, report)
+    report_name = f"{run_folder}/{asset}/drift.html" if use_case.is_fleet else f"{run_folder}/drift.html"
+    report = get_settings().reports_root / use_case_id / report_name
+    columns = [c for c in get_kind(use_case).drift_columns() if c in reference.columns]
+    drift = compute_drift(reference, current, columns, monitoring.drift, report)
     lookback = parse_duration(monitoring.plant_event_lookback)
-    asset = use_case.historian.asset
     events = [
         PlantEvent(kind=e["kind"], ts=e["ts"], asset=e["asset"], description=e["description"], author=e["author"])
         for e in historian.read_plant_events(asset, start - lookback, end)
     ]
-    champion = registry.champion(use_case_id)
+    champion = registry.champion(name)
     predictions = historian.read_predictions(asset, start, end)
     alarm_rate = float(predictions["alarm"].mean()) if len(predictions) else None
-    performance = performance_check(use_case_id, end)
+    performance = performance_check(use_case_id, end, asset)
     quality = rejected_share(use_case, start, end)
-    history = retrain_history(use_case_id, start)
+    history = retrain_history(use_case_id, start, asset)
     decision = decide(
         drift, events, window_start=start, window_end=end, asset=asset, lookback=lookback,
         policy=monitoring.policy, alarm_rate=alarm_rate, performance=performance, rejected_share=quality,
         history=history,
     )
+    residual = predictions["residual"].dropna() if "residual" in predictions else []
     record = {
         "day": day,
+        "asset": asset,
+        "registered_model": name,
         "branch": decision.branch,
         "reason": decision.reason,
         "signals": [sig.to_record() for sig in decision.signals],
@@ -238,10 +298,12 @@ def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, A
         "report_path": drift.report_path,
         # Served by the plantops plugin of the Airflow api-server (login required).
         "report_url": f"{os.environ.get('AIRFLOW__API__BASE_URL', 'http://localhost:8080')}"
-                      f"/plantops/reports/{use_case_id}/{run_folder}/drift.html",
+                      f"/plantops/reports/{use_case_id}/{report_name}",
         "plant_events": [e.to_record() for e in decision.events],
         "champion_version": champion[0] if champion else None,
         "alarm_rate": alarm_rate,
+        "n_predictions": int(len(predictions)),
+        "mean_residual": float(residual.mean()) if len(residual) else None,
         "performance": None if performance is None else performance.__dict__,
         "rejected_share": quality,
         "history": {"last_request": str(history.last_request) if history.last_request else None,
@@ -254,20 +316,23 @@ def assess(use_case_id: str, run_id: str, day: str | None = None) -> dict[str, A
         # Read before this run's own record is stored: "since" means since the previous monitor run.
         "feedback": since_last_monitor(use_case_id, run_id),
     }
-    decisions.record(use_case_id, run_id, "monitor", decision.branch, decision.reason, record)
+    decisions.record(use_case_id, run_id, "monitor", decision.branch, decision.reason, record,
+                     asset=decision_asset(use_case, asset))
     record["approval_body"] = approval_body(use_case_id, record, drift)
     return record
 
 
-def performance_check(use_case_id: str, end: datetime):
-    """The champion's predictions in the performance lookback against the labels that have arrived."""
+def performance_check(use_case_id: str, end: datetime, asset: str | None = None):
+    """The champion's predictions in the performance lookback against the labels that have arrived.
+    None where no label has arrived: performance is then not applicable, and the record says so."""
     import pandas as pd
 
-    from plantops import historian, registry
-    from plantops.monitoring import PerformanceCheck
+    from plantops.sources import historian
+    from plantops.stages import registry
+    from plantops.stages.monitoring import PerformanceCheck
 
     use_case = get_use_case(use_case_id)
-    asset = use_case.historian.asset
+    asset = asset or use_case.assets[0]
     start = end - parse_duration(use_case.monitoring.policy.performance.lookback)
     predictions = historian.read_predictions(asset, start, end)
     labels = historian.read_labels(asset)
@@ -277,7 +342,7 @@ def performance_check(use_case_id: str, end: datetime):
     for row in labels.itertuples(index=False):
         label[(predictions["ts"] >= row.start_ts) & (predictions["ts"] < row.end_ts)] = row.label
     faults, normal = label.str.startswith("fault"), label == "normal"
-    expected = registry.champion_metric(use_case_id, "detection_rate")
+    expected = registry.champion_metric(use_case.model_name(asset), "detection_rate")
     return PerformanceCheck(
         n_labelled=int(faults.sum() + normal.sum()),
         detection_rate=float(predictions.loc[faults, "alarm"].mean()) if faults.any() else None,
@@ -286,13 +351,15 @@ def performance_check(use_case_id: str, end: datetime):
     )
 
 
-def retrain_history(use_case_id: str, window_start: datetime):
-    """Retrain requests (automatic, or approved by an engineer) from the decision store, in plant time."""
-    from plantops import decisions
-    from plantops.monitoring import RetrainHistory
+def retrain_history(use_case_id: str, window_start: datetime, asset: str | None = None):
+    """Retrain requests (automatic, or approved by an engineer) from the decision store, in plant
+    time, for one asset of a fleet (or the use case)."""
+    from plantops.stages import decisions
+    from plantops.stages.monitoring import RetrainHistory
 
-    guard = get_use_case(use_case_id).monitoring.policy.guardrails
-    rows = decisions.latest(use_case_id, limit=500)
+    use_case = get_use_case(use_case_id)
+    guard = use_case.monitoring.policy.guardrails
+    rows = decisions.latest(use_case_id, limit=500, asset=decision_asset(use_case, asset))
     requests = [
         (_day(r["payload"]["day"]), r["created_at"]) for r in rows
         if r["payload"].get("day") and ((r["kind"] == "monitor" and r["branch"] == "retrain")
@@ -312,7 +379,8 @@ def retrain_history(use_case_id: str, window_start: datetime):
 def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
     """The markdown a process engineer reads in the approval task."""
     lines = [
-        f"**{use_case_id}**, window {record['day']}: {record['reason']}",
+        f"**{use_case_id}**{' / asset **' + record['asset'] + '**' if record.get('asset') else ''}, "
+        f"window {record['day']}: {record['reason']}",
         "",
         f"Drifted share of tags: **{record['drift_share']:.0%}** "
         f"(threshold {record['thresholds']['share_threshold']:.0%}, method {record['thresholds']['method']}).",
@@ -352,15 +420,16 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
 
 
 def record_answer(use_case_id: str, run_id: str, answer: dict[str, Any], branch: str, day: str,
-                  timeout: str | None = None) -> dict[str, Any]:
+                  timeout: str | None = None, asset: str | None = None) -> dict[str, Any]:
     """Store who answered the approval, when and what, in the decision store. No answer (the
     response timeout applied the safe default) is recorded as such, with a warning."""
-    from plantops import decisions
+    from plantops.stages import decisions
 
     params = answer.get("params_input") or {}
     responder = answer.get("responded_by_user")
     payload = {
         "day": day,
+        "asset": asset,
         "chosen_options": answer.get("chosen_options"),
         "responded_by": responder,
         "responded_at": answer.get("responded_at"),
@@ -373,5 +442,6 @@ def record_answer(use_case_id: str, run_id: str, answer: dict[str, Any], branch:
         branch = "timed_out"
     else:
         reason = params.get("reason") or f"{branch} chosen by {responder.get('name') or responder.get('id')}"
-    decisions.record(use_case_id, run_id, "approval", branch, reason, payload)
+    decisions.record(use_case_id, run_id, "approval", branch, reason, payload,
+                     asset=decision_asset(get_use_case(use_case_id), asset))
     return {**payload, "branch": branch, "reason": reason}

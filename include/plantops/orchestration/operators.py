@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import HITLBranchOperator
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import BaseOperator
 
 
-class ApprovalBranchOperator(HITLBranchOperator):
-    """A HITL branch whose answer (options, form fields, who, when) is kept in XCom ``response``.
+class ApprovalRequest(HITLOperator):
+    """A HITL task whose answer (options, form fields, who, when) is kept in XCom ``response``.
 
-    The stock operator returns only the branch it follows; the decision store needs the person and
-    their reason, so the downstream tasks read them from here.
+    Mapped per asset (``expand_kwargs`` with each asset's subject and body); the task that follows
+    reads every answer by map index, stores who decided what and why, and plans the trainings.
     """
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:

@@ -5,15 +5,16 @@ One call of :func:`train_and_register` is one training run:
 1. :func:`select_training_data` splits the wide features into the fit window and a held-out set.
    The held-out set depends on the features and the labels only, never on the fit window, so a
    champion trained weeks ago and today's challenger are judged on exactly the same rows.
-2. The shipped detector and the textbook baseline (:mod:`plantops.detectors`) are fitted on the
-   same rows and evaluated side by side: false-alarm rate on held-out normal operation, detection
-   rate per labelled fault.
-3. The detector is logged to MLflow (experiment and registered model named after the use case),
+2. The use case's model kind (:mod:`plantops.kinds`, ``model.kind``), the kind's classic baselines
+   and the kinds named in ``model.compare_with`` are fitted on the same rows and evaluated side by
+   side through the kind contract: false-alarm rate on held-out normal operation, detection rate and
+   delay per labelled fault, and for a regression kind its target's held-out errors.
+3. The model is logged to MLflow (experiment and registered model named after the use case),
    with its reference sample for drift monitoring, and gets the alias ``challenger``.
 4. The current ``champion`` is scored on the same held-out rows. The challenger takes the alias
    only if it detects more faults without exceeding the false-alarm budget (or if there is no
    champion). The decision and its reason are tagged on the run and on the model version.
-5. Every registered version is explained (:mod:`plantops.explain`): which tags drive its alarms
+5. Every registered version is explained (:mod:`plantops.stages.explain`): which tags drive its alarms
    on the held-out fault rows, as artifacts of its run and a ``top_tags`` version tag.
 
 Reruns are safe: a version tagged with the same ``airflow_run_id`` is returned, not duplicated;
@@ -30,16 +31,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plantops.kinds.base import far_limit
+
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
     from plantops.config import UseCase
-    from plantops.detectors import PCAMonitor
+    from plantops.kinds.base import ModelKind
 
 log = logging.getLogger(__name__)
 
 NORMAL = "normal"
+MODEL = "model"  # the evaluation of the trained model, beside its baselines and comparisons
 RUN_ID_TAG = "airflow_run_id"
 HOLDOUT_QUANTILE = 0.7
 REFERENCE_ROWS = 5000
@@ -51,14 +55,18 @@ _EMPTY: dict[str, Any] = {"far": math.nan, "detection_rate": math.nan, "detectio
 class TrainingData:
     """Rows of the wide feature frame (``asset``, ``ts``, features), split for one training run.
 
-    ``fit``: the fit window minus fault-labelled and held-out rows. ``holdout_normal``: the last
-    30 % (in time) of the rows labelled normal. ``holdout_faults``: the rows inside fault labels,
-    with their ``label`` column.
+    ``series``: every row, sorted by asset and time, with a fresh index; the three sets below are
+    rows of it (same index), so a temporal model can score the series in order and be judged on
+    the held-out rows in their context. ``fit``: the fit window minus fault-labelled and held-out
+    rows. ``holdout_normal``: the last 30 % (in time) of the rows labelled normal (of the unlabelled
+    rows when no row is labelled normal). ``holdout_faults``: the rows inside fault labels, with
+    their ``label`` column.
     """
 
     fit: pd.DataFrame
     holdout_normal: pd.DataFrame
     holdout_faults: pd.DataFrame
+    series: pd.DataFrame
 
 
 def _utc(value: Any) -> pd.Timestamp:
@@ -108,6 +116,8 @@ def select_training_data(
     """
     import pandas as pd
 
+    series = features.sort_values(["asset", "ts"]).reset_index(drop=True)
+    features = series
     if warmup is not None and warmup > pd.Timedelta(0) and len(labels):
         ts_all = pd.to_datetime(features["ts"], utc=True)
         settling = pd.Series(False, index=features.index)
@@ -122,6 +132,10 @@ def select_training_data(
     label = _label_of_rows(features, labels)
     is_fault = (label != "") & (label != NORMAL)
     is_normal = label == NORMAL
+    if not is_normal.any():
+        # No normal labels at all (e.g. a fleet without lab confirmation): unlabelled rows count
+        # as normal operation, and the newest of them are held out.
+        is_normal = label == ""
 
     cutoff = ts[is_normal].quantile(HOLDOUT_QUANTILE) if is_normal.any() else None
     holdout_normal = is_normal & (ts >= cutoff) if cutoff is not None else pd.Series(False, index=ts.index)
@@ -131,37 +145,12 @@ def select_training_data(
     if reference_start is not None:
         fit &= ts >= _utc(reference_start)
 
-    def rows(mask: pd.Series) -> pd.DataFrame:
-        return features[mask].sort_values(["asset", "ts"]).reset_index(drop=True)
-
-    faults = features[is_fault].assign(label=label[is_fault])
     return TrainingData(
-        fit=rows(fit),
-        holdout_normal=rows(holdout_normal),
-        holdout_faults=faults.sort_values(["asset", "ts"]).reset_index(drop=True),
+        fit=features[fit],
+        holdout_normal=features[holdout_normal],
+        holdout_faults=features[is_fault].assign(label=label[is_fault]),
+        series=series,
     )
-
-
-def evaluate(model: PCAMonitor, data: TrainingData) -> dict[str, Any]:
-    """Held-out performance: false-alarm rate on normal rows, detection rate per fault label and
-    their unweighted mean (each fault counts once, however long its labelled episode). NaN when
-    the held-out set has no rows of that kind."""
-    import numpy as np
-
-    far = float(model.predict(data.holdout_normal).mean()) if len(data.holdout_normal) else math.nan
-    rates: dict[str, float] = {}
-    if len(data.holdout_faults):
-        alarms = model.predict(data.holdout_faults)
-        by_label = data.holdout_faults["label"].to_numpy()
-        rates = {str(lab): float(alarms[by_label == lab].mean()) for lab in sorted(set(by_label))}
-    return {
-        "far": far,
-        "detection_rate": float(np.mean(list(rates.values()))) if rates else math.nan,
-        "detection_rates": rates,
-        "n_fit": len(data.fit),
-        "n_holdout_normal": len(data.holdout_normal),
-        "n_holdout_faults": len(data.holdout_faults),
-    }
 
 
 def _metric_key(label: str) -> str:
@@ -170,9 +159,12 @@ def _metric_key(label: str) -> str:
 
 def _flat_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """MLflow metrics of one evaluation; undefined (NaN) values are left out, not logged as NaN."""
-    flat = {f"{prefix}far": result["far"], f"{prefix}detection_rate": result["detection_rate"]}
+    flat = {f"{prefix}{key}": result[key] for key in ("far", "detection_rate", "detection_delay", "rmse", "mae")
+            if key in result}
     for label, rate in result["detection_rates"].items():
         flat[f"{prefix}detection_rate_{_metric_key(label)}"] = rate
+    for label, delay in result.get("detection_delays", {}).items():
+        flat[f"{prefix}detection_delay_{_metric_key(label)}"] = delay
     return {k: float(v) for k, v in flat.items() if v is not None and not math.isnan(v)}
 
 
@@ -193,14 +185,29 @@ def _experiment_id(client: MlflowClient, use_case: UseCase) -> str:
     root = get_settings().mlflow_artifact_root
     # A tracking server chooses (and serves) the artifact location itself.
     location = f"{root.rstrip('/')}/{use_case.id}" if root else None
-    return client.create_experiment(use_case.id, artifact_location=location)
+    try:
+        return client.create_experiment(use_case.id, artifact_location=location)
+    except Exception:  # noqa: BLE001 - a fleet's per-asset trainings race to create it
+        experiment = client.get_experiment_by_name(use_case.id)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def _side_by_side(evaluations: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """The model's metrics plain, every other evaluation's with its name as prefix."""
+    metrics: dict[str, float] = {}
+    for name, result in evaluations.items():
+        metrics.update(_flat_metrics(result, prefix="" if name == MODEL else f"{name}_"))
+    return metrics
 
 
 def _log_and_register(
     client: MlflowClient,
     use_case: UseCase,
-    detector: PCAMonitor,
-    baseline: PCAMonitor,
+    name: str,
+    kind: ModelKind,
+    model: Any,
     evaluations: dict[str, dict[str, Any]],
     data: TrainingData,
     window: tuple[pd.Timestamp, pd.Timestamp],
@@ -213,19 +220,20 @@ def _log_and_register(
     import numpy as np
     from mlflow.models import infer_signature
 
-    from plantops.registry import CHALLENGER, REFERENCE_ARTIFACT, TRUSTED_TYPES
+    from plantops import kinds
+    from plantops.stages.registry import CHALLENGER, REFERENCE_ARTIFACT
 
-    X = data.fit[detector.columns_]
-    with mlflow.start_run(experiment_id=_experiment_id(client, use_case), tags=run_tags) as run:
+    X = data.fit[list(model.columns_)]
+    with mlflow.start_run(experiment_id=_experiment_id(client, use_case), run_name=name, tags=run_tags) as run:
         mlflow.log_params({
             "use_case": use_case.id,
-            "model_kind": use_case.model.kind,
-            "explained_variance": use_case.model.explained_variance,
+            "registered_model": name,
+            "model_kind": kind.name,
+            "compared_with": ",".join(k for k in evaluations if k != MODEL) or "none",
+            **{f"param_{k}": v for k, v in kind.params.model_dump().items()},
+            **{k: v for k, v in kind.log_params(model).items() if v is not None},
             "false_alarm_rate": use_case.model.false_alarm_rate,
-            "n_components": detector.n_components_,
-            "calibration_folds": detector.calibration_folds,
-            "baseline_n_components": baseline.n_components_,
-            "n_features": detector.n_features_in_,
+            "n_features": len(model.columns_),
             "bucket": use_case.features.bucket,
             "rolling_buckets": use_case.features.rolling_buckets,
             "train_days": use_case.model.train_days,
@@ -234,72 +242,49 @@ def _log_and_register(
             "reference_start": "none" if reference_start is None else _utc(reference_start).isoformat(),
         })
         mlflow.log_metrics({
-            **_flat_metrics(evaluations["detector"]),
-            **_flat_metrics(evaluations["baseline"], prefix="baseline_"),
+            **_side_by_side(evaluations),
             "n_fit_rows": len(data.fit),
             "n_holdout_normal": len(data.holdout_normal),
             "n_holdout_faults": len(data.holdout_faults),
-            "t2_limit": detector.t2_limit_,
-            "q_limit": detector.q_limit_,
         })
         info = mlflow.sklearn.log_model(
-            detector,
+            model,
             name="model",
-            signature=infer_signature(X, detector.score_samples(X)),
+            signature=infer_signature(X, model.score_samples(X)),
             input_example=X.head(5),
             serialization_format="skops",
-            skops_trusted_types=TRUSTED_TYPES,
+            skops_trusted_types=kinds.trusted_types(),
             pip_requirements=_pip_requirements(),
         )
         # An evenly spaced sample keeps the whole fit window's spread (daily cycles, grade
-        # changes) in the drift reference, which the last N rows would not.
+        # changes) in the drift reference, which the last N rows would not. It holds the model's
+        # columns and the kind's drift columns.
+        columns = list(dict.fromkeys([*model.columns_, *kind.drift_columns()]))
         step = np.linspace(0, len(X) - 1, min(len(X), REFERENCE_ROWS)).astype(int)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
-            X.iloc[np.unique(step)].reset_index(drop=True).to_parquet(path, index=False)
+            data.fit[columns].iloc[np.unique(step)].reset_index(drop=True).to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
         # The version is created with its tags in one call (one transaction in the tracking
         # store): a version without its airflow_run_id tag would be invisible to a retry's
         # idempotency check, and the retry would register a second one.
-        registered = mlflow.register_model(info.model_uri, use_case.id, tags={**run_tags, "use_case": use_case.id})
+        registered = mlflow.register_model(info.model_uri, name, tags={
+            **run_tags, "use_case": use_case.id, "model_kind": kind.name})
         run_id = run.info.run_id
     version = str(registered.version)
-    from plantops import registry
+    from plantops.stages import registry
 
-    with registry.promotion_lock(use_case.id):  # the store's alias upsert is not atomic: two trainings race on it
-        client.set_registered_model_alias(use_case.id, CHALLENGER, version)
-    log.info("use case %s: registered version %s (run %s) as %s", use_case.id, version, run_id, CHALLENGER)
+    with registry.promotion_lock(name):  # the store's alias upsert is not atomic: two trainings race on it
+        client.set_registered_model_alias(name, CHALLENGER, version)
+    log.info("model %s: registered version %s (run %s) as %s", name, version, run_id, CHALLENGER)
     return version, run_id
-
-
-def _decide(
-    use_case: UseCase,
-    challenger: dict[str, Any],
-    champion: dict[str, Any] | None,
-    champion_version: str | None,
-) -> tuple[bool, str]:
-    target = use_case.model.false_alarm_rate
-    far_limit = target * 1.5 + 0.005
-    if champion_version is None:
-        return True, "no champion to compare with"
-    if champion is None:
-        return True, f"champion v{champion_version} cannot score the current features"
-    far, rate, best = challenger["far"], challenger["detection_rate"], champion["detection_rate"]
-    if math.isnan(rate) or math.isnan(far):
-        return False, "held-out set lacks fault-labelled or normal-labelled rows: nothing to compare on"
-    if far > far_limit:
-        return False, f"false-alarm rate {far:.4f} above the limit {far_limit:.4f} (target {target})"
-    if math.isnan(best) or rate > best:
-        return True, (
-            f"detection rate {rate:.4f} > champion v{champion_version} {best:.4f} "
-            f"at false-alarm rate {far:.4f} <= {far_limit:.4f}"
-        )
-    return False, f"detection rate {rate:.4f} not above champion v{champion_version} {best:.4f}"
 
 
 def _decide_and_record(
     client: MlflowClient,
     use_case: UseCase,
+    name: str,
+    kind: ModelKind,
     version: str,
     run_id: str,
     evaluations: dict[str, dict[str, Any]],
@@ -308,12 +293,13 @@ def _decide_and_record(
     """Score the champion on the same held-out rows, move the alias if the challenger wins, and
     record the decision. The ``decision`` version tag is written last: its presence marks a
     training run as complete for the idempotency check."""
-    from plantops import registry
+    from plantops.kinds import UnknownKind, kind_of
+    from plantops.stages import registry
 
     # Compare and move the alias under one lock: two trainings finishing together must not both
     # promote, and the alias must never land on a version that lost to the current champion.
-    with registry.promotion_lock(use_case.id):
-        before = registry.champion(use_case.id)
+    with registry.promotion_lock(name):
+        before = registry.champion(name)
         champion_eval: dict[str, Any] | None = None
         if before is not None and before[0] == version:
             # A rerun after the alias moved but before the decision was tagged.
@@ -321,26 +307,25 @@ def _decide_and_record(
         else:
             if before is not None:
                 try:
-                    champion_eval = evaluate(registry.load_version(use_case.id, before[0]), data)
-                except (KeyError, ValueError) as exc:
+                    # The champion may be of another kind than the YAML names now: judged by its own.
+                    champion_model = registry.load_version(name, before[0])
+                    champion_eval = kind_of(use_case, champion_model).evaluate(champion_model, data)
+                except (KeyError, ValueError, UnknownKind) as exc:
                     log.warning("champion v%s cannot score the current features: %s", before[0], exc)
-            promoted, reason = _decide(
-                use_case, evaluations["detector"], champion_eval, None if before is None else before[0]
-            )
+            promoted, reason = kind.gate(evaluations[MODEL], champion_eval, None if before is None else before[0])
         if promoted:
-            registry.set_alias(use_case.id, registry.CHAMPION, version)
+            registry.set_alias(name, registry.CHAMPION, version)
     champion_version = version if promoted or before is None else before[0]
-    metrics = {
-        **_flat_metrics(evaluations["detector"]),
-        **_flat_metrics(evaluations["baseline"], prefix="baseline_"),
-    }
-    champion_metrics = _flat_metrics(evaluations["detector"] if promoted else champion_eval or _EMPTY)
+    metrics = _side_by_side(evaluations)
+    champion_metrics = _flat_metrics(evaluations[MODEL] if promoted else champion_eval or _EMPTY)
     for key, value in _flat_metrics(champion_eval or _EMPTY, prefix="previous_champion_").items():
         client.log_metric(run_id, key, value)
     decision = "promoted" if promoted else "kept_champion"
     result = {
         "version": version,
         "run_id": run_id,
+        "registered_model": name,
+        "model_kind": kind.name,
         "promoted": promoted,
         "reason": reason,
         "metrics": metrics,
@@ -349,9 +334,8 @@ def _decide_and_record(
     }
     client.log_dict(run_id, {
         "target_far": use_case.model.false_alarm_rate,
-        "far_limit": use_case.model.false_alarm_rate * 1.5 + 0.005,
-        "detector": _jsonable(evaluations["detector"]),
-        "baseline": _jsonable(evaluations["baseline"]),
+        "far_limit": far_limit(use_case.model.false_alarm_rate),
+        **{key: _jsonable(value) for key, value in evaluations.items()},
         "previous_champion": None if before is None else {
             "version": before[0], "evaluation": None if champion_eval is None else _jsonable(champion_eval)
         },
@@ -360,9 +344,9 @@ def _decide_and_record(
     }, "comparison.json")
     for key, value in {"decision": decision, "reason": reason, "champion_version": champion_version}.items():
         client.set_tag(run_id, key, value)
-    client.set_model_version_tag(use_case.id, version, "reason", reason)
-    client.set_model_version_tag(use_case.id, version, "decision", decision)
-    log.info("use case %s: version %s %s: %s", use_case.id, version, decision, reason)
+    client.set_model_version_tag(name, version, "reason", reason)
+    client.set_model_version_tag(name, version, "decision", decision)
+    log.info("model %s: version %s %s: %s", name, version, decision, reason)
     return result
 
 
@@ -391,14 +375,18 @@ def train_and_register(
     end: pd.Timestamp,
     reference_start: pd.Timestamp | None = None,
     run_tags: dict[str, str] | None = None,
+    asset: str | None = None,
 ) -> dict[str, Any]:
-    """Train, log, register and (maybe) promote. Returns {version, run_id, promoted, reason,
-    metrics, champion_version, champion_metrics}; see the module docstring."""
+    """Train, log, register and (maybe) promote the registered model of ``asset`` (a per-asset
+    fleet) or of the use case. Returns {version, run_id, promoted, reason, metrics,
+    champion_version, champion_metrics, ...}; see the module docstring."""
     import pandas as pd
 
-    from plantops import explain, registry
-    from plantops.detectors import build_baseline, build_detector
+    from plantops.kinds import get_kind
+    from plantops.stages import explain, registry
 
+    name = use_case.model_name(asset)
+    kind = get_kind(use_case)
     # Data first: a window too short to train on fails before anything touches MLflow.
     end = _utc(end)
     window = (end - pd.Timedelta(days=use_case.model.train_days), end)
@@ -408,7 +396,7 @@ def train_and_register(
     if len(data.fit) < minimum:
         since = "" if reference_start is None else f", at or after reference_start {_utc(reference_start)}"
         raise ValueError(
-            f"use case {use_case.id}: only {len(data.fit)} training rows in "
+            f"model {name}: only {len(data.fit)} training rows in "
             f"[{window[0]}, {window[1]}){since} "
             f"outside fault labels and the held-out normal rows; model.min_train_rows is {minimum}. "
             "Wait for more history, widen model.train_days or move reference_start back."
@@ -416,32 +404,43 @@ def train_and_register(
 
     client = registry.configure()
     tags = {str(k): str(v) for k, v in (run_tags or {}).items()}
+    if asset is not None:
+        tags["asset"] = asset
     existing = None
     if tags.get(RUN_ID_TAG):
-        existing = registry.version_by_run_tag(use_case.id, RUN_ID_TAG, tags[RUN_ID_TAG])
+        existing = registry.version_by_run_tag(name, RUN_ID_TAG, tags[RUN_ID_TAG])
     if existing is not None and existing.tags.get("decision"):
-        log.info("use case %s: %s=%s already registered as version %s; not training again",
-                 use_case.id, RUN_ID_TAG, tags[RUN_ID_TAG], existing.version)
+        log.info("model %s: %s=%s already registered as version %s; not training again",
+                 name, RUN_ID_TAG, tags[RUN_ID_TAG], existing.version)
         return _stored_result(existing)
 
-    baseline = build_baseline(use_case).fit(data.fit)
     if existing is None:
-        detector = build_detector(use_case).fit(data.fit)
+        model = kind.fit(kind.build(), data.fit)
     else:
-        log.warning("use case %s: version %s of %s=%s has no decision (interrupted run); deciding now",
-                    use_case.id, existing.version, RUN_ID_TAG, tags[RUN_ID_TAG])
-        detector = registry.load_version(use_case.id, existing.version)
-    evaluations = {"detector": evaluate(detector, data), "baseline": evaluate(baseline, data)}
-    log.info("use case %s: detector %s / baseline %s", use_case.id,
-             _flat_metrics(evaluations["detector"]), _flat_metrics(evaluations["baseline"]))
+        log.warning("model %s: version %s of %s=%s has no decision (interrupted run); deciding now",
+                    name, existing.version, RUN_ID_TAG, tags[RUN_ID_TAG])
+        model = registry.load_version(name, existing.version)
+    evaluations = {MODEL: kind.evaluate(model, data)}
+    # Side by side on the same rows: the kind's classic baselines, then the kinds named in compare_with.
+    others = [(label, kind, est) for label, est in kind.baselines().items()]
+    for other_name in use_case.model.compare_with:
+        if other_name != kind.name:
+            other = get_kind(use_case, other_name)
+            others.append((other_name, other, other.build()))
+    for label, owner, estimator in others:
+        if label in evaluations:
+            continue
+        evaluations[label] = owner.evaluate(owner.fit(estimator, data.fit), data)
+    log.info("model %s (%s): %s", name, kind.name,
+             {k: _flat_metrics(v) for k, v in evaluations.items()})
 
     if existing is None:
         version, run_id = _log_and_register(
-            client, use_case, detector, baseline, evaluations, data, window, reference_start, tags
+            client, use_case, name, kind, model, evaluations, data, window, reference_start, tags
         )
     else:
         version, run_id = str(existing.version), existing.run_id
     if existing is None or not existing.tags.get(explain.TOP_TAGS_TAG):
         # Before the decision tag, so a version is only ever complete with its explanation.
-        explain.log_model_explanation(client, use_case, version, run_id, detector, data)
-    return _decide_and_record(client, use_case, version, run_id, evaluations, data)
+        explain.log_model_explanation(client, use_case, name, kind, version, run_id, model, data)
+    return _decide_and_record(client, use_case, name, kind, version, run_id, evaluations, data)

@@ -1,6 +1,7 @@
-"""Small helpers over the MLflow model registry, one registered model per use case.
+"""Small helpers over the MLflow model registry, one registered model per use case (or per asset).
 
-The registered model is named after the use case id. Versions move between roles with aliases,
+The registered model is named after the use case id, or ``<use case>.<asset>`` for a fleet trained
+per asset (:meth:`plantops.config.UseCase.model_name`); every function here takes that name. Versions move between roles with aliases,
 never stages (deprecated in MLflow 3): ``challenger`` marks the latest trained version,
 ``champion`` the one that scores and explains. Every caller goes through :func:`configure` first,
 so the tracking and registry URIs always come from :func:`plantops.settings.get_settings` at call
@@ -15,22 +16,21 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from plantops.detectors import PCAMonitor
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
-# skops (MLflow's safe default for scikit-learn) refuses to load classes it was not told about.
-TRUSTED_TYPES = ["plantops.detectors.PCAMonitor"]
+# A registered model name: a use case id, optionally ".<asset>" (it goes into a filter string).
+MODEL_NAME = r"[a-z][a-z0-9_]{0,40}(\.[A-Za-z0-9_\-]{1,64})?"
 
 
 def configure() -> MlflowClient:
@@ -117,7 +117,7 @@ def champion_metric(use_case_id: str, name: str) -> float | None:
     return None if value is None else float(value)
 
 
-def load_champion(use_case_id: str) -> PCAMonitor:
+def load_champion(use_case_id: str) -> Any:
     """The champion detector as a fitted estimator (score_samples, statistics, contributions)."""
     import mlflow.sklearn
 
@@ -125,7 +125,7 @@ def load_champion(use_case_id: str) -> PCAMonitor:
     return mlflow.sklearn.load_model(f"models:/{use_case_id}@{CHAMPION}")
 
 
-def load_version(use_case_id: str, version: str | int) -> PCAMonitor:
+def load_version(use_case_id: str, version: str | int) -> Any:
     import mlflow.sklearn
 
     configure()
@@ -156,9 +156,9 @@ def version_by_run_tag(use_case_id: str, key: str, value: str) -> ModelVersion |
     The tag is matched here rather than in the filter string, so that values with quotes or
     other filter syntax (Airflow run ids contain ``+`` and ``:``) need no escaping.
     """
-    if not re.fullmatch(r"[a-z][a-z0-9_]{0,40}", use_case_id):
-        # The id goes into a filter string: only the use-case id shape from config is allowed.
-        raise ValueError(f"not a use case id: {use_case_id!r}")
+    if not re.fullmatch(MODEL_NAME, use_case_id):
+        # The name goes into a filter string: only the shapes config produces are allowed.
+        raise ValueError(f"not a registered model name: {use_case_id!r}")
     client = configure()
     found: list[ModelVersion] = []
     token: str | None = None

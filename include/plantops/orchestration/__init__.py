@@ -1,0 +1,1 @@
+"""Airflow wiring: the DAG factory (the only place that builds Airflow objects), plantops operators and triggers, the pod entry point and the Kubernetes renderers. Task bodies call plantops.stages."""

@@ -1,0 +1,1 @@
+"""Where data comes from: the historian (SQL through SQLAlchemy, Trino on the stack), the NiFi landing zone, and the packaged real data sets (TEP from bibmon, wind SCADA from openoa) with their replayers. Imports only the core (config, settings, db, storage)."""

@@ -1,0 +1,1 @@
+"""The pipeline stages as plain functions: ingest and validation, training and the promotion gate, scoring, explanations, monitoring and its decision store, approvals and feedback. Stages see models only through the model-kind contract (plantops.kinds) and data only through plantops.sources."""
