@@ -66,8 +66,8 @@ def test_fitted_state_and_contract(model, fit_rows):
     np.testing.assert_allclose(model.mean_, fit_rows[tags].mean().to_numpy())
     np.testing.assert_allclose(model.scale_, fit_rows[tags].std().to_numpy())
     assert model.max_gap_seconds_ == 3 * tep.SAMPLE_SECONDS
-    # (1 - 0.2)^21 < 1 % of the restart state left, plus one row for the first difference.
-    assert model.context_rows_ == 22
+    # (1 - 0.2)^42 < 0.01 % of the restart state left, plus one row for the first difference.
+    assert model.context_rows_ == 43
     for value in vars(model).values():
         assert isinstance(value, (np.ndarray, list, int, float, str, type(None)))
     scores = model.score_samples(fit_rows)

@@ -1,4 +1,6 @@
-"""`make demo`: the whole loop on the Tennessee Eastman data, embedded tier, from an empty state.
+"""`make demo`: the whole loop for both use cases, embedded tier, from an empty state.
+
+``tep_reactor`` (Tennessee Eastman, one asset):
 
 1. history: 21 labelled fault days and 3 normal days go to the historian and the landing zone;
    ingest, features, train (first champion), score and monitor the last normal day -> no action;
@@ -7,7 +9,12 @@
    the process engineers; the demo answers as the assigned engineer `eng1` through Airflow's REST API
    (a real `airflow api-server` on the same metadata DB) with "Retrain from a new reference window";
 4. a slow fault on 2026-03-27 after a recorded analyzer maintenance -> approval again, refused by the
-   engineer with a reason. Every decision is in the decision store (table `decisions`).
+   engineer with a reason.
+
+``wind_fleet`` (La Haute Borne, four turbines, :func:`wind_fleet`): history and first models per
+turbine; a normal day; one turbine losing power (retrained alone); another losing power after a
+pitch service (approval for that turbine only, refused). Every decision is in the decision store
+(table `decisions`, per asset).
 
 DAG runs execute in this process with ``dag.test()`` (no scheduler): a run the monitor triggers is
 queued by the TriggerDagRunOperator and then executed here with the conf it was queued with.
@@ -61,7 +68,7 @@ class Demo:
         self.home = home
         self.log_file = log_file
         self.dags: dict[str, Any] = {}
-        self.branches: list[str] = []
+        self.branches: dict[str, list] = {}
         self.api_proc: subprocess.Popen | None = None
 
     # -- services ------------------------------------------------------------------------------
@@ -116,13 +123,15 @@ class Demo:
     def monitor_branches(self, day: str, use_case: str = USE_CASE) -> dict[str, str]:
         """Run the monitor for the day; the branch each asset took (no_action, trigger_retrain,
         request_approval), read from the decision store."""
+        from plantops.config import get_use_case
         from plantops.stages import decisions
 
         states = self.run("monitor", {"day": day}, use_case=use_case)
         names = {"ok": "no_action", "retrain": "trigger_retrain", "approval": "request_approval"}
         branches = {r["payload"].get("asset") or use_case: names[r["branch"]]
                     for r in decisions.for_run(use_case, states["run_id"]) if r["kind"] == "monitor"}
-        self.branches.append(branches if len(branches) > 1 else next(iter(branches.values())))
+        self.branches.setdefault(use_case, []).append(
+            branches if get_use_case(use_case).is_fleet else next(iter(branches.values())))
         say(f"  -> monitor of {use_case} for {day}: {branches}")
         return branches
 
@@ -329,7 +338,7 @@ def main() -> int:
             "use_case": USE_CASE,
             "champion_version": champion[0] if champion else None,
             "drift_share": payload["drift_share"],
-            "branches_taken": demo.branches,
+            "branches_taken": demo.branches[USE_CASE],
             "report_path": payload["report_path"],
             "mlflow_uri": settings.mlflow_tracking_uri,
             "train_decisions": [r["branch"] for r in reversed(train_records)],

@@ -46,7 +46,12 @@ def kind_of(use_case: UseCase, model: Any) -> ModelKind:
     """The kind a fitted model belongs to (a champion may be of another kind than the YAML's now)."""
     for kind in KINDS.values():
         if type(model).__module__ + "." + type(model).__name__ == kind.estimator:
-            return get_kind(use_case, kind.name) if kind.name != use_case.model.kind else get_kind(use_case)
+            if kind.name == use_case.model.kind:
+                return get_kind(use_case)
+            # Another kind than the YAML's: the parameters the estimator was built with.
+            fields = kind.params_model.model_fields
+            return kind(use_case, kind.params_model.model_validate(
+                {f: getattr(model, f) for f in fields if hasattr(model, f)}))
     raise UnknownKind(type(model).__name__)
 
 

@@ -56,7 +56,7 @@ restarts at an asset change or where consecutive rows are more than ``max_gap_se
 order. Without ``ts``, ``X`` is one contiguous series in its row order (restarting at an ``asset``
 change if that column exists). A restart sets every filter to its normal steady state, so the
 first rows after it are scored as if the history were normal; ``context_rows_`` is how many rows a
-caller should prepend (and drop the scores of) for the initial state to weigh less than 1 % at the
+caller should prepend (and drop the scores of) for the initial state to weigh less than 0.01 % at the
 first row it cares about.
 
 Missing values never raise. A missing standardised value is "at the normal mean" *given the
@@ -111,7 +111,7 @@ _MIN_VAR = 1e-12
 # collinear column would make a block singular).
 _RIDGE = 1e-3
 # context_rows_: prepend enough rows for the initial (restart) state to weigh less than this.
-_WARM_WEIGHT = 0.01
+_WARM_WEIGHT = 1e-4
 
 CHANNELS = ("t2", "q", "residual", "dynamics")
 

@@ -165,8 +165,9 @@ class ModelKind:
             "n_holdout_normal": len(normal),
             "n_holdout_faults": len(faults),
         }
-        if self.output == "regression" and len(normal):
-            result.update(self.regression_errors(model, data.holdout_normal))
+        if self.output == "regression":
+            result.update(self.regression_errors(model, data.holdout_normal) if len(normal)
+                          else {"rmse": math.nan, "mae": math.nan})
         return result
 
     def regression_errors(self, model: Any, rows: pd.DataFrame) -> dict[str, float]:

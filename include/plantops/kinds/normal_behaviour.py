@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from plantops.kinds.base import KindParams, RegressionKind
 
@@ -31,6 +31,15 @@ class Params(KindParams):
     smoothing: str | None = "24h"
     smoothing_min_rows: int = Field(default=72, ge=1)
     alarm_side: Literal["low", "high", "both"] = "low"
+
+    @field_validator("smoothing")
+    @classmethod
+    def _smoothing(cls, value: str | None) -> str | None:
+        if value is not None:
+            from plantops.config import parse_duration
+
+            parse_duration(value)
+        return value
 
     @model_validator(mode="after")
     def _drivers(self) -> Params:

@@ -71,8 +71,8 @@ def ingest_historian(use_case: UseCase, start: datetime, end: datetime, run_id: 
         raise HistorianUnavailable(f"historian unreachable or failing for {use_case.id} "
                                    f"[{start}, {end}): {type(exc).__name__}: {str(exc).splitlines()[0]}") from exc
     if unknown:
-        raise ValueError(f"use case {use_case.id}: tags not in the historian: "
-                         + "; ".join(f"asset {a!r}: {tags_}" for a, tags_ in unknown.items())
+        raise ValueError(f"use case {use_case.id}: tags not in the historian "
+                         + "; ".join(f"for asset {a!r}: {tags_}" for a, tags_ in unknown.items())
                          + f" (check include/use_cases/{use_case.id}.yaml)")
     counts = {"rows_in": len(frame), "rows_written": 0, "rows_rejected": 0}
     if frame.empty:
