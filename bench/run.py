@@ -68,7 +68,7 @@ PYTHON = sys.executable
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 USE_CASE_YAML = REPO / "include" / "use_cases" / "tep_reactor.yaml"
 RESULTS = REPO / "bench" / "results.json"
-FIGURES = ("parsing", "features", "validation", "drift", "latency", "monitor")
+FIGURES = ("parsing", "features", "validation", "drift", "latency", "monitor", "detectors", "wind")
 
 # The features DAG's SparkSubmitOperator conf (plantops.orchestration.dagfactory.build_features) and the
 # issue's job arguments: the job is measured as the DAG runs it.
@@ -738,7 +738,8 @@ def _limit(b: dict[str, Any]) -> str:
 def table(results: dict[str, Any]) -> str:
     """Markdown: one row per budget, then the feature job's raw figures."""
     lines = ["| figure | measured | budget | verdict |", "|---|---|---|---|"]
-    for key in ("dag_parsing", "feature_job", "validation_overhead", "drift", "latency", "monitor"):
+    for key in ("dag_parsing", "feature_job", "validation_overhead", "drift", "latency", "monitor", "detectors",
+                "wind_nbm"):
         for b in results.get(key, {}).get("budgets", []):
             if b["met"] is None:
                 verdict = f"not measured ({b['why']})" if b.get("why") else "not measured"
@@ -782,6 +783,47 @@ def table(results: dict[str, Any]) -> str:
 # -- main -------------------------------------------------------------------------------------------------
 
 
+def figure_detectors(ctx: Context) -> dict[str, Any]:
+    """Model quality, TEP: mspm_early against mspm_pca and the textbook PCA monitor (bench.detectors)."""
+    from bench import detectors
+
+    out = detectors.main(["--json", str(ctx.config.logs / "detectors.json")])
+    by = {r["detector"]: r for r in out["results"]}
+    early, pca = by["early"], by["mspm_pca"]
+    budgets = []
+    for mode, label in (("own", "own limits"), ("equal_far", "equal FAR")):
+        e, p = early[mode], pca[mode]
+        budgets.append(budget(f"TEP mean detection rate, mspm_early / mspm_pca ({label}, 21 faults)",
+                              round(e["detection_rate_21"] / p["detection_rate_21"], 3), 1.0, "x",
+                              higher_is_better=True,
+                              why=f"{e['detection_rate_21']:.3f} vs {p['detection_rate_21']:.3f}; FAR held out "
+                                  f"{e['far_held_out']:.3f} vs {p['far_held_out']:.3f}"))
+        budgets.append(budget(f"TEP median detection delay, mspm_early / mspm_pca ({label})",
+                              round(e["median_delay_21"] / p["median_delay_21"], 3), 1.0, "x",
+                              why=f"{e['median_delay_21']:g} vs {p['median_delay_21']:g} samples"))
+    return {"total_seconds": out["total_seconds"], "results": out["results"], "budgets": budgets}
+
+
+def figure_wind(ctx: Context) -> dict[str, Any]:
+    """Model quality, wind: the normal-behaviour model against the IEC binned power curve (bench.wind_nbm)."""
+    from bench import wind_nbm
+
+    out = wind_nbm.main(["--out", str(ctx.config.logs / "wind_nbm.json")])
+    nbm, binned = out["mean"]["nbm"], out["mean"]["binned"]
+    return {
+        "mean": out["mean"], "timings": out["timings"],
+        "budgets": [
+            budget("La Haute Borne held-out power RMSE, normal_behaviour / binned power curve (4 turbines, 2015)",
+                   round(nbm["held_rmse"] / binned["held_rmse"], 3), 1.0, "x",
+                   why=f"{nbm['held_rmse']:.1f} vs {binned['held_rmse']:.1f} kW"),
+            budget("La Haute Borne injected 8 % loss detected, normal_behaviour / binned power curve",
+                   round(nbm["detection_rate"] / binned["detection_rate"], 3), 1.0, "x", higher_is_better=True,
+                   why=f"{nbm['detection_rate']:.1%} vs {binned['detection_rate']:.1%} of the loss rows; alarm rate on "
+                       f"held-out normal rows {nbm['held_alarm_rate']:.2%} (target 1 %)"),
+        ],
+    }
+
+
 RUNNERS: dict[str, tuple[str, Callable[[Context], dict[str, Any]]]] = {
     "parsing": ("dag_parsing", figure_parsing),
     "features": ("feature_job", figure_features),
@@ -789,6 +831,8 @@ RUNNERS: dict[str, tuple[str, Callable[[Context], dict[str, Any]]]] = {
     "drift": ("drift", figure_drift),
     "latency": ("latency", figure_latency),
     "monitor": ("monitor", figure_monitor),
+    "detectors": ("detectors", figure_detectors),
+    "wind": ("wind_nbm", figure_wind),
 }
 
 

@@ -7,28 +7,19 @@ DAG factory catches it per file, so one broken use case never hides the others.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from plantops.units import parse_duration  # noqa: F401 - re-exported: the config's durations
+
 IDENTIFIER = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
-_DURATION = re.compile(r"^(\d+)\s*(s|min|h|d)$")
-_UNITS = {"s": 1, "min": 60, "h": 3600, "d": 86400}
 
 
 class ConfigError(ValueError):
     """A use-case file that does not match the schema: file, field and expectation in the text."""
-
-
-def parse_duration(text: str) -> timedelta:
-    """'3min' -> 3 minutes. Units: s, min, h, d."""
-    match = _DURATION.match(str(text).strip())
-    if not match:
-        raise ValueError(f"expected a duration such as '3min', '1h' or '1d', got {text!r}")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
 class _Frozen(BaseModel):

@@ -183,15 +183,19 @@ class ModelKind:
     def gate(self, challenger: dict[str, Any], champion: dict[str, Any] | None,
              champion_version: str | None) -> tuple[bool, str]:
         """Promote the challenger over the champion? Both were evaluated on the same held-out rows.
-
-        Detectors: within the false-alarm limit and a higher mean detection rate (ties broken by a
-        shorter median detection delay). A champion that cannot score today's features loses."""
-        target = self.use_case.model.false_alarm_rate
-        limit = far_limit(target)
+        Without a champion, or with one that cannot score today's features, the challenger wins;
+        otherwise the kind's :meth:`compare` decides."""
         if champion_version is None:
             return True, "no champion to compare with"
         if champion is None:
             return True, f"champion v{champion_version} cannot score the current features"
+        return self.compare(challenger, champion, champion_version, far_limit(self.use_case.model.false_alarm_rate))
+
+    def compare(self, challenger: dict[str, Any], champion: dict[str, Any], champion_version: str,
+                limit: float) -> tuple[bool, str]:
+        """Detectors: within the false-alarm limit and a higher mean detection rate (ties broken by a
+        shorter median detection delay)."""
+        target = self.use_case.model.false_alarm_rate
         far, rate = challenger["far"], challenger["detection_rate"]
         if math.isnan(far):
             return False, "held-out set lacks normal-labelled rows: nothing to compare on"
@@ -215,17 +219,12 @@ class RegressionKind(ModelKind):
 
     output: ClassVar[Literal["detector", "regression"]] = "regression"
 
-    def gate(self, challenger: dict[str, Any], champion: dict[str, Any] | None,
-             champion_version: str | None) -> tuple[bool, str]:
+    def compare(self, challenger: dict[str, Any], champion: dict[str, Any], champion_version: str,
+                limit: float) -> tuple[bool, str]:
         """Within the false-alarm limit (or no worse than the champion's rate on the same rows) and
         a lower held-out RMSE of the target; labelled faults, where they exist, must not be detected
         less."""
         target = self.use_case.model.false_alarm_rate
-        limit = far_limit(target)
-        if champion_version is None:
-            return True, "no champion to compare with"
-        if champion is None:
-            return True, f"champion v{champion_version} cannot score the current features"
         far, rmse = challenger["far"], challenger.get("rmse", math.nan)
         if math.isnan(far) or math.isnan(rmse):
             return False, "held-out set lacks normal rows with the target: nothing to compare on"

@@ -36,7 +36,7 @@ class MspmEarly(ModelKind):
     estimator = "plantops.kinds._early_monitor.EarlyFaultMonitor"
 
     def build(self) -> Any:
-        from plantops.config import parse_duration
+        from plantops.units import parse_duration
         from plantops.kinds._early_monitor import EarlyFaultMonitor
 
         gap = self.params.max_gap

@@ -36,7 +36,7 @@ class Params(KindParams):
     @classmethod
     def _smoothing(cls, value: str | None) -> str | None:
         if value is not None:
-            from plantops.config import parse_duration
+            from plantops.units import parse_duration
 
             parse_duration(value)
         return value
@@ -78,7 +78,7 @@ class NormalBehaviour(RegressionKind):
 
     def context_rows(self, model: Any) -> int:
         """The trailing smoothing window's rows: a day is scored with the day before it."""
-        from plantops.config import parse_duration
+        from plantops.units import parse_duration
 
         smoothing = getattr(model, "smoothing", None)
         if not smoothing:

@@ -2,8 +2,9 @@
 the historian, per turbine, with a per-value quality (missing, stuck, out of range: bad; icing,
 stopped, curtailment: questionable), as a historian would hold it.
 
-The demo and the end-to-end tests replay a slice of the two years (windy weeks of May and June
-2014); ``bench`` and ``replay_range`` take any range, the whole set included. Live days can carry
+The demo and the end-to-end tests replay a slice of the two years (2014-04-15..06-16: 60 days of history
+and three windy live days); ``replay_range`` takes any range, the whole set included
+(``bench/wind_nbm.py`` evaluates the model on both years). Live days can carry
 an injected underperformance (a pitch misalignment losing a share of the power of one turbine: the
 real data has no labelled fault) and a recorded plant event (a pitch-system maintenance on one
 turbine), which is how the fleet's monitor sees a stale model on one turbine and a plant change on
@@ -35,7 +36,7 @@ class WindDay:
         return datetime.combine(self.day, time(0), tzinfo=timezone.utc)
 
 
-HISTORY = (date(2014, 5, 22), date(2014, 6, 14))  # [start, end): 23 days x 4 turbines
+HISTORY = (date(2014, 4, 15), date(2014, 6, 14))  # [start, end): 60 days x 4 turbines
 LIVE: dict[str, WindDay] = {
     "normal": WindDay(date(2014, 6, 14)),
     "underperformance": WindDay(date(2014, 6, 15), loss=("R80736", 0.2)),

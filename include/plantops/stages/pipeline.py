@@ -305,6 +305,8 @@ def assess(use_case_id: str, run_id: str, day: str | None = None, asset: str | N
         "n_predictions": int(len(predictions)),
         "mean_residual": float(residual.mean()) if len(residual) else None,
         "performance": None if performance is None else performance.__dict__,
+        "performance_note": "not applicable: no labels (lab results, confirmed faults, feedback) have arrived "
+                            "for this asset in the lookback" if performance is None else None,
         "rejected_share": quality,
         "history": {"last_request": str(history.last_request) if history.last_request else None,
                     "pending": history.pending, "recent_requests": history.recent_requests},
