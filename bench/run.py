@@ -150,7 +150,7 @@ def budget(name: str, value: float | None, limit: float, unit: str = "", *, why:
         over = (limit / value) if higher_is_better else (value / limit)
         margin = f"missed by {over:.1f}x" if over >= 1.5 else f"missed by {over - 1:.0%}"
     return {"name": name, "value": value, "limit": limit, "unit": unit, "met": met, "margin": margin,
-            "why": why}
+            "why": why, "higher_is_better": higher_is_better}
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -732,7 +732,7 @@ def _limit(b: dict[str, Any]) -> str:
         return f"<= {b['limit']:g} s"
     if b["unit"] == "modules":
         return "none"
-    return f"<= {b['limit']:g}x"
+    return f"{'>=' if b.get('higher_is_better') else '<='} {b['limit']:g}x"
 
 
 def table(results: dict[str, Any]) -> str:
