@@ -333,13 +333,6 @@ def build_score(use_case: UseCase, a: dict[str, Asset]) -> DAG:
     return dag
 
 
-APPROVAL_OPTIONS = {
-    "Retrain now": "retrain_now",
-    "Retrain from a new reference window": "retrain_new_reference",
-    "Refuse: model still valid": "refused",
-}
-
-
 def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
     """assess_drift per asset (mapped) -> the policy's branch per asset, each a mapped task over the
     assets that took it: no_action, trigger_retrain (a train run for that asset) or request_approval
@@ -348,9 +341,9 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
     only that turbine to approval; the others carry on in the same run."""
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
     from plantops.orchestration.operators import ApprovalRequest
+    from plantops.stages.monitoring import APPROVAL_OPTIONS, SAFE_DEFAULT
 
     train_id = use_case.dag_id("train")
-    fleet = use_case.is_fleet
     timeout = use_case.monitoring.approval_timeout
     with _dag(use_case, "monitor", [a["predictions"]], max_active_runs=1, params={
         "day": Param(None, type=["null", "string"], description="feature day to assess (default: newest)"),
@@ -371,9 +364,6 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         else:
             assessments = assess_drift.partial().expand(asset=list(use_case.assets))
 
-        def suffix(asset: str) -> str:
-            return f"__{asset}" if fleet else ""
-
         @task
         def plan_no_action(assessments) -> list[str]:
             return [x["asset"] for x in _as_list(assessments) if x["branch"] == "ok"]
@@ -385,17 +375,15 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
 
         @task
         def plan_retrains(assessments, run_id=None) -> list[dict]:
-            return [{"trigger_run_id": f"retrain__{run_id}{suffix(x['asset'])}",
-                     "conf": {"reason": f"retrain requested by {run_id}: {x['reason']}"[:500], "monitor_run_id": run_id,
-                              **({"asset": x["asset"]} if fleet else {})}}
-                    for x in _as_list(assessments) if x["branch"] == "retrain"]
+            from plantops.stages.pipeline import retrain_requests
+
+            return retrain_requests(use_case.id, run_id, _as_list(assessments))
 
         @task
         def plan_approvals(assessments) -> list[dict]:
-            return [{"subject": f"{use_case.id}{' / ' + x['asset'] if fleet else ''}, {x['day']}: "
-                                f"retrain after a plant change?",
-                     "body": x["approval_body"]}
-                    for x in _as_list(assessments) if x["branch"] == "approval"]
+            from plantops.stages.pipeline import approval_requests
+
+            return approval_requests(use_case.id, _as_list(assessments))
 
         no_action.expand(asset=plan_no_action(assessments))
         TriggerDagRunOperator.partial(task_id="trigger_retrain", trigger_dag_id=train_id).expand_kwargs(
@@ -403,7 +391,7 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         approvals = ApprovalRequest.partial(
             task_id="request_approval",
             options=list(APPROVAL_OPTIONS),
-            defaults=["Refuse: model still valid"],
+            defaults=[SAFE_DEFAULT],
             params={
                 "reason": Param("", type="string", description="why (required when refusing)"),
                 "reference_start": Param("", type="string",
@@ -417,36 +405,12 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         @task
         def record_answers(assessments, run_id=None, ti=None) -> list[dict]:
             """Store each approval's answer (who, when, what, why) and plan the approved trainings."""
-            from plantops.stages.pipeline import record_answer
+            from plantops.stages.pipeline import approved_trainings
 
             asked = [x for x in _as_list(assessments) if x["branch"] == "approval"]
-            triggers = []
-            for index, assessment in enumerate(asked):
-                answer = ti.xcom_pull(task_ids="request_approval", key="response", map_indexes=index) or {}
-                chosen = (answer.get("chosen_options") or ["Refuse: model still valid"])[0]
-                branch = APPROVAL_OPTIONS.get(chosen, "refused")
-                params = answer.get("params_input") or {}
-                who = (answer.get("responded_by_user") or {}).get("id", "")
-                if branch == "refused" and who and not params.get("reason"):
-                    log.warning("%s: %s refused without a reason; recorded as such", use_case.id, who)
-                    answer = {**answer, "params_input": {**params, "reason": f"refused by {who} (no reason given)"}}
-                stored = record_answer(use_case.id, run_id, answer, branch, assessment["day"], timeout,
-                                       assessment["asset"] if fleet else None)
-                if stored["branch"] not in ("retrain_now", "retrain_new_reference"):
-                    continue
-                conf = {"monitor_run_id": run_id, "approved_by": who, "approval_reason": params.get("reason", ""),
-                        **({"asset": assessment["asset"]} if fleet else {})}
-                if stored["branch"] == "retrain_new_reference":
-                    events = assessment.get("plant_events") or []
-                    conf["reference_start"] = params.get("reference_start") or (
-                        events[-1]["ts"] if events else assessment["day"])
-                    conf["reason"] = f"approved with a new reference window in {run_id}"
-                    prefix = "reference"
-                else:
-                    conf["reason"] = f"approved by a process engineer in {run_id}"
-                    prefix = "approved"
-                triggers.append({"trigger_run_id": f"{prefix}__{run_id}{suffix(assessment['asset'])}", "conf": conf})
-            return triggers
+            answers = [ti.xcom_pull(task_ids="request_approval", key="response", map_indexes=i) or {}
+                       for i in range(len(asked))]
+            return approved_trainings(use_case.id, run_id, asked, answers)
 
         answers = record_answers(assessments)
         approvals >> answers

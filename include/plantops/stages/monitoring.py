@@ -42,6 +42,14 @@ log = logging.getLogger(__name__)
 
 Branch = Literal["ok", "retrain", "approval"]
 
+# The approval form's options and the branch each answer records; the safe default applies on timeout.
+APPROVAL_OPTIONS = {
+    "Retrain now": "retrain_now",
+    "Retrain from a new reference window": "retrain_new_reference",
+    "Refuse: model still valid": "refused",
+}
+SAFE_DEFAULT = "Refuse: model still valid"
+
 # Operator interventions that change the plant itself. Open-ended on purpose (sites name their
 # own), but these are the kinds the approval flow and the demo know.
 PLANT_EVENT_KINDS = ("setpoint_change", "maintenance", "part_swap", "recipe_change")

@@ -421,6 +421,65 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
     return "\n".join(lines)
 
 
+def _run_suffix(use_case: Any, asset: str) -> str:
+    """Train runs a monitor run triggers are named per asset in a fleet (one run per asset)."""
+    return f"__{asset}" if use_case.is_fleet else ""
+
+
+def retrain_requests(use_case_id: str, run_id: str, assessments: list[dict]) -> list[dict]:
+    """TriggerDagRunOperator kwargs (run id, conf) for each asset whose monitor branch is retrain."""
+    use_case = get_use_case(use_case_id)
+    return [{"trigger_run_id": f"retrain__{run_id}{_run_suffix(use_case, x['asset'])}",
+             "conf": {"reason": f"retrain requested by {run_id}: {x['reason']}"[:500], "monitor_run_id": run_id,
+                      **({"asset": x["asset"]} if use_case.is_fleet else {})}}
+            for x in assessments if x["branch"] == "retrain"]
+
+
+def approval_requests(use_case_id: str, assessments: list[dict]) -> list[dict]:
+    """The approval task's subject and body for each asset whose monitor branch is approval."""
+    use_case = get_use_case(use_case_id)
+    return [{"subject": f"{use_case_id}{' / ' + x['asset'] if use_case.is_fleet else ''}, {x['day']}: "
+                        "retrain after a plant change?",
+             "body": x["approval_body"]}
+            for x in assessments if x["branch"] == "approval"]
+
+
+def approved_trainings(use_case_id: str, run_id: str, asked: list[dict], answers: list[dict]) -> list[dict]:
+    """Record each approval's answer (``answers[i]`` answers ``asked[i]``) and return the
+    TriggerDagRunOperator kwargs of the trainings the engineers approved. A refusal without a reason
+    is recorded as such; no answer (the timeout's safe default) as ``timed_out``."""
+    from plantops.stages.monitoring import APPROVAL_OPTIONS, SAFE_DEFAULT
+
+    use_case = get_use_case(use_case_id)
+    timeout = use_case.monitoring.approval_timeout
+    triggers = []
+    for assessment, answer in zip(asked, answers, strict=True):
+        chosen = (answer.get("chosen_options") or [SAFE_DEFAULT])[0]
+        branch = APPROVAL_OPTIONS.get(chosen, "refused")
+        params = answer.get("params_input") or {}
+        who = (answer.get("responded_by_user") or {}).get("id", "")
+        if branch == "refused" and who and not params.get("reason"):
+            log.warning("%s: %s refused without a reason; recorded as such", use_case_id, who)
+            answer = {**answer, "params_input": {**params, "reason": f"refused by {who} (no reason given)"}}
+        stored = record_answer(use_case_id, run_id, answer, branch, assessment["day"], timeout,
+                               assessment["asset"] if use_case.is_fleet else None)
+        if stored["branch"] not in ("retrain_now", "retrain_new_reference"):
+            continue
+        conf = {"monitor_run_id": run_id, "approved_by": who, "approval_reason": params.get("reason", ""),
+                **({"asset": assessment["asset"]} if use_case.is_fleet else {})}
+        if stored["branch"] == "retrain_new_reference":
+            events = assessment.get("plant_events") or []
+            conf["reference_start"] = params.get("reference_start") or (events[-1]["ts"] if events else assessment["day"])
+            conf["reason"] = f"approved with a new reference window in {run_id}"
+            prefix = "reference"
+        else:
+            conf["reason"] = f"approved by a process engineer in {run_id}"
+            prefix = "approved"
+        triggers.append({"trigger_run_id": f"{prefix}__{run_id}{_run_suffix(use_case, assessment['asset'])}",
+                         "conf": conf})
+    return triggers
+
+
 def record_answer(use_case_id: str, run_id: str, answer: dict[str, Any], branch: str, day: str,
                   timeout: str | None = None, asset: str | None = None) -> dict[str, Any]:
     """Store who answered the approval, when and what, in the decision store. No answer (the

@@ -1,0 +1,56 @@
+"""What the monitor DAG does with each asset's decision: the train runs it requests, the approval
+tasks it opens, and what it records and triggers for each engineer's answer (per asset in a fleet)."""
+
+from __future__ import annotations
+
+from plantops.stages import decisions
+from plantops.stages.pipeline import approval_requests, approved_trainings, retrain_requests
+
+FLEET = "wind_fleet"
+
+
+def _assessment(asset: str, branch: str, **extra) -> dict:
+    return {"asset": asset, "branch": branch, "day": "2014-06-16", "reason": f"{branch} because",
+            "approval_body": f"body of {asset}", "plant_events": [], **extra}
+
+
+def test_a_retrain_is_requested_for_exactly_the_assets_that_need_one():
+    assessed = [_assessment("R80711", "ok"), _assessment("R80736", "retrain"), _assessment("R80790", "approval")]
+    (request,) = retrain_requests(FLEET, "manual__1", assessed)
+    assert request["trigger_run_id"] == "retrain__manual__1__R80736"
+    assert request["conf"]["asset"] == "R80736" and request["conf"]["monitor_run_id"] == "manual__1"
+    # A one-asset use case keeps its run ids and conf without an asset.
+    (single,) = retrain_requests("tep_reactor", "manual__2", [_assessment("tep_reactor", "retrain")])
+    assert single["trigger_run_id"] == "retrain__manual__2" and "asset" not in single["conf"]
+
+
+def test_each_approval_names_its_asset_and_day():
+    assessed = [_assessment("R80711", "approval"), _assessment("R80736", "ok")]
+    (request,) = approval_requests(FLEET, assessed)
+    assert request == {"subject": "wind_fleet / R80711, 2014-06-16: retrain after a plant change?",
+                       "body": "body of R80711"}
+
+
+def test_answers_are_recorded_per_asset_and_only_approvals_train(plantops_home):
+    event = {"ts": "2014-06-16T00:00:00+00:00", "kind": "maintenance"}
+    asked = [_assessment("R80711", "approval", plant_events=[event]), _assessment("R80721", "approval"),
+             _assessment("R80736", "approval"), _assessment("R80790", "approval")]
+    eng = {"id": "eng1", "name": "eng1"}
+    answers = [
+        {"chosen_options": ["Retrain from a new reference window"], "params_input": {"reason": "new pitch"},
+         "responded_by_user": eng},
+        {"chosen_options": ["Refuse: model still valid"], "params_input": {}, "responded_by_user": eng},
+        {"chosen_options": ["Refuse: model still valid"], "params_input": {}, "responded_by_user": None},
+        {"chosen_options": ["Retrain now"], "params_input": {"reason": "blade cleaned"}, "responded_by_user": eng},
+    ]
+    triggers = approved_trainings(FLEET, "manual__3", asked, answers)
+    assert [t["trigger_run_id"] for t in triggers] == ["reference__manual__3__R80711", "approved__manual__3__R80790"]
+    # An empty reference start defaults to the plant event that sent the asset to approval.
+    assert triggers[0]["conf"]["reference_start"] == event["ts"] and triggers[0]["conf"]["asset"] == "R80711"
+    assert triggers[1]["conf"] == {"monitor_run_id": "manual__3", "approved_by": "eng1", "asset": "R80790",
+                                   "approval_reason": "blade cleaned",
+                                   "reason": "approved by a process engineer in manual__3"}
+    stored = {r["asset"]: r for r in decisions.for_run(FLEET, "manual__3")}
+    assert {a: r["branch"] for a, r in stored.items()} == {
+        "R80711": "retrain_new_reference", "R80721": "refused", "R80736": "timed_out", "R80790": "retrain_now"}
+    assert stored["R80721"]["reason"] == "refused by eng1 (no reason given)"
