@@ -204,7 +204,7 @@ def answer_when_waiting(demo: Demo, option: str, params: dict, result: dict,
             detail = wait_for_pending(engineer, f"{use_case}__monitor")
             ti = detail["task_instance"]
             # Answered once the task has deferred: an answer within the same second races
-            # Airflow's deferral bookkeeping (see README, "Noticed").
+            # Airflow's deferral bookkeeping (the stack test waits for the same reason).
             time.sleep(5)
             try:
                 demo.api("ops1").answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], option, params, ti["map_index"])
