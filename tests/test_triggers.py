@@ -27,3 +27,29 @@ def test_fires_only_for_completed_files(tmp_path):
     assert event.payload["files"] == ["tep_reactor_analyzers_20260325.parquet"]
     assert trigger.serialize() == ("plantops.orchestration.triggers.LandingFileTrigger",
                                    {"directory": str(tmp_path), "pattern": "*.parquet", "poke_interval": 0.05})
+
+
+def test_fires_once_per_file_even_after_a_triggerer_restart(tmp_path, plantops_home):
+    """One landed file makes one event: the next poll, and a new trigger instance (a restarted
+    triggerer), stay quiet until a new file, or a new version of the same name, lands."""
+    landed = tmp_path / "a.parquet"
+    landed.write_bytes(b"PAR1")
+
+    def poll() -> list[str]:
+        return LandingFileTrigger(str(tmp_path), "*.parquet").new_files()
+
+    assert poll() == ["a.parquet"]
+    assert poll() == []  # the same file, still waiting: no second ingest run
+    (tmp_path / "b.parquet").write_bytes(b"PAR1")
+    assert poll() == ["b.parquet"]
+    landed.write_bytes(b"PAR1 corrected")  # a corrected file under the same name is news
+    assert poll() == ["a.parquet"]
+
+    async def quiet() -> bool:
+        try:
+            await asyncio.wait_for(anext(LandingFileTrigger(str(tmp_path), "*.parquet", 0.05).run()), timeout=0.5)
+        except TimeoutError:
+            return True
+        return False
+
+    assert asyncio.run(quiet())

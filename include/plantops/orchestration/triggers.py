@@ -3,6 +3,11 @@
 Used by an ``AssetWatcher`` on the landing asset, so ``<use_case>__ingest`` starts when a file
 lands, without a polling task of our own holding a worker slot. It never deletes or moves files
 (the ingest archives or quarantines them), and ignores NiFi's in-progress dot-files.
+
+It fires once per new file version (name, size, modification time): what it announced is kept in
+the state DB (``landing_announced``) before the event is sent, so a file that waits (an ingest
+already running, a quarantined file released later under a new size) or a restarted triggerer does
+not start an ingest run per poll. A file whose event was lost is still taken by the ingest's cron.
 """
 
 from __future__ import annotations
@@ -43,9 +48,24 @@ class LandingFileTrigger(BaseEventTrigger):
             {"directory": self.directory, "pattern": self.pattern, "poke_interval": self.poke_interval},
         )
 
+    def new_files(self) -> list[str]:
+        """Completed files not announced yet; they are marked announced here (before the event)."""
+        from plantops.sources.landing import mark_announced, not_yet_announced
+
+        versions = []
+        for name in completed_files(self.directory, self.pattern):
+            try:
+                stat = os.stat(os.path.join(self.directory, name))
+            except FileNotFoundError:  # taken by an ingest meanwhile
+                continue
+            versions.append((name, int(stat.st_size), int(stat.st_mtime_ns)))
+        fresh = not_yet_announced(self.directory, versions)
+        mark_announced(self.directory, fresh)
+        return [name for name, _, _ in fresh]
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
-            files = await asyncio.to_thread(completed_files, self.directory, self.pattern)
+            files = await asyncio.to_thread(self.new_files)
             if files:
                 self.log.info("landed in %s: %s", self.directory, files)
                 yield TriggerEvent({"directory": self.directory, "files": files})

@@ -43,7 +43,38 @@ ledger = Table(
     Column("processed_at", DateTime, nullable=False),
 )
 
+# What the landing watcher has announced: one asset event per completed file version (name, size,
+# modification time), kept in the state DB so a restarted triggerer does not announce it again.
+announced = Table(
+    "landing_announced",
+    metadata,
+    Column("directory", String(512), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("size", Integer, primary_key=True),
+    Column("mtime_ns", String(24), primary_key=True),
+    Column("announced_at", DateTime, nullable=False),
+)
+
 INCOMPLETE_SUFFIXES = (".tmp", ".part", ".filepart", ".partial")
+
+
+def not_yet_announced(directory: str, files: list[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """The (name, size, mtime_ns) of ``files`` the watcher has not announced yet."""
+    if not files:
+        return []
+    with state_engine().connect() as conn:
+        seen = {(r.name, int(r.size), int(r.mtime_ns)) for r in conn.execute(
+            select(announced).where(announced.c.directory == directory,
+                                    announced.c.name.in_([name for name, _, _ in files])))}
+    return [f for f in files if f not in seen]
+
+
+def mark_announced(directory: str, files: list[tuple[str, int, int]]) -> None:
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    with state_engine().begin() as conn:
+        for name, size, mtime_ns in files:
+            conn.execute(insert(announced).values(directory=directory, name=name, size=size, mtime_ns=str(mtime_ns),
+                                                  announced_at=now))
 
 
 @dataclass(frozen=True)
