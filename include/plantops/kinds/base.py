@@ -129,8 +129,7 @@ class ModelKind:
         """Per row and tag, the tag's part of the score: the estimator's per-column contributions
         summed over the tag's columns (``<tag>``, ``<tag>__rmean``, ``<tag>__rstd``)."""
         parts = model.contributions(self.model_input(model, rows))
-        parts = parts[[c for c in parts.columns if c in model.columns_]].clip(lower=0)
-        return parts.T.groupby(lambda col: col.split("__")[0], sort=False).sum().T
+        return by_tag(parts[[c for c in parts.columns if c in model.columns_]].clip(lower=0))
 
     def evaluate(self, model: Any, data: Any) -> dict[str, Any]:
         """Held-out metrics on ``data`` (:class:`plantops.stages.training.TrainingData`): the
@@ -261,6 +260,11 @@ def _median_delay(rows: pd.DataFrame, alarms: Sequence[int], bucket_seconds: int
         first = np.flatnonzero(run == CONSECUTIVE_ALARMS)
         delays.append(float(first[0]) if len(first) else float(len(hits)))
     return float(np.median(delays)) if delays else math.nan
+
+
+def by_tag(per_column: pd.DataFrame) -> pd.DataFrame:
+    """Per-column parts summed per tag (``<tag>``, ``<tag>__rmean`` and ``<tag>__rstd`` are one tag)."""
+    return per_column.T.groupby(lambda col: col.split("__")[0], sort=False).sum().T
 
 
 def whole_row(use_case: UseCase) -> tuple[str, ...]:

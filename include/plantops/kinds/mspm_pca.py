@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import Field
 
 from plantops.features import base_columns
-from plantops.kinds.base import KindParams, ModelKind, whole_row
+from plantops.kinds.base import KindParams, ModelKind, by_tag, whole_row
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,5 +51,4 @@ class MspmPca(ModelKind):
 
     def tag_contributions(self, model: Any, rows: pd.DataFrame) -> pd.DataFrame:
         parts = model.contributions(rows[list(model.columns_)])
-        combined = parts["t2"].clip(lower=0) / model.t2_limit_ + parts["q"] / model.q_limit_
-        return combined.T.groupby(lambda col: col.split("__")[0], sort=False).sum().T
+        return by_tag(parts["t2"].clip(lower=0) / model.t2_limit_ + parts["q"] / model.q_limit_)

@@ -293,7 +293,7 @@ def build_train(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             provenance = {k: params[k] for k in ("monitor_run_id", "approved_by", "approval_reason") if params.get(k)}
             try:
                 return train(use_case.id, run_id, params.get("reference_start"), params.get("reason", "scheduled"),
-                             git_commit(), provenance, asset=asset or None)
+                             git_commit(), provenance, asset=asset)
             except NoFeatures as exc:  # the nightly run of a fresh installation: nothing to learn from yet
                 raise AirflowSkipException(str(exc)) from exc
 

@@ -462,7 +462,7 @@ def approved_trainings(use_case_id: str, run_id: str, asked: list[dict], answers
             log.warning("%s: %s refused without a reason; recorded as such", use_case_id, who)
             answer = {**answer, "params_input": {**params, "reason": f"refused by {who} (no reason given)"}}
         stored = record_answer(use_case_id, run_id, answer, branch, assessment["day"], timeout,
-                               assessment["asset"] if use_case.is_fleet else None)
+                               decision_asset(use_case, assessment["asset"]))
         if stored["branch"] not in ("retrain_now", "retrain_new_reference"):
             continue
         conf = {"monitor_run_id": run_id, "approved_by": who, "approval_reason": params.get("reason", ""),
@@ -482,8 +482,9 @@ def approved_trainings(use_case_id: str, run_id: str, asked: list[dict], answers
 
 def record_answer(use_case_id: str, run_id: str, answer: dict[str, Any], branch: str, day: str,
                   timeout: str | None = None, asset: str | None = None) -> dict[str, Any]:
-    """Store who answered the approval, when and what, in the decision store. No answer (the
-    response timeout applied the safe default) is recorded as such, with a warning."""
+    """Store who answered the approval, when and what, in the decision store (under ``asset``: the
+    asset of a fleet, None for a one-asset use case). No answer (the response timeout applied the
+    safe default) is recorded as such, with a warning."""
     from plantops.stages import decisions
 
     params = answer.get("params_input") or {}
@@ -503,6 +504,5 @@ def record_answer(use_case_id: str, run_id: str, answer: dict[str, Any], branch:
         branch = "timed_out"
     else:
         reason = params.get("reason") or f"{branch} chosen by {responder.get('name') or responder.get('id')}"
-    decisions.record(use_case_id, run_id, "approval", branch, reason, payload,
-                     asset=decision_asset(get_use_case(use_case_id), asset))
+    decisions.record(use_case_id, run_id, "approval", branch, reason, payload, asset=asset)
     return {**payload, "branch": branch, "reason": reason}
