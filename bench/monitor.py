@@ -8,7 +8,7 @@ preparation is imported or cached in it):
 
     python -m bench.monitor prepare            # replay the TEP history; ingest, features, train, score 2026-03-24
     python -m bench.monitor time --day D       # time dag.test(run_conf={"day": D}) of the monitor DAG
-    python -m bench.monitor live --episode drift   # replay a live day; ingest, features, score it
+    python -m bench.monitor live --episode upset   # replay a live day; ingest, features, score it
 
 Each child writes its result as JSON to ``--out`` (and prints it as its last stdout line). The
 normal day's branch is ``no_action``; the drifting live day's is ``trigger_retrain``, whose
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.monitor")
     parser.add_argument("command", choices=("prepare", "time", "live"))
     parser.add_argument("--day", default=NORMAL_DAY)
-    parser.add_argument("--episode", default="drift")
+    parser.add_argument("--episode", default="upset")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     home = Path(os.environ["PLANTOPS_HOME"])

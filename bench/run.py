@@ -22,7 +22,7 @@ Figures (each its own function below; budgets from the performance issue):
 6. ``monitor``    a whole ``tep_reactor__monitor`` DAG run on the embedded tier (bench/monitor.py):
                   ``dag.test()`` as ``make demo`` runs it, on a private PLANTOPS_HOME prepared as the
                   demo's history (replay, ingest, features, train, score); the normal day
-                  (no_action) and the drifting live day (trigger_retrain), each timed in a fresh
+                  (no_action) and the drifting live day (alert_operators: an upset), each timed in a fresh
                   process with its per-task split: each <= 60 s.
 
 Benchmarks are not timed tests: they report raw times and ratios measured in one run.
@@ -687,10 +687,10 @@ def figure_monitor(ctx: Context) -> dict[str, Any]:
     child("migrate", "-m", "airflow", "db", "migrate")
     prepared = child("prepare", "-m", "bench.monitor", "prepare")
     normal = child("time-normal", "-m", "bench.monitor", "time", "--day", monitor.NORMAL_DAY)
-    live_day = child("live-drift", "-m", "bench.monitor", "live", "--episode", "drift")
+    live_day = child("live-drift", "-m", "bench.monitor", "live", "--episode", "upset")
     drift = child("time-drift", "-m", "bench.monitor", "time", "--day", live_day["day"])
     runs = {"normal": normal, "drift": drift}
-    expected = {"normal": "no_action", "drift": "trigger_retrain"}
+    expected = {"normal": "no_action", "drift": "alert_operators"}
     for label, run in runs.items():
         log.info("monitor %s (%s): %.1f s, branch %s; %s", run["day"], label, run["wall_s"], run["branch"],
                  monitor.split_text(run))

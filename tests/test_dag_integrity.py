@@ -87,13 +87,15 @@ def test_assets_connect_the_stages(dagbag):
 def test_monitor_maps_each_branch_over_the_assets_that_took_it(dagbag):
     monitor = dagbag.dags["tep_reactor__monitor"]
     assess = monitor.get_task("assess_drift")
-    assert {t for t in assess.downstream_task_ids} == {"plan_no_action", "plan_retrains", "plan_approvals",
-                                                      "record_answers"}
+    assert {t for t in assess.downstream_task_ids} == {"plan_no_action", "plan_upsets", "plan_retrains",
+                                                      "plan_approvals", "record_answers"}
     assert monitor.get_task("plan_no_action").downstream_task_ids == {"no_action"}
+    assert monitor.get_task("plan_upsets").downstream_task_ids == {"alert_operators"}
     assert monitor.get_task("plan_retrains").downstream_task_ids == {"trigger_retrain"}
     assert monitor.get_task("plan_approvals").downstream_task_ids == {"request_approval"}
     assert monitor.get_task("record_answers").downstream_task_ids == {"trigger_approved"}
-    for task_id in ("assess_drift", "no_action", "trigger_retrain", "request_approval", "trigger_approved"):
+    for task_id in ("assess_drift", "no_action", "alert_operators", "trigger_retrain", "request_approval",
+                    "trigger_approved"):
         assert type(monitor.get_task(task_id)).__name__ in ("MappedOperator", "_TaskDecorator") or \
             hasattr(monitor.get_task(task_id), "expand_input"), task_id
     approval = monitor.get_task("request_approval")
@@ -101,6 +103,8 @@ def test_monitor_maps_each_branch_over_the_assets_that_took_it(dagbag):
     assert kwargs["assigned_users"] == [{"id": "eng1", "name": "Process engineer (demo)"}]
     assert kwargs["defaults"] == ["Refuse: model still valid"]  # the safe default on timeout
     assert kwargs["response_timeout"] is not None
+    (notifier,) = kwargs["notifiers"]  # the engineers are mailed when the approval is asked
+    assert (notifier.use_case_id, notifier.event) == ("tep_reactor", "approval")
 
 
 def test_parsing_imports_no_heavy_module():

@@ -387,6 +387,15 @@ def test_gate_promotes_and_refuses(cases, name):
     blind = {**challenger, "far": math.nan}
     promoted, _ = kind.gate(blind, worse, "1")
     assert not promoted
+    # A champion that false-alarms on today's normal rows is no longer valid: it loses to a valid
+    # challenger even one that detects less; two invalid models are compared as usual.
+    today = {"since": "2026-03-28T07:30:00+00:00", "rows": 120, "champion_far": 3 * limit}
+    promoted, reason = kind.gate(challenger, better, "1", today)
+    assert promoted and "no longer valid" in reason and "since 2026-03-28T07:30" in reason, reason
+    promoted, reason = kind.gate(noisy, better, "1", today)  # two invalid models: compared as usual
+    assert not promoted and "no longer valid" not in reason
+    promoted, _ = kind.gate(challenger, better, "1", {**today, "champion_far": target})  # still valid
+    assert not promoted
 
 
 # -- 4. tag contributions -------------------------------------------------------------------------

@@ -24,11 +24,28 @@ def test_a_retrain_is_requested_for_exactly_the_assets_that_need_one():
     assert single["trigger_run_id"] == "retrain__manual__2" and "asset" not in single["conf"]
 
 
-def test_each_approval_names_its_asset_and_day():
-    assessed = [_assessment("R80711", "approval"), _assessment("R80736", "ok")]
-    (request,) = approval_requests(FLEET, assessed)
-    assert request == {"subject": "wind_fleet / R80711, 2014-06-16: retrain after a plant change?",
+def test_each_approval_names_its_asset_day_and_question():
+    assessed = [_assessment("R80711", "approval", rule="plant_change"), _assessment("R80736", "ok"),
+                _assessment("R80790", "approval", rule="persistent_upset"),
+                _assessment("R80721", "approval", rule="unexplained_drift", guardrail="cap")]
+    changed, lasting, capped = approval_requests(FLEET, assessed)
+    assert changed == {"subject": "wind_fleet / R80711, 2014-06-16: retrain after a plant change?",
                        "body": "body of R80711"}
+    assert lasting["subject"] == "wind_fleet / R80790, 2014-06-16: a lasting upset: the new normal?"
+    assert capped["subject"] == "wind_fleet / R80721, 2014-06-16: another retrain past the cap?"
+
+
+def test_an_upset_alerts_the_operators_of_that_asset_only():
+    from plantops.stages.pipeline import upset_alerts
+
+    assessed = [_assessment("R80711", "ok"),
+                _assessment("R80736", "upset", alarm_rate=0.62, report_url="http://x/report.html",
+                            alarm_tags=[{"tag": "P_avg", "alarms": 80}])]
+    (alert,) = upset_alerts(FLEET, "manual__3", assessed)
+    assert alert["asset"] == "R80736" and alert["subject"] == ("wind_fleet / R80736, 2014-06-16: upset, the model "
+                                                               "alarms on 62% of the window")
+    assert "P_avg (80 alarms)" in alert["body"] and "http://x/report.html" in alert["body"]
+    assert alert["link"].endswith("/dags/wind_fleet__monitor/runs/manual__3")
 
 
 def test_answers_are_recorded_per_asset_and_only_approvals_train(plantops_home):

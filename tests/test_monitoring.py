@@ -1,4 +1,4 @@
-"""Drift on real TEP windows through Evidently, the ok/retrain/approval policy, the decision store."""
+"""Drift on real TEP windows through Evidently, the ok/upset/retrain/approval policy, the decision store."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from plantops.stages import decisions
 from plantops.config import Drift, get_use_case
 from plantops.features import base_columns
 from plantops.stages.monitoring import (
+    Confirmation,
     DriftResult,
     PerformanceCheck,
     PlantEvent,
@@ -225,46 +226,96 @@ DAY_BEFORE = WINDOW_START - timedelta(days=1)
 FIVE_DAYS_BEFORE = WINDOW_START - timedelta(days=5)
 
 
+UPSET_SINCE_YESTERDAY = RetrainHistory(upset_since=DAY_BEFORE)
+UPSET_FOR_TWO_DAYS = RetrainHistory(upset_since=DAY_BEFORE - timedelta(days=1))
+FEEDBACK = Confirmation(false_alarms=300, by=("feedback",))
+
+
+# One row per rule of the policy (README "The monitor policy"): the inputs, the branch, the rule
+# whose action was taken, the guardrail that changed it, and every rule that fired.
 @pytest.mark.parametrize(
-    ("case", "inputs", "branch", "guardrail", "signals"),
+    ("case", "inputs", "branch", "rule", "guardrail", "signals"),
     [
-        ("no drift", {"drift": _drift(False)}, "ok", None, []),
-        ("mild drift", {"drift": _drift(False, share=0.2)}, "ok", None, ["data_drift:mild"]),
-        ("severe drift", {"drift": _drift(True)}, "retrain", None, ["data_drift:severe"]),
-        ("one loop far off", {"drift": _drift(False, share=0.04, top=4.7)}, "retrain", None, ["data_drift:severe"]),
-        ("drift with a plant event", {"drift": _drift(True), "events": [_event(3)]}, "approval", None,
-         ["data_drift:severe"]),
-        ("cooldown active", {"drift": _drift(True), "history": RetrainHistory(last_request=DAY_BEFORE)},
-         "ok", "cooldown", ["data_drift:severe"]),
-        ("cooldown over", {"drift": _drift(True), "history": RetrainHistory(last_request=FIVE_DAYS_BEFORE)},
-         "retrain", None, ["data_drift:severe"]),
-        ("a retrain is pending", {"drift": _drift(True), "history": RetrainHistory(pending=True)},
-         "ok", "pending", ["data_drift:severe"]),
-        ("retrain cap reached", {"drift": _drift(True), "history": RetrainHistory(recent_requests=3)},
-         "approval", "cap", ["data_drift:severe"]),
+        ("no drift", {"drift": _drift(False)}, "ok", None, None, []),
+        ("mild drift", {"drift": _drift(False, share=0.2)}, "ok", "mild_drift", None, ["mild_drift"]),
+        # Upset: the champion alarms on what it was trained to detect.
+        ("the champion alarms on a drifted day", {"drift": _drift(True), "alarm_rate": 0.7}, "upset", "upset", None,
+         ["upset"]),
+        ("the champion alarms, no drift", {"drift": _drift(False), "alarm_rate": 0.6}, "upset", "upset", None,
+         ["upset"]),
+        ("alarms at the false-alarm budget are no upset", {"drift": _drift(False), "alarm_rate": 0.05}, "ok", None,
+         None, []),
+        ("upset since yesterday", {"drift": _drift(True), "alarm_rate": 0.7, "history": UPSET_SINCE_YESTERDAY},
+         "upset", "upset", None, ["upset"]),
+        ("upset for a third day: a new normal?",
+         {"drift": _drift(True), "alarm_rate": 0.7, "history": UPSET_FOR_TWO_DAYS},
+         "approval", "persistent_upset", None, ["persistent_upset"]),
+        ("a confirmed fault stays an upset however long",
+         {"drift": _drift(True), "alarm_rate": 0.7, "history": UPSET_FOR_TWO_DAYS,
+          "confirmation": Confirmation(confirmed_fault="fault_feedback")},
+         "upset", "upset", None, ["upset"]),
+        # Staleness: people say the alarms are false, labels show a drop, or the model is blind.
+        ("alarms people labelled false", {"drift": _drift(True), "alarm_rate": 0.7, "confirmation": FEEDBACK},
+         "retrain", "false_alarms", None, ["false_alarms"]),
+        ("a few alarms labelled false are the budget",
+         {"drift": _drift(False), "alarm_rate": 0.7, "confirmation": Confirmation(false_alarms=3, by=("lab",))},
+         "upset", "upset", None, ["upset"]),
+        ("drift the champion does not alarm on", {"drift": _drift(True), "alarm_rate": 0.01}, "retrain",
+         "unexplained_drift", None, ["unexplained_drift"]),
+        ("one loop far off, no alarms", {"drift": _drift(False, share=0.04, top=4.7), "alarm_rate": 0.0},
+         "retrain", "unexplained_drift", None, ["unexplained_drift"]),
         ("late labels, performance drop, no data drift",
          {"drift": _drift(False), "performance": PerformanceCheck(120, 0.35, 0.01, 0.78)},
-         "retrain", None, ["performance:severe"]),
+         "retrain", "performance", None, ["performance"]),
         ("late labels, too few to judge",
-         {"drift": _drift(False), "performance": PerformanceCheck(10, 0.0, 0.5, 0.78)}, "ok", None, []),
+         {"drift": _drift(False), "performance": PerformanceCheck(10, 0.0, 0.5, 0.78)}, "ok", None, None, []),
         ("late labels, false alarms", {"drift": _drift(False), "performance": PerformanceCheck(200, None, 0.2, None)},
-         "retrain", None, ["performance:severe"]),
-        ("the model alarms all day", {"drift": _drift(False), "alarm_rate": 0.6}, "retrain", None,
-         ["score_drift:severe"]),
-        ("bad sensor data", {"drift": _drift(True), "rejected_share": 0.2}, "approval", None,
-         ["data_drift:severe", "quality:severe"]),
+         "retrain", "performance", None, ["performance"]),
+        # Plant change: any upset or retrain while an operator changed the plant.
+        ("drift with a plant event", {"drift": _drift(True), "events": [_event(3)]}, "approval", "plant_change",
+         None, ["unexplained_drift"]),
+        ("an upset during a plant change", {"drift": _drift(True), "alarm_rate": 0.7, "events": [_event(3)]},
+         "approval", "plant_change", None, ["upset"]),
+        ("false alarms during a plant change", {"drift": _drift(True), "alarm_rate": 0.7, "events": [_event(3)],
+                                               "confirmation": FEEDBACK},
+         "approval", "plant_change", None, ["false_alarms"]),
+        ("a plant event that moved nothing", {"drift": _drift(False), "events": [_event(3)]}, "ok", None, None, []),
+        # Guardrails on automatic retraining.
+        ("cooldown active", {"drift": _drift(True), "history": RetrainHistory(last_request=DAY_BEFORE)},
+         "ok", "unexplained_drift", "cooldown", ["unexplained_drift"]),
+        ("cooldown over", {"drift": _drift(True), "history": RetrainHistory(last_request=FIVE_DAYS_BEFORE)},
+         "retrain", "unexplained_drift", None, ["unexplained_drift"]),
+        ("a retrain is pending", {"drift": _drift(True), "history": RetrainHistory(pending=True)},
+         "ok", "unexplained_drift", "pending", ["unexplained_drift"]),
+        ("retrain cap reached", {"drift": _drift(True), "history": RetrainHistory(recent_requests=3)},
+         "approval", "unexplained_drift", "cap", ["unexplained_drift"]),
+        ("bad sensor data", {"drift": _drift(True), "rejected_share": 0.2}, "approval", "quality", None,
+         ["unexplained_drift", "quality"]),
     ],
 )
-def test_policy_table(case, inputs, branch, guardrail, signals) -> None:
+def test_policy_table(case, inputs, branch, rule, guardrail, signals) -> None:
     decision = decide(
         inputs["drift"], inputs.get("events", []), WINDOW_START, WINDOW_END, asset="tep_reactor",
         policy=POLICY, alarm_rate=inputs.get("alarm_rate"), performance=inputs.get("performance"),
         rejected_share=inputs.get("rejected_share"), history=inputs.get("history"),
+        confirmation=inputs.get("confirmation"),
     )
     assert decision.branch == branch, (case, decision.reason)
+    assert decision.rule == rule, (case, decision.reason)
     assert decision.guardrail == guardrail, case
-    assert [f"{s.name}:{s.level}" for s in decision.signals] == signals, case
-    assert json.loads(json.dumps(decision.to_record(), allow_nan=False))["branch"] == branch
+    assert [s.name for s in decision.signals] == signals, case
+    assert json.loads(json.dumps(decision.to_record(), allow_nan=False))["rule"] == rule
+
+
+def test_every_rule_action_comes_from_the_yaml() -> None:
+    """A site that wants upsets retrained (or plant changes only notified) says so in its YAML."""
+    rules = POLICY.rules.model_copy(update={"upset": "retrain", "plant_change": "notify"})
+    policy = POLICY.model_copy(update={"rules": rules})
+    inputs = {"policy": policy, "alarm_rate": 0.7}
+    assert decide(_drift(True), [], WINDOW_START, WINDOW_END, **inputs).branch == "retrain"
+    changed = decide(_drift(True), [_event(3)], WINDOW_START, WINDOW_END, **inputs)
+    assert (changed.branch, changed.rule) == ("upset", "plant_change")
+    assert "operator.kim" in changed.reason
 
 
 def test_plant_event_naive_time_is_utc_and_kind_is_checked() -> None:

@@ -210,6 +210,12 @@ def airflow_on_stack(stack_env, tmp_path_factory):
     """api-server, scheduler, dag-processor and triggerer on the PostgreSQL metadata DB."""
     from plantops.environments import stack
 
+    from plantops.environments import mailsink
+
+    mail_folder = Path(stack_env["PLANTOPS_HOME"]) / "mail"
+    sink, port = mailsink.start(mail_folder)
+    os.environ["PLANTOPS_SMTP_PORT"] = str(port)
+    os.environ.pop("AIRFLOW_CONN_PLANTOPS_SMTP", None)
     use_cases = tmp_path_factory.mktemp("use_cases")
     spec = yaml.safe_load((REPO / "include" / "use_cases" / f"{USE_CASE}.yaml").read_text())
     spec["monitoring"]["approval_timeout"] = APPROVAL_TIMEOUT  # so the scheduler's timeout fires in the test
@@ -232,24 +238,28 @@ def airflow_on_stack(stack_env, tmp_path_factory):
         for dag_id in PLANTOPS_DAGS:  # new DAGs start paused: the operator switches them on
             resp = operator.ops.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
             assert resp.status_code == 200, resp.text
-        yield services, operator
+        yield services, operator, mail_folder
     finally:
         services.stop()
+        mailsink.stop(sink)
         os.environ.pop("PLANTOPS_USE_CASES", None)
 
 
 def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack):
     """History lands -> the landing watcher ingests it (historian through Trino) -> features
-    (spark-submit) -> the operator triggers the first training -> live days: drift retrains by itself;
-    a plant change waits for eng1, who approves over REST (ops1 gets 403); a third approval is left
-    unanswered and the scheduler's timeout records the safe default. The scheduler is killed with
+    (spark-submit) -> the operator triggers the first training -> live days: a fault is an upset
+    (operators mailed through a real SMTP server); an approval is left unanswered and the
+    scheduler's timeout records the safe default; a plant change waits for eng1, who approves over
+    REST (ops1 gets 403). The scheduler is killed with
     SIGKILL and restarted while the history is being ingested."""
     from plantops.stages import decisions, registry
     from plantops.sources import historian, replay
     from plantops.stages.approval import ApprovalError
     from plantops.config import get_use_case
 
-    services, op = airflow_on_stack
+    from plantops.environments import mailsink
+
+    services, op, mail_folder = airflow_on_stack
     use_case = get_use_case(USE_CASE)
     ingest, monitor, train = (f"{USE_CASE}__{s}" for s in ("ingest", "monitor", "train"))
 
@@ -277,14 +287,26 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack):
     champion = registry.champion(USE_CASE)
     assert champion is not None and registry.configure().tracking_uri.startswith("http://")
 
-    # 3. a drifting live day: monitor -> automatic retrain
-    replay.replay_episode(use_case, replay.LIVE["drift"])
+    # 3. a fault: the champion alarms -> an upset; the operators are mailed, nothing is retrained
+    replay.replay_episode(use_case, replay.LIVE["upset"])
     op.wait_settled()
     monitor_run, states = op.last_monitor()
-    assert states["trigger_retrain"] == "success", states
-    assert op.get(f"/dags/{train}/dagRuns/retrain__{monitor_run}")["state"] == "success"
+    assert states["alert_operators"] == "success" and states["trigger_retrain"] == "skipped", states
+    upset_mail = [m for m in mailsink.messages(mail_folder) if m["X-Plantops-Event"] == "upset"]
+    assert [m["X-Envelope-To"] for m in upset_mail] == ["control-room@eastman-demo.example"], upset_mail
+    assert monitor_run.replace(":", "%3A").replace("+", "%2B") in upset_mail[0].get_body(("html", "plain")).get_content()
 
-    # 4. a plant change: approval; the operator may not answer, the assigned engineer does
+    # 4. nobody answers: the scheduler times the approval out and the safe default (refuse) is recorded
+    replay.replay_episode(use_case, replay.LIVE["maintenance"])
+    detail = op.wait_pending_approval()
+    waiting_run = detail["task_instance"]["dag_run_id"]
+    op.wait_settled()
+    states = op.states(monitor, waiting_run)
+    assert states["record_answers"] == "success" and states["trigger_approved"] == "skipped", states
+    answers = [r["branch"] for r in decisions.for_run(USE_CASE, waiting_run) if r["kind"] == "approval"]
+    assert answers == ["timed_out"], answers
+
+    # 5. a plant change: approval; the operator may not answer, the assigned engineer does
     replay.replay_episode(use_case, replay.LIVE["plant_change"])
     detail = op.wait_pending_approval()
     ti = detail["task_instance"]
@@ -298,21 +320,15 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack):
     assert states["record_answers"] == "success" and states["trigger_approved"] == "success", states
     approved = op.get(f"/dags/{train}/dagRuns/approved__{ti['dag_run_id']}")
     assert approved["state"] == "success" and approved["conf"]["approved_by"] == "eng1"
-
-    # 5. nobody answers: the scheduler times the approval out and the safe default (refuse) is recorded
-    replay.replay_episode(use_case, replay.LIVE["maintenance"])
-    detail = op.wait_pending_approval()
-    waiting_run = detail["task_instance"]["dag_run_id"]
-    op.wait_settled()
-    states = op.states(monitor, waiting_run)
-    assert states["record_answers"] == "success" and states["trigger_approved"] == "skipped", states
-    answers = [r["branch"] for r in decisions.for_run(USE_CASE, waiting_run) if r["kind"] == "approval"]
-    assert answers == ["timed_out"], answers
+    # The engineers were asked by mail (twice: both approvals), and told of the timeout.
+    events = [(m["X-Plantops-Event"], m["X-Envelope-To"]) for m in mailsink.messages(mail_folder)]
+    assert events.count(("approval", "eng1@eastman-demo.example")) == 2, events
+    assert ("timeout", "eng1@eastman-demo.example") in events, events
 
     # every monitor decision is stored; predictions were read back through Trino
     branches = [r["branch"] for r in reversed(decisions.latest(USE_CASE, kind="monitor", limit=20))]
-    assert branches == ["retrain", "approval", "approval"], branches
-    predictions = historian.read_predictions(use_case.historian.asset, replay.LIVE["drift"].start,
-                                             replay.LIVE["maintenance"].start + timedelta(days=1))
+    assert branches == ["upset", "approval", "approval"], branches
+    predictions = historian.read_predictions(use_case.historian.asset, replay.LIVE["upset"].start,
+                                             replay.LIVE["plant_change"].start + timedelta(days=1))
     alarms = predictions[predictions["alarm"] == 1]
     assert len(alarms) > 0 and alarms["top_tags"].notna().all()

@@ -78,8 +78,7 @@ def test_holdout_is_the_same_whatever_the_fit_window(history, use_case):
     from plantops.stages.training import select_training_data
 
     a = select_training_data(history["clean"], history["labels"], history["end"], 14)
-    b = select_training_data(history["dirty"], history["labels"], history["end"] - pd.Timedelta(days=1), 3,
-                             reference_start=history["end"] - pd.Timedelta(days=2))
+    b = select_training_data(history["dirty"], history["labels"], history["end"] - pd.Timedelta(days=1), 3)
     # Same rows; the index is each call's own series (the dirty history has more rows).
     pd.testing.assert_frame_equal(a.holdout_normal.reset_index(drop=True), b.holdout_normal.reset_index(drop=True))
     pd.testing.assert_frame_equal(a.holdout_faults.reset_index(drop=True), b.holdout_faults.reset_index(drop=True))
@@ -87,6 +86,52 @@ def test_holdout_is_the_same_whatever_the_fit_window(history, use_case):
     assert not a.fit["ts"].isin(a.holdout_normal["ts"]).any()
     assert not a.fit["ts"].isin(a.holdout_faults["ts"]).any()
     assert a.fit["ts"].min() >= history["end"] - pd.Timedelta(days=14)
+
+
+def _rows(days: int) -> pd.DataFrame:
+    ts = pd.date_range("2026-03-01", periods=days * 480, freq="3min", tz="UTC")
+    return pd.DataFrame({"asset": "tep_reactor", "ts": ts, "XMEAS_1": range(len(ts))})
+
+
+def _labels(*rows: tuple[str, str, str]) -> pd.DataFrame:
+    frame = pd.DataFrame([("tep_reactor", pd.Timestamp(a, tz="UTC"), pd.Timestamp(b, tz="UTC"), label)
+                          for a, b, label in rows], columns=["asset", "start_ts", "end_ts", "label"])
+    return frame
+
+
+def test_every_normal_period_is_learned_and_tested_and_upsets_are_neither():
+    from plantops.stages.training import select_training_data
+
+    labels = _labels(("2026-03-01", "2026-03-02", "normal"), ("2026-03-03", "2026-03-04", "fault_01"),
+                     ("2026-03-04", "2026-03-05", "upset"), ("2026-03-05", "2026-03-06", "upset"),
+                     ("2026-03-05", "2026-03-06", "normal"))  # false-alarm feedback on an upset day
+    data = select_training_data(_rows(6), labels, pd.Timestamp("2026-03-07", tz="UTC"), 14)
+    day = lambda frame: set(frame["ts"].dt.day)  # noqa: E731
+    # The last 30 % of each normal period is held out; the first 70 % of each is fitted.
+    assert day(data.holdout_normal) == {1, 5} and day(data.fit) == {1, 2, 5, 6}
+    for d in (1, 5):
+        held = data.holdout_normal[data.holdout_normal["ts"].dt.day == d]
+        assert len(held) == 144 and held["ts"].min() == pd.Timestamp(f"2026-03-0{d} 16:48", tz="UTC")
+    assert day(data.holdout_faults) == {3} and set(data.holdout_faults["label"]) == {"fault_01"}
+    # The upset nobody confirmed normal (day 4) is in no set; the one labelled normal (day 5) is normal.
+    assert 4 not in day(data.fit) | day(data.holdout_normal) | day(data.holdout_faults)
+
+
+def test_a_new_reference_defines_normal_and_keeps_the_fault_library():
+    from plantops.stages.training import select_training_data
+
+    labels = _labels(("2026-03-01", "2026-03-02", "normal"), ("2026-03-02", "2026-03-03", "fault_07"),
+                     ("2026-03-05", "2026-03-06", "upset"))
+    reference = pd.Timestamp("2026-03-04 06:00", tz="UTC")
+    data = select_training_data(_rows(6), labels, pd.Timestamp("2026-03-07", tz="UTC"), 14, reference,
+                                warmup=pd.Timedelta(hours=1))
+    settled = reference + pd.Timedelta(hours=1)
+    normal = pd.concat([data.fit, data.holdout_normal])
+    # Only rows after the reference (and its warm-up), outside the upset day, are normal operation.
+    assert normal["ts"].min() == settled and 5 not in set(normal["ts"].dt.day)
+    assert len(data.holdout_normal) == pytest.approx(0.3 * len(normal), abs=2)
+    assert data.holdout_normal["ts"].min() > data.fit["ts"].max()
+    assert set(data.holdout_faults["label"]) == {"fault_07"}
 
 
 def test_detector_beats_pca_baseline_at_the_same_false_alarm_rate(history, use_case):

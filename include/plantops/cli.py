@@ -4,7 +4,7 @@
     python -m plantops.cli release tep_reactor <file>      # put a fixed file back in the landing zone
     python -m plantops.cli ledger tep_reactor              # every landed file: status and row counts
     python -m plantops.cli decisions tep_reactor --kind monitor
-    python -m plantops.cli replay tep_reactor history|drift|plant_change|maintenance
+    python -m plantops.cli replay tep_reactor history|upset|stale|maintenance|plant_change|new_normal
     python -m plantops.cli lake tep_reactor                # bronze and features as Trino tables (stack tiers)
 """
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     release.add_argument("file")
     replay = sub.add_parser("replay", help="write TEP plant data into the historian and the landing zone")
     replay.add_argument("use_case")
-    replay.add_argument("scenario", choices=["history", "drift", "plant_change", "maintenance"])
+    replay.add_argument("scenario", choices=["history", "upset", "stale", "maintenance", "plant_change", "new_normal"])
     args = parser.parse_args(argv)
 
     if args.command == "quarantine":

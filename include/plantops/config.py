@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from plantops.units import parse_duration  # noqa: F401 - re-exported: the config's durations
 
@@ -133,7 +134,8 @@ class Drift(_Frozen):
     share_threshold: float = Field(default=0.3, gt=0, le=1)
 
 
-Action = Literal["none", "retrain", "approval"]
+# What a rule asks for, weakest first; the strongest action among the rules that fired wins.
+Action = Literal["none", "notify", "retrain", "approval"]
 
 
 class Levels(_Frozen):
@@ -144,10 +146,24 @@ class Levels(_Frozen):
     single_tag_score: float = Field(default=2.0, gt=0)
 
 
-class ScoreDrift(_Frozen):
-    """Prediction drift: the champion's alarm rate in the window against its held-out false-alarm rate."""
+class Upset(_Frozen):
+    """The champion alarming on the window: an upset it detects, unless people confirm the alarms false.
+
+    ``persist``: an upset that lasts longer (consecutive upset windows, this one included)
+    without a confirmed fault asks a process engineer whether it is the plant's new normal.
+    ``min_false_alarms``: alarms inside periods that people labelled normal (false-alarm feedback,
+    lab results) that make the model stale rather than the plant upset.
+    """
 
     max_alarm_rate: float = Field(default=0.2, gt=0, le=1)
+    persist: str = "2d"
+    min_false_alarms: int = Field(default=10, ge=1)
+
+    @field_validator("persist")
+    @classmethod
+    def _persist(cls, value: str) -> str:
+        parse_duration(value)
+        return value
 
 
 class Performance(_Frozen):
@@ -171,14 +187,24 @@ class Quality(_Frozen):
     max_rejected_share: float = Field(default=0.05, ge=0, le=1)
 
 
-class Actions(_Frozen):
-    """What each signal asks for. A plant event in the window turns any retrain into an approval."""
+class Rules(_Frozen):
+    """The action of each named rule of the monitor policy (README "The monitor policy").
 
-    mild_drift: Action = "none"
-    severe_drift: Action = "retrain"
-    score_drift: Action = "retrain"
+    Upset: the champion alarms on the window and nobody said the alarms were false; it detects what
+    it was trained to detect, so operators are told and nothing is retrained. Staleness (false
+    alarms confirmed by people, a performance drop on delayed labels, drift the champion does not
+    alarm on): the model no longer describes the plant, retrain. Plant change: an operator changed
+    the plant in the window, so any upset or retrain goes to a process engineer instead.
+    """
+
+    upset: Action = "notify"
+    persistent_upset: Action = "approval"
+    false_alarms: Action = "retrain"
     performance: Action = "retrain"
+    unexplained_drift: Action = "retrain"
+    mild_drift: Action = "none"
     quality: Action = "approval"
+    plant_change: Action = "approval"
 
 
 class Guardrails(_Frozen):
@@ -197,10 +223,10 @@ class Guardrails(_Frozen):
 
 class Policy(_Frozen):
     levels: Levels = Levels()
-    score_drift: ScoreDrift = ScoreDrift()
+    upset: Upset = Upset()
     performance: Performance = Performance()
     quality: Quality = Quality()
-    actions: Actions = Actions()
+    rules: Rules = Rules()
     guardrails: Guardrails = Guardrails()
 
 
@@ -300,6 +326,67 @@ class Kubernetes(_Frozen):
         return self.spark.image or self.image
 
 
+_Audience = Literal["operators", "engineers", "mlops"]
+_Event = Literal["upset", "quarantine", "approval", "timeout", "promotion", "failure"]
+# Who can be told, and of what: the vocabulary plantops.stages.notify and the DAGs share.
+AUDIENCES: tuple[str, ...] = get_args(_Audience)
+EVENTS: tuple[str, ...] = get_args(_Event)
+_DEFAULT_ROUTES: dict[str, tuple[str, ...]] = {
+    "upset": ("operators",),
+    "quarantine": ("operators",),
+    "approval": ("engineers",),
+    "timeout": ("engineers",),
+    "promotion": ("mlops",),
+    "failure": ("mlops",),
+}
+
+
+def _address(value: str) -> str:
+    # Whitespace and list separators are refused too: the SMTP hook splits strings on ',' and ';',
+    # and a newline in an address would be a header of its own.
+    if not re.fullmatch(r"[^@\s,;<>]+@[^@\s,;<>]+", value):
+        raise ValueError("expected an e-mail address: one '@' with text on both sides, no spaces, ',' or ';'")
+    return value
+
+
+_Address = Annotated[str, AfterValidator(_address)]
+
+
+class Notifications(_Frozen):
+    """Who is mailed about which plant event: ``recipients`` gives each audience's addresses,
+    ``routes`` each event's audiences. A route set in the YAML replaces that event's default only;
+    an audience without addresses is not mailed."""
+
+    smtp_conn_id: str = Field(default="plantops_smtp", pattern=r"^[A-Za-z0-9_.\-]{1,250}$")
+    sender: _Address = "plantops@localhost"
+    recipients: dict[_Audience, tuple[_Address, ...]] = Field(default_factory=dict)
+    routes: dict[_Event, tuple[_Audience, ...]] = Field(default_factory=lambda: dict(_DEFAULT_ROUTES))
+
+    @field_validator("recipients", "routes", mode="before")
+    @classmethod
+    def _blank_is_empty(cls, value: Any) -> Any:
+        # `operators:` with nothing after it in the YAML is an empty list, not an error.
+        return {k: () if v is None else v for k, v in value.items()} if isinstance(value, dict) else value
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _keep_default_routes(cls, value: Any) -> Any:
+        return {**_DEFAULT_ROUTES, **value} if isinstance(value, dict) else value
+
+    def recipients_of(self, event: str) -> tuple[str, ...]:
+        """The addresses of the event's audiences, in route order, each once (case-insensitively)."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown event {event!r}; expected one of {list(EVENTS)}")
+        seen: set[str] = set()
+        found: list[str] = []
+        for audience in self.routes.get(event, ()):
+            for address in self.recipients.get(audience, ()):
+                if address.casefold() not in seen:
+                    seen.add(address.casefold())
+                    found.append(address)
+        return tuple(found)
+
+
 class UseCase(_Frozen):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")
     plant: str
@@ -315,6 +402,7 @@ class UseCase(_Frozen):
     approvers: tuple[Approver, ...] = Field(min_length=1)
     execution: Literal["local", "kubernetes"] = "local"
     kubernetes: Kubernetes | None = None
+    notifications: Notifications = Notifications()
 
     @model_validator(mode="after")
     def _consistent(self) -> UseCase:

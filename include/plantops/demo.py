@@ -1,20 +1,27 @@
 """`make demo`: the whole loop for both use cases, embedded tier, from an empty state.
 
-``tep_reactor`` (Tennessee Eastman, one asset):
+``tep_reactor`` (Tennessee Eastman, one asset; calendar in :mod:`plantops.sources.replay`):
 
 1. history: 21 labelled fault days and 3 normal days go to the historian and the landing zone;
    ingest, features, train (first champion), score and monitor the last normal day -> no action;
-2. a fault run starts on 2026-03-25 -> drift -> the monitor triggers a retrain;
-3. another fault run on 2026-03-26 while an operator's setpoint change is recorded -> the monitor asks
-   the process engineers; the demo answers as the assigned engineer `eng1` through Airflow's REST API
-   (a real `airflow api-server` on the same metadata DB) with "Retrain from a new reference window";
-4. a slow fault on 2026-03-27 after a recorded analyzer maintenance -> approval again, refused by the
-   engineer with a reason.
+2. TEP fault 1 from 2026-03-25 08:00: the champion alarms -> an upset: the operators are mailed,
+   nothing is retrained;
+3. a hot day (2026-03-26): the cooling-water temperatures rise, the champion alarms, the engineer
+   labels the alarms false (``__feedback``) -> a stale model: retrained automatically and promoted
+   (the champion false-alarms on today's confirmed normal rows: no longer valid);
+4. a slow fault after a recorded analyzer maintenance (2026-03-27) -> approval, refused by the
+   engineer with a reason (the transient is not learned);
+5. TEP fault 7 with an operator's setpoint change at 07:30 (2026-03-28) -> approval; the demo answers
+   as the assigned engineer `eng1` through Airflow's REST API (a real `airflow api-server` on the
+   same metadata DB) with "Retrain from a new reference window", the reference defaulting to the
+   plant event -> the new model is promoted, and the next day of the new state (2026-03-29) alarms
+   at the target rate again.
 
 ``wind_fleet`` (La Haute Borne, four turbines, :func:`wind_fleet`): history and first models per
-turbine; a normal day; one turbine losing power (retrained alone); another losing power after a
-pitch service (approval for that turbine only, refused). Every decision is in the decision store
-(table `decisions`, per asset).
+turbine; a normal day; one turbine losing power (an upset for that turbine alone); another losing
+power after a pitch service (approval for that turbine only, refused). Every decision is in the
+decision store (table `decisions`, per asset); every mail is a file in ``$PLANTOPS_HOME/mail``
+(a local SMTP server, :mod:`plantops.environments.mailsink`).
 
 DAG runs execute in this process with ``dag.test()`` (no scheduler): a run the monitor triggers is
 queued by the TriggerDagRunOperator and then executed here with the conf it was queued with.
@@ -23,6 +30,7 @@ The last stdout line is one JSON object.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -70,11 +78,16 @@ class Demo:
         self.dags: dict[str, Any] = {}
         self.branches: dict[str, list] = {}
         self.api_proc: subprocess.Popen | None = None
+        self.mail: Any = None
 
     # -- services ------------------------------------------------------------------------------
     def start(self) -> None:
-        from plantops.environments import localenv
+        from plantops.environments import localenv, mailsink
 
+        # Every mail the pipeline sends lands in $PLANTOPS_HOME/mail (a local SMTP server).
+        self.mail, port = mailsink.start(self.mail_folder)
+        os.environ.pop("AIRFLOW_CONN_PLANTOPS_SMTP", None)
+        os.environ["PLANTOPS_SMTP_PORT"] = str(port)  # localenv points the connection at it
         localenv.apply(self.home)
         port = int(os.environ["AIRFLOW__API__PORT"])
         with socket.socket() as probe:
@@ -91,11 +104,30 @@ class Demo:
         from plantops.orchestration.dagfactory import build_all
 
         self.dags = build_all()
+        # dag.test() keeps a run's conf in the DAG's params: each run starts from the defaults, as a
+        # run under a scheduler (a freshly parsed DAG) does.
+        self.params = {dag_id: copy.deepcopy(dag.params) for dag_id, dag in self.dags.items()}
 
     def stop(self) -> None:
+        if self.mail is not None:
+            from plantops.environments import mailsink
+
+            mailsink.stop(self.mail)
+            self.mail = None
         if self.api_proc and self.api_proc.poll() is None:
             os.killpg(self.api_proc.pid, 15)
             self.api_proc.wait(timeout=30)
+
+    @property
+    def mail_folder(self) -> Path:
+        return self.home / "mail"
+
+    def mails(self) -> list[dict[str, Any]]:
+        """Every mail received so far: event, recipients, subject."""
+        from plantops.environments import mailsink
+
+        return [{"use_case": m["X-Plantops-Use-Case"], "event": m["X-Plantops-Event"], "to": m["X-Envelope-To"],
+                 "subject": m["Subject"]} for m in mailsink.messages(self.mail_folder)]
 
     def api(self, user: str):
         from plantops.stages.approval import AirflowApi
@@ -107,6 +139,7 @@ class Demo:
     def run(self, stage: str, conf: dict | None = None, logical_date: datetime | None = None,
             use_case: str = USE_CASE) -> dict[str, str]:
         dag = self.dags[f"{use_case}__{stage}"]
+        dag.params = copy.deepcopy(self.params[dag.dag_id])
         started = time.monotonic()
         dr = dag.test(run_conf=conf or {}, logical_date=logical_date or datetime.now(timezone.utc))
         states: dict[str, str] = {}
@@ -127,7 +160,8 @@ class Demo:
         from plantops.stages import decisions
 
         states = self.run("monitor", {"day": day}, use_case=use_case)
-        names = {"ok": "no_action", "retrain": "trigger_retrain", "approval": "request_approval"}
+        names = {"ok": "no_action", "upset": "alert_operators", "retrain": "trigger_retrain",
+                 "approval": "request_approval"}
         branches = {r["payload"].get("asset") or use_case: names[r["branch"]]
                     for r in decisions.for_run(use_case, states["run_id"]) if r["kind"] == "monitor"}
         self.branches.setdefault(use_case, []).append(
@@ -165,6 +199,12 @@ class Demo:
             raise RuntimeError(f"an unassigned user was not refused: {answer.get('unassigned_message', answer)}")
         say(f"  ops1 (not assigned) was refused with HTTP 403; eng1 answered: {option}")
         return answer
+
+    def feedback(self, day: str, kind: str, comment: str, author: str = "eng1", use_case: str = USE_CASE) -> None:
+        """A process engineer's feedback on a whole day, through the use case's feedback DAG."""
+        start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+        self.run("feedback", {"ts_start": start.isoformat(), "ts_end": (start + timedelta(days=1)).isoformat(),
+                              "kind": kind, "comment": comment, "author": author}, use_case=use_case)
 
     def run_triggered(self, use_case: str = USE_CASE) -> list[dict]:
         """Execute the train runs that the monitor queued (no scheduler in the embedded demo)."""
@@ -225,21 +265,22 @@ def answer_when_waiting(demo: Demo, option: str, params: dict, result: dict,
 
 
 def wind_fleet(demo: Demo) -> dict[str, Any]:
-    """The fleet story: four real turbines, a normal day, one turbine losing power (its model is
-    retrained, the others carry on), and one turbine losing power after a pitch-system service (only
-    that turbine goes to its engineer, who refuses: the service left an offset, the model is right)."""
+    """The fleet story: four real turbines, a normal day, one turbine losing power (an upset: the
+    site is told, nothing is retrained, the others carry on), and one turbine losing power after a
+    pitch-system service (only that turbine goes to its engineer, who refuses: the service left an
+    offset, the model is right)."""
     from plantops.config import get_use_case
     from plantops.sources import historian, scada_replay
     from plantops.stages import decisions, registry
 
     wind = get_use_case(WIND)
     first, end = scada_replay.HISTORY
-    say(f"5. {WIND}: La Haute Borne SCADA {first}..{end} for {len(wind.assets)} turbines")
+    say(f"7. {WIND}: La Haute Borne SCADA {first}..{end} for {len(wind.assets)} turbines")
     scada_replay.replay_history(wind)
     demo.pipeline(f"{first}T00:00:00+00:00", f"{end}T00:00:00+00:00", use_case=WIND)
     demo.run("train", {"reason": "first models"}, use_case=WIND)
     live = list(scada_replay.LIVE.values())
-    say(f"6. {WIND} live: {live[0].day} normal; {live[1].day} {live[1].loss[0]} loses "
+    say(f"8. {WIND} live: {live[0].day} normal; {live[1].day} {live[1].loss[0]} loses "
         f"{live[1].loss[1]:.0%} of its power; {live[2].day} the same on {live[2].loss[0]} after a pitch service")
     for day in live:
         scada_replay.replay_day(wind, day)
@@ -303,22 +344,31 @@ def main() -> int:
         demo.run("score", {"day": "2026-03-24"})
         demo.monitor("2026-03-24")
 
-        say("2. live: TEP fault 1 starts 2026-03-25 08:00")
-        demo.monitor(demo.live(use_case, replay.LIVE["drift"]))
+        live = replay.LIVE
+        say("2. live: TEP fault 1 from 2026-03-25 08:00 (an upset)")
+        demo.monitor(demo.live(use_case, live["upset"]))
         triggered = demo.run_triggered()
 
-        say("3. live: TEP fault 7 on 2026-03-26 with an operator's setpoint change at 07:30")
-        answers.append(demo.approve(demo.live(use_case, replay.LIVE["plant_change"]),
-                                    "Retrain from a new reference window",
-                                    {"reason": "the setpoint change is permanent",
-                                     "reference_start": "2026-03-26T07:30:00+00:00"}))
+        say("3. live: a hot day on 2026-03-26, the cooling-water temperatures rise; eng1 labels the alarms false")
+        day = demo.live(use_case, live["stale"])
+        demo.feedback(day, "false_alarm", "hot day: the cooling-water outlet temperatures follow the cooling tower; "
+                                          "product on spec, the plant is fine")
+        demo.monitor(day)
         triggered += demo.run_triggered()
 
         say("4. live: TEP fault 13 on 2026-03-27 after an analyzer maintenance at 06:00")
-        answers.append(demo.approve(demo.live(use_case, replay.LIVE["maintenance"]), "Refuse: model still valid",
+        answers.append(demo.approve(demo.live(use_case, live["maintenance"]), "Refuse: model still valid",
                                     {"reason": "analyzer recalibration transient; the model is still valid",
                                      "reference_start": ""}))
         triggered += demo.run_triggered()
+
+        say("5. live: TEP fault 7 on 2026-03-28 with an operator's setpoint change at 07:30; eng1 declares the new "
+            "normal (the reference defaults to the plant event)")
+        answers.append(demo.approve(demo.live(use_case, live["plant_change"]), "Retrain from a new reference window",
+                                    {"reason": "the setpoint change is permanent", "reference_start": ""}))
+        triggered += demo.run_triggered()
+        say("6. live: 2026-03-29, the new state's second day")
+        demo.monitor(demo.live(use_case, live["new_normal"]))
 
         wind_summary = wind_fleet(demo)
 
@@ -331,9 +381,12 @@ def main() -> int:
         from plantops.sources import historian
 
         predictions = historian.read_predictions(use_case.historian.asset, replay.HISTORY[-1].start,
-                                                 replay.LIVE["maintenance"].start + timedelta(days=1))
+                                                 live["new_normal"].start + timedelta(days=1))
         alarms = predictions[predictions["alarm"] == 1]
         explained = int(alarms["top_tags"].notna().sum())
+        by_day = predictions.groupby(predictions["ts"].dt.strftime("%Y-%m-%d"))
+        alarm_rates = {d: round(float(rate), 4) for d, rate in by_day["alarm"].mean().items()}
+        champions = {d: sorted(set(v)) for d, v in by_day["model_version"].agg(lambda x: list(map(str, x))).items()}
         summary = {
             "use_case": USE_CASE,
             "champion_version": champion[0] if champion else None,
@@ -348,15 +401,19 @@ def main() -> int:
             "decisions": [f"{r['kind']}:{r['branch']}" for r in reversed(decisions.latest(USE_CASE, limit=50))],
             "decision_store": settings.state_url,
             "alarms": len(alarms),
+            "alarm_rates": alarm_rates,
+            "scored_by": champions,
             "alarms_with_top_tags": explained,
             "champion_top_tags": registry.configure().get_model_version(USE_CASE, champion[0]).tags.get("top_tags"),
         }
         summary["use_cases"] = {
             USE_CASE: {key: summary[key] for key in ("champion_version", "branches_taken", "train_decisions",
-                                                     "approvals", "alarms", "drift_share")}
+                                                     "approvals", "alarms", "alarm_rates", "drift_share")}
             | {"model_kind": use_case.model.kind},
             WIND: wind_summary,
         }
+        summary["mail"] = demo.mails()
+        summary["mail_folder"] = str(demo.mail_folder)
         summary["seconds"] = round(time.monotonic() - started)
     except BaseException:
         import traceback
@@ -374,6 +431,8 @@ def main() -> int:
     for approval in summary["approvals"]:
         say(f"  approval answered by {approval['by']}: {approval['chosen']} ({approval['reason']})")
     say(f"  decision store: {', '.join(summary['decisions'])}")
+    say("  alarm rate per day (champion version): " + ", ".join(
+        f"{d[5:]} {r:.0%} (v{'/'.join(summary['scored_by'][d])})" for d, r in summary["alarm_rates"].items()))
     say(f"  alarms: {summary['alarms']}, each with its top tags: {summary['alarms_with_top_tags']}; "
         f"champion's top tags: {summary['champion_top_tags']}")
     say(f"  drift report: {summary['report_path']}")
@@ -382,6 +441,9 @@ def main() -> int:
     for asset, entry in wind["assets"].items():
         say(f"    {asset}: champion v{entry['champion_version']}, monitor {', '.join(entry['branches'])}, "
             f"decisions {', '.join(entry['decisions'])}")
+    say(f"  mail ({len(summary['mail'])} in {summary['mail_folder']}):")
+    for mail in summary["mail"]:
+        say(f"    {mail['event']:<10} to {mail['to']}: {mail['subject']}")
     say(f"  decisions: {summary['decision_store']} (table decisions); `make up` to browse the runs")
     say(f"  MLflow: {summary['mlflow_uri']}  (mlflow ui --backend-store-uri {summary['mlflow_uri']})")
     say(json.dumps(summary))

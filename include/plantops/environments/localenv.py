@@ -57,6 +57,10 @@ def airflow_env(home: Path | None = None, api_port: int = API_PORT) -> dict[str,
         # Retries stay (>= 2) but wait seconds, not minutes, on a laptop and in tests.
         "PLANTOPS_RETRY_DELAY_SECONDS": os.environ.get("PLANTOPS_RETRY_DELAY_SECONDS", "5"),
         "AIRFLOW_CONN_PLANTOPS_SPARK": json.dumps({"conn_type": "spark", "host": "local[*]"}),
+        # Mail goes to the local sink (plantops.environments.mailsink): plain SMTP on loopback.
+        "AIRFLOW_CONN_PLANTOPS_SMTP": os.environ.get("AIRFLOW_CONN_PLANTOPS_SMTP") or json.dumps({
+            "conn_type": "smtp", "host": "127.0.0.1", "port": int(os.environ.get("PLANTOPS_SMTP_PORT", "28025")),
+            "extra": {"disable_tls": True, "disable_ssl": True, "timeout": 10, "retry_limit": 1}}),
         "PYSPARK_PYTHON": sys.executable,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "GX_ANALYTICS_ENABLED": "false",

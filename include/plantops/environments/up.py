@@ -2,14 +2,17 @@
 
 Uses the same PLANTOPS_HOME as `make demo`, so the demo's runs, decisions and approvals are there
 to look at. `make stack-airflow` (``--stack``) runs the same on the native stack instead: metadata
-on PostgreSQL, historian reads through Trino, models in the MLflow server (`make stack-up` first). Prints the URL and the demo users with their generated passwords, then runs
-`airflow standalone` in the foreground (Ctrl-C stops everything).
+on PostgreSQL, historian reads through Trino, models in the MLflow server (`make stack-up` first).
+Prints the URL and the demo users with their generated passwords, starts the local mail sink
+(:mod:`plantops.environments.mailsink`), then runs `airflow standalone` in the foreground (Ctrl-C
+stops everything).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +33,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Airflow UI: {env['AIRFLOW__API__BASE_URL']}")
     print(f"  operator          ops1 / {passwords['ops1']}  (views and triggers runs)")
     print(f"  process engineer  eng1 / {passwords['eng1']}  (assigned to approvals: Browse > Required Actions)")
-    print(f"  state: {env['PLANTOPS_HOME']}", flush=True)
+    print(f"  state: {env['PLANTOPS_HOME']}")
+    port = int(os.environ.get("PLANTOPS_SMTP_PORT", "28025"))
+    mail = Path(env["PLANTOPS_HOME"]) / "mail"
+    with socket.socket() as probe:
+        taken = probe.connect_ex(("127.0.0.1", port)) == 0
+    if taken:
+        print(f"  mail: something already listens on 127.0.0.1:{port}; plantops mails it there")
+    else:
+        # Same process group: Ctrl-C stops it with Airflow.
+        subprocess.Popen([sys.executable, "-m", "plantops.environments.mailsink", str(mail), str(port)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print(f"  mail: every notification is a file in {mail} (local SMTP server on 127.0.0.1:{port})")
+    sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "airflow", "standalone"])
     return 0
 

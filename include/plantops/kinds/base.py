@@ -180,15 +180,29 @@ class ModelKind:
         return {"rmse": float(np.sqrt(np.mean(residual**2))), "mae": float(np.mean(np.abs(residual)))}
 
     def gate(self, challenger: dict[str, Any], champion: dict[str, Any] | None,
-             champion_version: str | None) -> tuple[bool, str]:
+             champion_version: str | None, new_normal: dict[str, Any] | None = None) -> tuple[bool, str]:
         """Promote the challenger over the champion? Both were evaluated on the same held-out rows.
-        Without a champion, or with one that cannot score today's features, the challenger wins;
-        otherwise the kind's :meth:`compare` decides."""
+        Without a champion, or with one that cannot score today's features, the challenger wins.
+        ``new_normal`` (``since``, ``rows``, ``champion_far``): the champion on the held-out normal
+        rows of today's plant, those after a declared reference start or confirmed normal since the
+        champion was trained. Beyond the false-alarm limit there it is no longer valid and loses to a
+        challenger within the limit on all held-out normal rows, however their detection rates
+        compare; otherwise the kind's :meth:`compare` decides."""
         if champion_version is None:
             return True, "no champion to compare with"
         if champion is None:
             return True, f"champion v{champion_version} cannot score the current features"
-        return self.compare(challenger, champion, champion_version, far_limit(self.use_case.model.false_alarm_rate))
+        limit = far_limit(self.use_case.model.false_alarm_rate)
+        far = challenger.get("far", math.nan)
+        if new_normal is not None and new_normal["champion_far"] > limit and not math.isnan(far) and far <= limit:
+            # Today's normal operation (after a declared new reference, or confirmed normal by people
+            # since the champion was trained) is the ground truth: a model that false-alarms on it no
+            # longer describes the plant.
+            return True, (f"champion v{champion_version} is no longer valid: false-alarm rate "
+                          f"{new_normal['champion_far']:.4f} on {new_normal['rows']} held-out normal rows since "
+                          f"{new_normal['since']} > limit {limit:.4f}; challenger {far:.4f} on all held-out normal "
+                          f"rows <= {limit:.4f}")
+        return self.compare(challenger, champion, champion_version, limit)
 
     def compare(self, challenger: dict[str, Any], champion: dict[str, Any], champion_version: str,
                 limit: float) -> tuple[bool, str]:

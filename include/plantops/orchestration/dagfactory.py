@@ -49,10 +49,13 @@ STAGE_DOCS = {
 
 
 def on_failure(context: dict[str, Any]) -> None:
-    """One place for failure alerts; extend it with a notifier (mail, Teams, pager) per site."""
+    """One place for failure alerts: a log line, and mail to the use case's ``failure`` audience."""
+    from plantops.stages.notify import failure_callback
+
     ti = context.get("task_instance")
     log.error("plantops task failed: %s.%s run %s: %s", getattr(ti, "dag_id", "?"), getattr(ti, "task_id", "?"),
               context.get("run_id"), context.get("exception"))
+    failure_callback(context)
 
 
 def default_args(use_case: UseCase) -> dict[str, Any]:
@@ -335,13 +338,15 @@ def build_score(use_case: UseCase, a: dict[str, Asset]) -> DAG:
 
 def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
     """assess_drift per asset (mapped) -> the policy's branch per asset, each a mapped task over the
-    assets that took it: no_action, trigger_retrain (a train run for that asset) or request_approval
+    assets that took it: no_action, alert_operators (an upset: mail, no retrain), trigger_retrain (a
+    train run for that asset) or request_approval
     (one HITL task per asset, assigned to the process engineers), whose answers record_answers
     stores before trigger_approved starts the approved trainings. A plant event on one turbine sends
     only that turbine to approval; the others carry on in the same run."""
     from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
     from plantops.orchestration.operators import ApprovalRequest
     from plantops.stages.monitoring import APPROVAL_OPTIONS, SAFE_DEFAULT
+    from plantops.stages.notify import PlantNotifier, required_actions_link
 
     train_id = use_case.dag_id("train")
     timeout = use_case.monitoring.approval_timeout
@@ -374,6 +379,19 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             return asset
 
         @task
+        def plan_upsets(assessments, run_id=None) -> list[dict]:
+            from plantops.stages.pipeline import upset_alerts
+
+            return upset_alerts(use_case.id, run_id, _as_list(assessments))
+
+        @task(map_index_template="{{ asset }}")
+        def alert_operators(asset: str, subject: str, body: str, link: str) -> dict:
+            """An upset: the champion detects something; the operators are told, nothing is retrained."""
+            from plantops.stages.notify import send
+
+            return {"asset": asset, **send(use_case.id, "upset", subject, body, link)}
+
+        @task
         def plan_retrains(assessments, run_id=None) -> list[dict]:
             from plantops.stages.pipeline import retrain_requests
 
@@ -386,6 +404,7 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             return approval_requests(use_case.id, _as_list(assessments))
 
         no_action.expand(asset=plan_no_action(assessments))
+        alert_operators.expand_kwargs(plan_upsets(assessments))
         TriggerDagRunOperator.partial(task_id="trigger_retrain", trigger_dag_id=train_id).expand_kwargs(
             plan_retrains(assessments))
         approvals = ApprovalRequest.partial(
@@ -398,6 +417,8 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
                                          description="ISO start of the new reference window (default: the plant event)"),
             },
             assigned_users=[{"id": u.id, "name": u.name} for u in use_case.approvers],
+            notifiers=[PlantNotifier(use_case.id, "approval", "{{ task.subject }}", "{{ task.body }}",
+                                     required_actions_link())],
             response_timeout=parse_duration(timeout),
             retries=0,
         ).expand_kwargs(plan_approvals(assessments))

@@ -8,11 +8,19 @@ The calendar (one TEP run segment per plant day, 480 samples of 3 minutes):
 
 - 2026-03-01 .. 2026-03-21  historical incidents: training fault runs 1..21, labelled by the lab
 - 2026-03-22 .. 2026-03-24  normal operation (d00, d00_te), labelled normal
-- 2026-03-25                live: a fault run starts at 08:00 (drift -> automatic retrain)
-- 2026-03-26                live: another fault run, and an operator's recorded setpoint change
-                            at 07:30 (drift during a plant change -> process-engineer approval)
+- 2026-03-25                live: TEP fault 1 starts at 08:00; the champion alarms: an upset
+                            (operators are told, nothing is retrained)
+- 2026-03-26                live: normal operation on a hot day: the cooling-water outlet
+                            temperatures (XMEAS_21, XMEAS_22) rise by 3 reference sd until
+                            08:00 (an offset added to the normal run's second day). The champion
+                            alarms; the engineer labels them false (feedback): a stale model,
+                            retrained automatically
 - 2026-03-27                live: a slow fault (TEP 13) after a recorded analyzer maintenance at
-                            06:00 -> approval again (the demo refuses it, with a reason)
+                            06:00 -> approval (the demo refuses it, with a reason)
+- 2026-03-28                live: TEP fault 7 (C header pressure loss) with the operator's recorded
+                            setpoint change at 07:30 -> approval; the engineer declares the new
+                            state the new normal from 07:30
+- 2026-03-29                live: the same new state, its second day (the run's samples 480..959)
 """
 
 from __future__ import annotations
@@ -39,6 +47,8 @@ class Episode:
     offset: int = 0  # first sample of the run used for this day
     label: str | None = None  # what the lab later confirmed; None = not (yet) labelled
     event: tuple[str, str, str] | None = None  # (HH:MM, kind, description) of an operator intervention
+    # (tag, offset in the tag's unit) added to the run, ramping in from 00:00 to 08:00 (a third of the day).
+    shift: tuple[tuple[str, float], ...] = ()
 
     @property
     def start(self) -> datetime:
@@ -54,15 +64,18 @@ HISTORY: tuple[Episode, ...] = tuple(
 )
 
 LIVE: dict[str, Episode] = {
-    "drift": Episode(date(2026, 3, 25), 1, True, 0),
-    "plant_change": Episode(
-        date(2026, 3, 26), 7, True, 0,
-        event=("07:30", "setpoint_change", "Operator raised the C header pressure setpoint after a supplier change"),
-    ),
+    "upset": Episode(date(2026, 3, 25), 1, True, 0),
+    # 3 sd of the normal training run: 0.36 degC and 0.75 degC.
+    "stale": Episode(date(2026, 3, 26), 0, True, 480, shift=(("XMEAS_21", 0.36), ("XMEAS_22", 0.75))),
     "maintenance": Episode(
         date(2026, 3, 27), 13, True, 0,
         event=("06:00", "maintenance", "Reactor feed analyzer probe replaced and recalibrated"),
     ),
+    "plant_change": Episode(
+        date(2026, 3, 28), 7, True, 0,
+        event=("07:30", "setpoint_change", "Operator raised the C header pressure setpoint after a supplier change"),
+    ),
+    "new_normal": Episode(date(2026, 3, 29), 7, True, 480),
 }
 
 
@@ -72,6 +85,12 @@ def episode_frame(episode: Episode):
 
     data = tep.load_run(episode.fault, episode.test)[episode.offset: episode.offset + SAMPLES_PER_DAY]
     frame = pd.DataFrame(data, columns=list(tep.TAGS))
+    if episode.shift:
+        import numpy as np
+
+        ramp = np.clip(np.arange(len(frame)) / (len(frame) / 3), 0, 1)
+        for tag, offset in episode.shift:
+            frame[tag] += offset * ramp
     frame.insert(0, "ts", pd.date_range(episode.start, periods=len(frame), freq=f"{tep.SAMPLE_SECONDS}s"))
     return frame
 

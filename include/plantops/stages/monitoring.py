@@ -7,10 +7,19 @@ returns a :class:`DriftResult`: the share of drifted tags, each tag's score, and
 tag moved (``shift_sd``: mean shift in reference standard deviations), so an engineer sees at once
 which tags moved and where to. The Evidently HTML report is written next to it for people.
 
-:func:`decide` is the policy, pure and data-driven: no drift -> ``ok``; drift with no operator
-intervention on the plant in the window -> ``retrain``; drift while an operator changed the plant
-(setpoint change, maintenance, part swap, recipe change) -> ``approval``, because automatic
-retraining would learn the new plant state blindly and a process engineer must decide.
+:func:`decide` is the policy, pure and data-driven, in three families of named rules (the use
+case's ``monitoring.policy.rules`` gives each its action):
+
+- *upset*: the champion alarms on the window and nobody confirmed the alarms false. The model is
+  doing its job: operators are told (``upset``), nothing is retrained. An upset lasting longer
+  than ``upset.persist`` without a confirmed fault asks a process engineer whether it is a new
+  normal (``persistent_upset``).
+- *staleness*: alarms inside periods people labelled normal (``false_alarms``), a performance
+  drop on delayed labels (``performance``), or drift the champion does not alarm on
+  (``unexplained_drift``): the model no longer describes the plant; retrain, within the guardrails.
+- *plant change*: an operator changed the plant in the window (setpoint change, maintenance, part
+  swap, recipe change): any upset or retrain goes to a process engineer (``plant_change``),
+  because automatic retraining would learn the new plant state blindly.
 
 Calibration on TEP (Braatz data, 480-sample days): the process is strongly autocorrelated, so a
 day of normal operation differs from the reference more than i.i.d. tests expect. With the
@@ -40,7 +49,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Branch = Literal["ok", "retrain", "approval"]
+Branch = Literal["ok", "upset", "retrain", "approval"]
+# The branch each action of the policy leads to.
+BRANCH_OF = {"none": "ok", "notify": "upset", "retrain": "retrain", "approval": "approval"}
 
 # The approval form's options and the branch each answer records; the safe default applies on timeout.
 APPROVAL_OPTIONS = {
@@ -350,9 +361,9 @@ class PlantEvent:
 class Signal:
     """One reason to act: which check fired, how badly, and what the policy asks for."""
 
-    name: str  # data_drift | score_drift | performance | quality
+    name: str  # the rule: upset | persistent_upset | false_alarms | performance | unexplained_drift | ...
     level: str  # mild | severe
-    action: str  # none | retrain | approval
+    action: str  # none | notify | retrain | approval
     detail: str
 
     def to_record(self) -> dict[str, Any]:
@@ -370,12 +381,23 @@ class PerformanceCheck:
 
 
 @dataclass(frozen=True)
+class Confirmation:
+    """What people said about the window itself: alarms inside periods labelled normal (false-alarm
+    feedback, lab results) and whether a fault was confirmed in it (lab label, feedback)."""
+
+    false_alarms: int = 0
+    confirmed_fault: str | None = None  # the label that confirmed it, e.g. fault_feedback
+    by: tuple[str, ...] = ()  # sources of the normal labels (feedback, lab)
+
+
+@dataclass(frozen=True)
 class RetrainHistory:
-    """What the guardrails need, in plant time (the monitored windows)."""
+    """What the guardrails and the upset rules need, in plant time (the monitored windows)."""
 
     last_request: datetime | None = None  # window start of the last retrain request
     pending: bool = False  # a retrain was requested and no training has finished since
     recent_requests: int = 0  # retrain requests within the guardrail period before this window
+    upset_since: datetime | None = None  # start of the run of upset windows that ends at this one
 
 
 @dataclass(frozen=True)
@@ -390,6 +412,7 @@ class Decision:
     window_end: datetime | None = None
     signals: tuple[Signal, ...] = ()
     guardrail: str | None = None  # the guardrail that changed the outcome, if any
+    rule: str | None = None  # the rule whose action was taken (a signal name, or plant_change)
 
     def to_record(self) -> dict[str, Any]:
         """A JSON-safe dict: the payload of the decision store row."""
@@ -402,6 +425,7 @@ class Decision:
             "plant_events": [e.to_record() for e in self.events],
             "signals": [sig.to_record() for sig in self.signals],
             "guardrail": self.guardrail,
+            "rule": self.rule,
         }
 
 
@@ -423,7 +447,7 @@ def events_in_window(
     return sorted(hits, key=lambda e: e.ts)
 
 
-_RANK = {"none": 0, "retrain": 1, "approval": 2}
+_RANK = {"none": 0, "notify": 1, "retrain": 2, "approval": 3}
 
 
 def signals_of(
@@ -432,20 +456,47 @@ def signals_of(
     alarm_rate: float | None = None,
     performance: PerformanceCheck | None = None,
     rejected_share: float | None = None,
+    confirmation: Confirmation | None = None,
+    upset_for: timedelta | None = None,
 ) -> list[Signal]:
-    """Every check that fired, each with the action the use case's policy assigns to it."""
-    actions, out = policy.actions, []
+    """Every rule that fired, each with the action the use case's policy assigns to it.
+
+    ``upset_for``: how long the plant has been upset up to the end of this window, were this window
+    an upset too (None: no earlier upset window adjoins it).
+    """
+    from plantops.config import parse_duration
+
+    rules, out = policy.rules, []
+    confirmation = confirmation or Confirmation()
+    alarming = alarm_rate is not None and alarm_rate > policy.upset.max_alarm_rate
     single = not drift.score_is_p_value and drift.max_score >= policy.levels.single_tag_score
-    if drift.drifted or single:
+    if (drift.drifted or single) and not alarming:
         detail = drift.summary()
         if single and not drift.drifted:
             detail += f"; one tag alone moved past {policy.levels.single_tag_score:g}"
-        out.append(Signal("data_drift", "severe", actions.severe_drift, detail))
-    elif drift.drift_share >= policy.levels.mild_share:
-        out.append(Signal("data_drift", "mild", actions.mild_drift, drift.summary()))
-    if alarm_rate is not None and alarm_rate > policy.score_drift.max_alarm_rate:
-        out.append(Signal("score_drift", "severe", actions.score_drift,
-                          f"alarm rate {alarm_rate:.0%} > {policy.score_drift.max_alarm_rate:.0%}"))
+        rate = "no predictions" if alarm_rate is None else f"alarm rate {alarm_rate:.0%}"
+        out.append(Signal("unexplained_drift", "severe", rules.unexplained_drift,
+                          f"{detail}; the champion does not alarm on it ({rate}): it no longer sees the plant"))
+    elif not (drift.drifted or single) and drift.drift_share >= policy.levels.mild_share:
+        out.append(Signal("mild_drift", "mild", rules.mild_drift, drift.summary()))
+    if confirmation.false_alarms >= policy.upset.min_false_alarms:
+        out.append(Signal("false_alarms", "severe", rules.false_alarms,
+                          f"{confirmation.false_alarms} alarms in periods labelled normal "
+                          f"(by {', '.join(confirmation.by) or 'labels'}): the champion is stale"))
+    elif alarming:
+        detail = f"alarm rate {alarm_rate:.0%} > {policy.upset.max_alarm_rate:.0%}"
+        if drift.drifted or single:
+            detail += f"; {drift.summary()}"
+        persist = parse_duration(policy.upset.persist)
+        if confirmation.confirmed_fault:
+            out.append(Signal("upset", "severe", rules.upset,
+                              f"{detail}; confirmed as {confirmation.confirmed_fault}"))
+        elif upset_for is not None and upset_for > persist:
+            out.append(Signal("persistent_upset", "severe", rules.persistent_upset,
+                              f"{detail}; upset for {_hours(upset_for)} (> {policy.upset.persist}) without a "
+                              "confirmed fault: is this the plant's new normal?"))
+        else:
+            out.append(Signal("upset", "severe", rules.upset, detail))
     perf = policy.performance
     if performance is not None and performance.n_labelled >= perf.min_labelled_rows:
         problems = []
@@ -456,13 +507,18 @@ def signals_of(
         if performance.far is not None and performance.far > perf.max_far:
             problems.append(f"false-alarm rate {performance.far:.0%} on labelled normal rows > {perf.max_far:.0%}")
         if problems:
-            out.append(Signal("performance", "severe", actions.performance,
+            out.append(Signal("performance", "severe", rules.performance,
                               f"{'; '.join(problems)} ({performance.n_labelled} labelled rows)"))
     if rejected_share is not None and rejected_share > policy.quality.max_rejected_share:
-        out.append(Signal("quality", "severe", actions.quality,
+        out.append(Signal("quality", "severe", rules.quality,
                           f"{rejected_share:.1%} of rows rejected by the GX gates "
                           f"> {policy.quality.max_rejected_share:.0%}"))
     return out
+
+
+def _hours(span: timedelta) -> str:
+    hours = span.total_seconds() / 3600
+    return f"{hours / 24:g}d" if hours >= 24 and hours % 24 == 0 else f"{hours:g}h"
 
 
 def decide(
@@ -478,15 +534,17 @@ def decide(
     performance: PerformanceCheck | None = None,
     rejected_share: float | None = None,
     history: RetrainHistory | None = None,
+    confirmation: Confirmation | None = None,
 ) -> Decision:
-    """ok | retrain | approval from the monitor's signals, the operators' plant events and the
-    retrain history.
+    """ok | upset | retrain | approval from the monitor's signals, what people confirmed, the
+    operators' plant events and the retrain history.
 
-    The strongest action any signal asks for wins (none < retrain < approval). A retrain becomes an
-    approval when an operator changed the plant in the window: automatic retraining would learn the
-    new plant state blindly. Guardrails on automatic retraining: no second request while one is
-    pending, none within the cooldown after the last one, and past the cap per period a person
-    decides. Without a window every given event counts (the caller already selected them).
+    The strongest action any rule asks for wins (none < notify < retrain < approval). An upset or a
+    retrain becomes the ``plant_change`` rule's action (an approval) when an operator changed the
+    plant in the window: automatic retraining would learn the new plant state blindly, and alarms
+    after a change may be its new normal. Guardrails on automatic retraining: no second request
+    while one is pending, none within the cooldown after the last one, and past the cap per period
+    a person decides. Without a window every given event counts (the caller already selected them).
     """
     from plantops.config import Policy, parse_duration
 
@@ -500,36 +558,52 @@ def decide(
         "window_start": _as_utc(window_start) if window_start else None,
         "window_end": _as_utc(window_end) if window_end else None,
     }
-    signals = tuple(signals_of(drift, policy, alarm_rate, performance, rejected_share))
+    upset_for = None
+    if history.upset_since is not None and bounds["window_end"] is not None:
+        upset_for = bounds["window_end"] - _as_utc(history.upset_since)
+    signals = tuple(signals_of(drift, policy, alarm_rate, performance, rejected_share, confirmation, upset_for))
     action = max((sig.action for sig in signals), key=_RANK.__getitem__, default="none")
-    fired = "; ".join(f"{sig.name} ({sig.level}): {sig.detail}" for sig in signals)
+    fired = "; ".join(f"{sig.name}: {sig.detail}" for sig in signals)
 
-    def done(branch: Branch, reason: str, guardrail: str | None = None) -> Decision:
-        return Decision(branch, reason, drift, tuple(events), signals=signals, guardrail=guardrail, **bounds)
+    rule = next((sig.name for sig in signals if sig.action == action), None)
+
+    def done(branch_action: str, reason: str, guardrail: str | None = None) -> Decision:
+        return Decision(BRANCH_OF[branch_action], reason, drift, tuple(events), signals=signals,
+                        guardrail=guardrail, rule=rule, **bounds)
 
     if action == "none":
         reason = f"no action: {fired}." if signals else f"no drift: {drift.summary()}."
         if events:
             reason += f" {len(events)} plant event(s) in the window did not move the data enough to matter."
-        return done("ok", reason)
-    if action == "approval":
-        return done("approval", f"{fired}. The policy asks a process engineer to decide.")
-    if events:
+        return done("none", reason)
+    if events and action in ("notify", "retrain"):
         listed = "; ".join(
             f"{e.kind} on {e.asset} at {e.ts:%Y-%m-%d %H:%M}Z by {e.author}: {e.description}" for e in events
         )
-        return done("approval", f"drift: {fired}. An operator changed the plant in the window ({listed}); "
-                                "automatic retraining would learn the new state blindly: a process engineer must approve.")
+        change = (f"{fired}. An operator changed the plant in the window ({listed}): the alarms may be its new "
+                  "normal, and automatic retraining would learn the new state blindly")
+        action, rule = policy.rules.plant_change, "plant_change"
+        if action == "approval":
+            return done("approval", f"{change}: a process engineer must decide.")
+        if action == "none":
+            return done("none", f"{change}; the policy takes no action on plant changes.")
+        fired = change
+    if action == "approval":
+        return done("approval", f"{fired}. The policy asks a process engineer to decide.")
+    if action == "notify":
+        return done("notify", f"{fired}. The champion detects it, as it was trained to: operators are "
+                              "told and nothing is retrained (an upset is not a new normal).")
     guard = policy.guardrails
     if history.pending:
-        return done("ok", f"{fired}. A retrain is already pending; not requesting another.", "pending")
+        return done("none", f"{fired}. A retrain is already pending; not requesting another.", "pending")
     start = bounds["window_start"]
     cooldown = parse_duration(guard.cooldown)
     if history.last_request is not None and start is not None and start - _as_utc(history.last_request) < cooldown:
-        return done("ok", f"{fired}. Cooldown: the last retrain was requested for the window of "
-                          f"{_as_utc(history.last_request):%Y-%m-%d %H:%M}Z, less than {guard.cooldown} ago.", "cooldown")
+        return done("none", f"{fired}. Cooldown: the last retrain was requested for the window of "
+                            f"{_as_utc(history.last_request):%Y-%m-%d %H:%M}Z, less than {guard.cooldown} ago.",
+                    "cooldown")
     if history.recent_requests >= guard.max_retrains:
         return done("approval", f"{fired}. {history.recent_requests} retrains within {guard.period}: "
                                 f"the cap ({guard.max_retrains}) is reached, a process engineer decides.", "cap")
-    return done("retrain", f"drift: {fired}. No operator changed the plant in the window, so the process "
-                           "itself moved: retrain on recent data.")
+    return done("retrain", f"stale model: {fired}. No operator changed the plant in the window, so the process "
+                           "itself moved away from what the champion learned: retrain on recent data.")

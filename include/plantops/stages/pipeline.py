@@ -50,7 +50,16 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
     for item in landed["files"]:
         days.update(item.get("days", {}))
     quarantined = [f for f in landed["files"] if f["status"] == "quarantined"]
+    notified = None
+    if quarantined:
+        from plantops.stages import notify
+
+        notified = notify.send(use_case, "quarantine", f"{len(quarantined)} landed file(s) quarantined",
+                               "\n".join(f"- {f['name']}: {f.get('reason', '')}" for f in quarantined)
+                               + "\n\nNothing was lost: fix the file and release it (python -m plantops.cli "
+                               f"release {use_case_id} <file>).", notify.ui_link(use_case.dag_id("ingest"), run_id))
     return {
+        "notified": notified,
         "use_case": use_case_id,
         "days": sorted(days),
         "historian": {
@@ -174,15 +183,25 @@ def train(use_case_id: str, run_id: str, reference_start: str | None = None, rea
           asset: str | None = None) -> dict[str, Any]:
     """Train the model of ``asset`` (a per-asset fleet) or the use case's one model."""
     from plantops.sources import historian
-    from plantops.stages import decisions
+    from plantops.stages import decisions, registry
     from plantops.stages.training import train_and_register
 
     use_case = get_use_case(use_case_id)
     asset = asset or None
+    inherited = None
+    if not reference_start:
+        # A new normal an engineer declared stays in force until another is declared: later
+        # trainings (nightly, stale model) start from it too, and are judged on the plant after it.
+        reference_start = inherited = registry.champion_reference_start(use_case.model_name(asset))
     features = load_features(use_case_id, asset=asset)
     if features.empty:
         raise NoFeatures(f"no features for {use_case_id}/{asset} yet: run {use_case_id}__features first")
     labels = historian.read_labels_of(use_case.assets if asset is None else (asset,))
+    suspects = suspect_windows(use_case_id, asset)
+    if suspects:
+        import pandas as pd
+
+        labels = pd.concat([labels, pd.DataFrame(suspects)], ignore_index=True)
     end = features["ts"].max() + timedelta(seconds=use_case.features.bucket_seconds)
     result = train_and_register(
         use_case, features, labels, end=end,
@@ -192,8 +211,39 @@ def train(use_case_id: str, run_id: str, reference_start: str | None = None, rea
     )
     decisions.record(use_case_id, run_id, "train", "promoted" if result["promoted"] else "kept_champion",
                      result["reason"], {"result": result, "reference_start": reference_start, "trigger": reason,
-                      "asset": asset, **(provenance or {})}, asset=decision_asset(use_case, asset))
+                      "reference_inherited": inherited is not None, "asset": asset, **(provenance or {})},
+                     asset=decision_asset(use_case, asset))
+    if result["promoted"]:
+        from plantops.stages import notify
+
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in result["champion_metrics"].items()
+                            if k in ("far", "detection_rate", "detection_delay", "rmse"))
+        notify.send(use_case, "promotion", f"{result['registered_model']} v{result['version']} is the new champion",
+                    f"Trigger: {reason}.\n\nWhy: {result['reason']}.\n\nHeld-out metrics: {metrics or 'none'}."
+                    + (f"\n\nNew reference from {reference_start}." if reference_start else ""),
+                    notify.ui_link(use_case.dag_id("train"), run_id))
     return result
+
+
+def suspect_windows(use_case_id: str, asset: str | None = None) -> list[dict[str, Any]]:
+    """Label rows (``upset``) for the monitor windows whose alarms stand unchallenged: judged an
+    upset, or put to an engineer who refused to retrain (the model is right) or did not answer.
+    Training keeps them out of its fit and its held-out normal rows; a normal label from people
+    (false-alarm feedback, the lab) overrides them."""
+    from plantops.stages import decisions
+    from plantops.stages.training import UPSET
+
+    use_case = get_use_case(use_case_id)
+    window = parse_duration(use_case.monitoring.window)
+    rows = decisions.latest(use_case_id, limit=1000, asset=decision_asset(use_case, asset))
+    newest: dict[tuple[str, str], dict] = {}
+    for r in rows:  # newest first: the last word on each window counts
+        day, who = r["payload"].get("day"), r["payload"].get("asset") or (asset or use_case.assets[0])
+        if day and r["kind"] in ("monitor", "approval"):
+            newest.setdefault((who, day), r)
+    return [{"asset": who, "start_ts": _day(day), "end_ts": _day(day) + window, "label": UPSET, "source": "monitor"}
+            for (who, day), r in sorted(newest.items())
+            if (asset is None or who == asset) and r["branch"] in ("upset", "refused", "timed_out")]
 
 
 # -- score ----------------------------------------------------------------------------------------
@@ -274,15 +324,22 @@ def assess(use_case_id: str, run_id: str, day: str | None = None, asset: str | N
         for e in historian.read_plant_events(asset, start - lookback, end)
     ]
     champion = registry.champion(name)
+    reference_start = registry.champion_reference_start(name)
+    if reference_start is not None:
+        # A change at or before the champion's declared reference start was answered by it: the
+        # champion was trained on the plant after it.
+        answered = _day(reference_start)
+        events = [e for e in events if e.ts > answered]
     predictions = historian.read_predictions(asset, start, end)
     alarm_rate = float(predictions["alarm"].mean()) if len(predictions) else None
     performance = performance_check(use_case_id, end, asset)
     quality = rejected_share(use_case, start, end)
     history = retrain_history(use_case_id, start, asset)
+    confirmation = confirm_window(predictions, historian.read_labels(asset), start, end)
     decision = decide(
         drift, events, window_start=start, window_end=end, asset=asset, lookback=lookback,
         policy=monitoring.policy, alarm_rate=alarm_rate, performance=performance, rejected_share=quality,
-        history=history,
+        history=history, confirmation=confirmation,
     )
     residual = predictions["residual"].dropna() if "residual" in predictions else []
     record = {
@@ -292,7 +349,10 @@ def assess(use_case_id: str, run_id: str, day: str | None = None, asset: str | N
         "branch": decision.branch,
         "reason": decision.reason,
         "signals": [sig.to_record() for sig in decision.signals],
+        "rule": decision.rule,
         "guardrail": decision.guardrail,
+        "confirmation": {"false_alarms": confirmation.false_alarms, "confirmed_fault": confirmation.confirmed_fault,
+                         "by": list(confirmation.by)},
         "drift_share": drift.drift_share,
         "drifted_columns": list(drift.drifted_columns)[:10],
         "report_path": drift.report_path,
@@ -301,6 +361,7 @@ def assess(use_case_id: str, run_id: str, day: str | None = None, asset: str | N
                       f"/plantops/reports/{use_case_id}/{report_name}",
         "plant_events": [e.to_record() for e in decision.events],
         "champion_version": champion[0] if champion else None,
+        "champion_reference_start": reference_start,
         "alarm_rate": alarm_rate,
         "n_predictions": int(len(predictions)),
         "mean_residual": float(residual.mean()) if len(residual) else None,
@@ -309,7 +370,8 @@ def assess(use_case_id: str, run_id: str, day: str | None = None, asset: str | N
                             "for this asset in the lookback" if performance is None else None,
         "rejected_share": quality,
         "history": {"last_request": str(history.last_request) if history.last_request else None,
-                    "pending": history.pending, "recent_requests": history.recent_requests},
+                    "pending": history.pending, "recent_requests": history.recent_requests,
+                    "upset_since": str(history.upset_since) if history.upset_since else None},
         "thresholds": {**monitoring.drift.model_dump(), "policy": monitoring.policy.model_dump()},
         "drift": drift.to_record(),
         # Which tags the window's alarms named (their per-alarm explanations), most often first.
@@ -338,6 +400,10 @@ def performance_check(use_case_id: str, end: datetime, asset: str | None = None)
     start = end - parse_duration(use_case.monitoring.policy.performance.lookback)
     predictions = historian.read_predictions(asset, start, end)
     labels = historian.read_labels(asset)
+    champion = registry.champion(use_case.model_name(asset))
+    if champion is not None and len(predictions):
+        # The champion is judged on its own predictions, not on those of the models before it.
+        predictions = predictions[predictions["model_version"].astype(str) == champion[0]]
     if predictions.empty or labels.empty:
         return None
     label = pd.Series("", index=predictions.index)
@@ -375,7 +441,46 @@ def retrain_history(use_case_id: str, window_start: datetime, asset: str | None 
         last_request=max(earlier) if earlier else None,
         pending=any(last_train is None or created > last_train for _, created in requests),
         recent_requests=sum(1 for day in earlier if day >= window_start - period),
+        upset_since=upset_since(rows, window_start, parse_duration(use_case.monitoring.window)),
     )
+
+
+def upset_since(rows: list[dict], window_start: datetime, window: timedelta) -> datetime:
+    """Where the run of upset windows that this window would continue began: the earliest of the
+    adjoining earlier windows whose newest monitor decision was an upset (or a persistent upset
+    put to an engineer), else this window's own start."""
+    newest: dict[datetime, dict] = {}
+    for r in rows:  # newest first
+        if r["kind"] == "monitor" and r["payload"].get("day"):
+            newest.setdefault(_day(r["payload"]["day"]), r)
+    since = window_start
+    while (r := newest.get(since - window)) is not None and (
+            r["branch"] == "upset" or r["payload"].get("rule") == "persistent_upset"):
+        since -= window
+    return since
+
+
+def confirm_window(predictions: pd.DataFrame, labels: pd.DataFrame, start: datetime, end: datetime):
+    """What people confirmed about the window: the champion's alarms inside periods labelled normal
+    (false-alarm feedback, lab results) and the first fault label overlapping it."""
+    import pandas as pd
+
+    from plantops.stages.monitoring import Confirmation
+
+    if labels.empty:
+        return Confirmation()
+    lo, hi = pd.Timestamp(start), pd.Timestamp(end)
+    overlapping = labels[(labels["start_ts"] < hi) & (labels["end_ts"].isna() | (labels["end_ts"] > lo))]
+    alarm_ts = predictions.loc[predictions["alarm"] == 1, "ts"] if len(predictions) else pd.Series(dtype="datetime64[ns, UTC]")
+    false_alarms, by = 0, set()
+    for row in overlapping[overlapping["label"] == "normal"].itertuples(index=False):
+        inside = (alarm_ts >= row.start_ts) & (alarm_ts < row.end_ts if not pd.isna(row.end_ts) else True)
+        if inside.any():
+            false_alarms += int(inside.sum())
+            by.add(str(getattr(row, "source", "") or "labels"))
+    faults = overlapping[overlapping["label"].str.startswith("fault")]
+    return Confirmation(false_alarms=false_alarms, by=tuple(sorted(by)),
+                        confirmed_fault=str(faults["label"].iloc[0]) if len(faults) else None)
 
 
 def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
@@ -415,9 +520,11 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
               f"{perf.get('detection_rate', 'n/a')}, false alarms {perf.get('far', 'n/a')} "
               f"({perf.get('n_labelled', 0)} labelled rows)",
               "", f"Drift report: [{record['report_url']}]({record['report_url']})",
-              "", "Retraining now learns the changed plant as normal. Choose a new reference window to train "
-              "only on data after the change; refuse if the model is still valid (a reason is required). "
-              "Without an answer the safe default applies: no retraining."]
+              "", "*Retrain now* learns this window as normal. *Retrain from a new reference window* declares "
+              "the state from `reference_start` on (empty: the newest plant event, else the window's start) the "
+              "new normal: the model is trained, and judged against the champion, on data after it. *Refuse* if "
+              "the model is still valid (a reason is required): the window's alarms stand and it stays out of "
+              "training. Without an answer the safe default applies: no retraining."]
     return "\n".join(lines)
 
 
@@ -435,13 +542,48 @@ def retrain_requests(use_case_id: str, run_id: str, assessments: list[dict]) -> 
             for x in assessments if x["branch"] == "retrain"]
 
 
+def _subject(use_case: Any, assessment: dict) -> str:
+    return f"{use_case.id}{' / ' + assessment['asset'] if use_case.is_fleet else ''}, {assessment['day']}"
+
+
+# The approval's question, by the guardrail or rule that sent the window to an engineer.
+QUESTIONS = {
+    "plant_change": "retrain after a plant change?",
+    "persistent_upset": "a lasting upset: the new normal?",
+    "cap": "another retrain past the cap?",
+    "quality": "retrain on data the quality gates rejected?",
+}
+
+
 def approval_requests(use_case_id: str, assessments: list[dict]) -> list[dict]:
     """The approval task's subject and body for each asset whose monitor branch is approval."""
     use_case = get_use_case(use_case_id)
-    return [{"subject": f"{use_case_id}{' / ' + x['asset'] if use_case.is_fleet else ''}, {x['day']}: "
-                        "retrain after a plant change?",
+    return [{"subject": f"{_subject(use_case, x)}: "
+                        f"{QUESTIONS.get(x.get('guardrail') or x.get('rule'), 'retrain?')}",
              "body": x["approval_body"]}
             for x in assessments if x["branch"] == "approval"]
+
+
+def upset_alerts(use_case_id: str, run_id: str, assessments: list[dict]) -> list[dict]:
+    """The operators' alert (subject, body, link) for each asset whose monitor branch is upset."""
+    from plantops.stages import notify
+
+    use_case = get_use_case(use_case_id)
+    alerts = []
+    for x in assessments:
+        if x["branch"] != "upset":
+            continue
+        tags = ", ".join(f"{t['tag']} ({t['alarms']} alarms)" for t in (x.get("alarm_tags") or [])[:5])
+        rate = "n/a" if x.get("alarm_rate") is None else f"{x['alarm_rate']:.0%}"
+        alerts.append({
+            "asset": x["asset"],
+            "subject": f"{_subject(use_case, x)}: upset, the model alarms on {rate} of the window",
+            "body": f"{x['reason']}\n\nTags the alarms name most: {tags or 'none'}.\n\n"
+                    f"Drift report: {x['report_url']}\n\nIf these alarms are false, tell the model: submit "
+                    f"false_alarm feedback ({use_case.dag_id('feedback')}); the next monitor run retrains it.",
+            "link": notify.ui_link(use_case.dag_id("monitor"), run_id),
+        })
+    return alerts
 
 
 def approved_trainings(use_case_id: str, run_id: str, asked: list[dict], answers: list[dict]) -> list[dict]:
@@ -463,6 +605,12 @@ def approved_trainings(use_case_id: str, run_id: str, asked: list[dict], answers
             answer = {**answer, "params_input": {**params, "reason": f"refused by {who} (no reason given)"}}
         stored = record_answer(use_case_id, run_id, answer, branch, assessment["day"], timeout,
                                decision_asset(use_case, assessment["asset"]))
+        if stored["branch"] == "timed_out":
+            from plantops.stages import notify
+
+            notify.send(use_case, "timeout", f"{_subject(use_case, assessment)}: no answer within {timeout}",
+                        f"{stored['reason']}.\n\nThe monitor asked: {assessment['reason']}",
+                        notify.ui_link(use_case.dag_id("monitor"), run_id))
         if stored["branch"] not in ("retrain_now", "retrain_new_reference"):
             continue
         conf = {"monitor_run_id": run_id, "approved_by": who, "approval_reason": params.get("reason", ""),

@@ -65,6 +65,16 @@ def champion(use_case_id: str) -> tuple[str, str] | None:
     return None if version is None else (str(version.version), version.run_id)
 
 
+def champion_reference_start(use_case_id: str) -> str | None:
+    """The reference start the champion was trained from (a new normal an engineer declared), or
+    None when it was trained without one."""
+    current = champion(use_case_id)
+    if current is None:
+        return None
+    value = configure().get_run(current[1]).data.params.get("reference_start")
+    return None if value in (None, "none") else value
+
+
 @contextmanager
 def promotion_lock(use_case_id: str, timeout: float = 600) -> Iterator[None]:
     """Serialise champion promotions of one use case across processes.

@@ -3,8 +3,9 @@
 One call of :func:`train_and_register` is one training run:
 
 1. :func:`select_training_data` splits the wide features into the fit window and a held-out set.
-   The held-out set depends on the features and the labels only, never on the fit window, so a
-   champion trained weeks ago and today's challenger are judged on exactly the same rows.
+   The held-out set depends on the features, the labels and the reference start only, never on the
+   fit window, so a champion trained weeks ago and today's challenger are judged on exactly the
+   same rows.
 2. The use case's model kind (:mod:`plantops.kinds`, ``model.kind``), the kind's classic baselines
    and the kinds named in ``model.compare_with`` are fitted on the same rows and evaluated side by
    side through the kind contract: false-alarm rate on held-out normal operation, detection rate and
@@ -13,7 +14,9 @@ One call of :func:`train_and_register` is one training run:
    with its reference sample for drift monitoring, and gets the alias ``challenger``.
 4. The current ``champion`` is scored on the same held-out rows. The challenger takes the alias
    only if it detects more faults without exceeding the false-alarm budget (or if there is no
-   champion). The decision and its reason are tagged on the run and on the model version.
+   champion), or if the champion is no longer valid: beyond the false-alarm limit on today's
+   normal rows (after the reference start, or confirmed normal since it was trained; see
+   :meth:`plantops.kinds.base.ModelKind.gate`). The decision and its reason are tagged on the run and on the model version.
 5. Every registered version is explained (:mod:`plantops.stages.explain`): which tags drive its alarms
    on the held-out fault rows, as artifacts of its run and a ``top_tags`` version tag.
 
@@ -43,10 +46,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NORMAL = "normal"
+# Windows the monitor judged an upset: suspected faults, kept out of fit and held-out normal rows
+# until someone labels them (normal, or a fault).
+UPSET = "upset"
+_PRECEDENCE = {UPSET: 0, NORMAL: 1}  # applied in this order; any other label (a fault) last
 MODEL = "model"  # the evaluation of the trained model, beside its baselines and comparisons
 RUN_ID_TAG = "airflow_run_id"
 HOLDOUT_QUANTILE = 0.7
 REFERENCE_ROWS = 5000
+# Held-out normal rows of today's plant needed before a champion's false alarms there make it invalid.
+MIN_NEW_NORMAL_ROWS = 50
 # The evaluation of a model that could not be evaluated: every metric undefined.
 _EMPTY: dict[str, Any] = {"far": math.nan, "detection_rate": math.nan, "detection_rates": {}}
 
@@ -78,8 +87,9 @@ def _utc(value: Any) -> pd.Timestamp:
 
 def _label_of_rows(features: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
     """The label of each feature row ('' when unlabelled). Intervals are [start_ts, end_ts) of
-    the label's asset; a missing end_ts means the label is still open. Faults win over normal,
-    so a row under both never counts as normal operation."""
+    the label's asset; a missing end_ts means the label is still open. Normal overwrites a
+    suspected upset (people confirmed it), faults overwrite both, so a row under a fault label
+    never counts as normal operation."""
     import pandas as pd
 
     out = pd.Series("", index=features.index, dtype=object)
@@ -88,13 +98,17 @@ def _label_of_rows(features: pd.DataFrame, labels: pd.DataFrame) -> pd.Series:
     ts = pd.to_datetime(features["ts"], utc=True)
     starts = pd.to_datetime(labels["start_ts"], utc=True)
     ends = pd.to_datetime(labels["end_ts"], utc=True)
-    order = (labels["label"] != NORMAL).astype(int).to_numpy()  # normal first, faults overwrite
+    order = [_PRECEDENCE.get(str(label), 2) for label in labels["label"]]
     for i in sorted(range(len(labels)), key=lambda k: order[k]):
-        inside = (features["asset"] == labels["asset"].iloc[i]) & (ts >= starts.iloc[i])
-        if not pd.isna(ends.iloc[i]):
-            inside &= ts < ends.iloc[i]
-        out[inside] = str(labels["label"].iloc[i])
+        out[_inside(features, ts, labels["asset"].iloc[i], starts.iloc[i], ends.iloc[i])] = str(labels["label"].iloc[i])
     return out
+
+
+def _inside(features: pd.DataFrame, ts: pd.Series, asset: str, start: pd.Timestamp, end: Any) -> pd.Series:
+    import pandas as pd
+
+    inside = (features["asset"] == asset) & (ts >= start)
+    return inside & (ts < end) if not pd.isna(end) else inside
 
 
 def select_training_data(
@@ -107,41 +121,62 @@ def select_training_data(
 ) -> TrainingData:
     """Split wide features into fit rows and a held-out set (see :class:`TrainingData`).
 
-    Fit rows: ``end - train_days <= ts < end``, outside every fault label, not held out, and at or
-    after ``reference_start`` when given (after a process change, older normal data describes a
-    plant that no longer exists). Unlabelled rows count as normal operation.
+    Normal operation is what people labelled normal (lab results, false-alarm feedback); without
+    any normal label, every unlabelled row. Each normal period keeps its last 30 % (in time) for
+    the held-out set, so every state the plant was confirmed normal in is both learned and tested.
 
-    Rows within ``warmup`` after the start of a labelled period are left out of everything: their
-    rolling windows still reach into the previous state, so they belong to neither.
+    After ``reference_start`` (a new normal declared by a process engineer) older rows describe a
+    plant that no longer exists: normal operation is then every row at or after it outside fault
+    and upset labels, its last 30 % held out, and nothing before it is fitted or held out as normal.
+    The fault library (every fault label) stays, so the gate still sees what the model detects.
+
+    Fit rows: ``end - train_days <= ts < end``, normal operation or unlabelled, not held out.
+    Rows labelled ``upset`` (windows the monitor judged an upset, no one confirmed normal) are in
+    neither set: a suspected fault must not be learned as normal. Rows within ``warmup`` after the
+    start of a labelled period or of the reference are left out of everything: their rolling
+    windows still reach into the previous state.
     """
     import pandas as pd
 
     series = features.sort_values(["asset", "ts"]).reset_index(drop=True)
     features = series
-    if warmup is not None and warmup > pd.Timedelta(0) and len(labels):
-        ts_all = pd.to_datetime(features["ts"], utc=True)
-        settling = pd.Series(False, index=features.index)
-        for start in pd.to_datetime(labels["start_ts"], utc=True):
-            settling |= (ts_all >= start) & (ts_all < start + warmup)
-        features = features[~settling]
-
     missing = {"asset", "start_ts", "end_ts", "label"} - set(labels.columns)
     if missing:
         raise ValueError(f"labels lack columns {sorted(missing)}")
+    if warmup is not None and warmup > pd.Timedelta(0):
+        starts = list(pd.to_datetime(labels["start_ts"], utc=True)) if len(labels) else []
+        if reference_start is not None:
+            starts.append(_utc(reference_start))
+        ts_all = pd.to_datetime(features["ts"], utc=True)
+        settling = pd.Series(False, index=features.index)
+        for start in starts:
+            settling |= (ts_all >= start) & (ts_all < start + warmup)
+        features = features[~settling]
+
     ts = pd.to_datetime(features["ts"], utc=True)
     label = _label_of_rows(features, labels)
-    is_fault = (label != "") & (label != NORMAL)
-    is_normal = label == NORMAL
-    if not is_normal.any():
+    is_fault = ~label.isin(["", NORMAL, UPSET])
+    usable = ~is_fault & (label != UPSET)
+    end = _utc(end)
+    holdout_normal = pd.Series(False, index=ts.index)
+    if reference_start is not None:
+        is_normal = usable & (ts >= _utc(reference_start))
+        periods = [is_normal]
+    elif (label == NORMAL).any():
+        is_normal = label == NORMAL
+        periods = [is_normal & _inside(features, ts, row.asset, _utc(row.start_ts),
+                                       row.end_ts if pd.isna(row.end_ts) else _utc(row.end_ts))
+                   for row in labels[labels["label"] == NORMAL].itertuples(index=False)]
+    else:
         # No normal labels at all (e.g. a fleet without lab confirmation): unlabelled rows count
         # as normal operation, and the newest of them are held out.
         is_normal = label == ""
+        periods = [is_normal]
+    for period in periods:
+        if period.any():
+            holdout_normal |= period & (ts >= ts[period].quantile(HOLDOUT_QUANTILE))
 
-    cutoff = ts[is_normal].quantile(HOLDOUT_QUANTILE) if is_normal.any() else None
-    holdout_normal = is_normal & (ts >= cutoff) if cutoff is not None else pd.Series(False, index=ts.index)
-
-    end = _utc(end)
-    fit = (ts >= end - pd.Timedelta(days=train_days)) & (ts < end) & ~is_fault & ~holdout_normal
+    fit = (ts >= end - pd.Timedelta(days=train_days)) & (ts < end) & usable & ~holdout_normal
     if reference_start is not None:
         fit &= ts >= _utc(reference_start)
 
@@ -289,6 +324,7 @@ def _decide_and_record(
     run_id: str,
     evaluations: dict[str, dict[str, Any]],
     data: TrainingData,
+    reference_start: pd.Timestamp | None = None,
 ) -> dict[str, Any]:
     """Score the champion on the same held-out rows, move the alias if the challenger wins, and
     record the decision. The ``decision`` version tag is written last: its presence marks a
@@ -301,6 +337,7 @@ def _decide_and_record(
     with registry.promotion_lock(name):
         before = registry.champion(name)
         champion_eval: dict[str, Any] | None = None
+        new_normal: dict[str, Any] | None = None
         if before is not None and before[0] == version:
             # A rerun after the alias moved but before the decision was tagged.
             promoted, reason = True, "already champion (decision completed on rerun)"
@@ -309,10 +346,14 @@ def _decide_and_record(
                 try:
                     # The champion may be of another kind than the YAML names now: judged by its own.
                     champion_model = registry.load_version(name, before[0])
-                    champion_eval = kind_of(use_case, champion_model).evaluate(champion_model, data)
+                    champion_kind = kind_of(use_case, champion_model)
+                    champion_eval = champion_kind.evaluate(champion_model, data)
+                    new_normal = _on_new_normal(client, champion_kind, champion_model, before[1], data,
+                                                reference_start)
                 except (KeyError, ValueError, UnknownKind) as exc:
                     log.warning("champion v%s cannot score the current features: %s", before[0], exc)
-            promoted, reason = kind.gate(evaluations[MODEL], champion_eval, None if before is None else before[0])
+            promoted, reason = kind.gate(evaluations[MODEL], champion_eval, None if before is None else before[0],
+                                         new_normal)
         if promoted:
             registry.set_alias(name, registry.CHAMPION, version)
     champion_version = version if promoted or before is None else before[0]
@@ -337,7 +378,8 @@ def _decide_and_record(
         "far_limit": far_limit(use_case.model.false_alarm_rate),
         **{key: _jsonable(value) for key, value in evaluations.items()},
         "previous_champion": None if before is None else {
-            "version": before[0], "evaluation": None if champion_eval is None else _jsonable(champion_eval)
+            "version": before[0], "evaluation": None if champion_eval is None else _jsonable(champion_eval),
+            "on_new_normal": new_normal,
         },
         "decision": decision,
         "result": result,
@@ -348,6 +390,28 @@ def _decide_and_record(
     client.set_model_version_tag(name, version, "decision", decision)
     log.info("model %s: version %s %s: %s", name, version, decision, reason)
     return result
+
+
+def _on_new_normal(client: MlflowClient, kind: ModelKind, model: Any, run_id: str, data: TrainingData,
+                   reference_start: pd.Timestamp | None) -> dict[str, Any] | None:
+    """The champion's false-alarm rate on the held-out normal rows of today's plant: after the
+    reference start when there is one, else those after the end of the champion's own fit window
+    (normal operation people confirmed since it was trained). None with fewer than
+    :data:`MIN_NEW_NORMAL_ROWS` such rows: too few to overrule the usual comparison."""
+    import pandas as pd
+
+    if reference_start is not None:
+        since = _utc(reference_start)
+    else:
+        fit_end = client.get_run(run_id).data.params.get("fit_end")
+        if not fit_end:
+            return None
+        since = _utc(fit_end)
+    rows = data.holdout_normal[pd.to_datetime(data.holdout_normal["ts"], utc=True) >= since]
+    if len(rows) < MIN_NEW_NORMAL_ROWS:
+        return None
+    subset = TrainingData(data.fit, rows, data.holdout_faults.iloc[:0], data.series)
+    return {"since": since.isoformat(), "rows": len(rows), "champion_far": float(kind.evaluate(model, subset)["far"])}
 
 
 def _jsonable(evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -443,4 +507,4 @@ def train_and_register(
     if existing is None or not existing.tags.get(explain.TOP_TAGS_TAG):
         # Before the decision tag, so a version is only ever complete with its explanation.
         explain.log_model_explanation(client, use_case, name, kind, version, run_id, model, data)
-    return _decide_and_record(client, use_case, name, kind, version, run_id, evaluations, data)
+    return _decide_and_record(client, use_case, name, kind, version, run_id, evaluations, data, reference_start)
