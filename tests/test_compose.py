@@ -32,7 +32,7 @@ NATIVE_STACK_VARS = {
     "PLANTOPS_LAKE_ROOT",
 }
 CONNECTION_PREFIXES = ("PLANTOPS_", "MLFLOW_", "AIRFLOW__DATABASE__", "AIRFLOW_CONN_")
-NOT_CONNECTIONS = {"MLFLOW_ENABLE_TELEMETRY"}  # a telemetry opt-out, not a place
+NOT_CONNECTIONS = {"MLFLOW_ENABLE_TELEMETRY", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}  # switches, not places
 DATABASES = {"airflow", "historian", "plantops", "mlflow"}
 PLANTOPS_HOME = "/opt/plantops/data"
 

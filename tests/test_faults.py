@@ -1,8 +1,10 @@
 """Fault injection: bad files, a dead historian, unknown tags, kill -9 mid-write, racing trainings.
 
 Each case does the fault for real and checks that nothing is lost: bad input is quarantined with a
-reason, good rows are written, and rows in = rows written + rows rejected. The counts of every
-landed-file case are summed and printed at the end of the run (see conftest.py).
+reason, good values are written, values in = values written + values rejected and rows in = rows
+written + rows rejected, and bronze never holds a value twice (``assert_bronze_unique`` after every
+bad-input case). The counts of every landed-file case are summed and printed at the end of the run
+(see conftest.py).
 """
 
 from __future__ import annotations
@@ -26,7 +28,24 @@ from plantops.config import get_use_case
 from plantops.settings import get_settings
 
 UC = "tep_reactor"
-COUNTS = {"files": 0, "rows_in": 0, "rows_written": 0, "rows_rejected": 0, "files_quarantined": 0}
+COUNTS = {"files": 0, "rows_in": 0, "rows_written": 0, "rows_rejected": 0, "files_quarantined": 0,
+          "values_in": 0, "values_written": 0, "values_rejected": 0}
+BRONZE_KEY = ["asset", "tag", "ts", "source"]
+
+
+def assert_bronze_unique(use_case_id: str = UC) -> pd.DataFrame:
+    """The invariant: bronze never holds two rows for one (asset, tag, ts, source). Reads every
+    bronze parquet file of the use case, as readers see them, and returns their rows."""
+    paths = sorted((get_settings().bronze_root / use_case_id).glob("date=*/*.parquet"))
+    if not paths:
+        return pd.DataFrame(columns=[*BRONZE_KEY, "value", "batch"])
+    rows = pd.concat([pd.read_parquet(p).assign(file=str(p.relative_to(p.parents[1]))) for p in paths],
+                     ignore_index=True)
+    twice = rows[rows.duplicated(BRONZE_KEY, keep=False)].sort_values(BRONZE_KEY)
+    assert twice.empty, (f"bronze of {use_case_id} holds {len(twice)} rows for "
+                         f"{len(twice.drop_duplicates(BRONZE_KEY))} (asset, tag, ts, source) keys more than once, "
+                         f"e.g.\n{twice.head(6).to_string()}")
+    return rows
 
 
 @pytest.fixture
@@ -46,35 +65,46 @@ def _with_strings(frame, rows, values):
     return out
 
 
-# (name, how the file is damaged, expected status, reason fragment, rows written, rows rejected)
+PI_STATES = ["Bad", "I/O Timeout", "Scan Timeout", "Inp OutRange", "Calc Failed"]
+V = 19  # values per row: the analyzer tags XMEAS_23..41 of the landed file
+# (name, how the file is damaged, expected status, reason fragment, (rows written, rows rejected),
+#  (values written, values rejected)); a quarantined file counts every row and value rejected.
 CASES = [
-    ("truncated parquet", lambda p, f: p.write_bytes(p.read_bytes()[:1000]), "quarantined", "unreadable", 0, 0),
-    ("empty file", lambda p, f: p.write_bytes(b""), "quarantined", "unreadable", 0, 0),
-    ("no rows", lambda p, f: f.iloc[:0].to_parquet(p), "quarantined", "row_count", 0, 0),
-    ("missing column", lambda p, f: f.drop(columns=["XMEAS_30"]).to_parquet(p), "quarantined", "columns_to_match_set", 0, 480),
-    ("extra column", lambda p, f: f.assign(XMEAS_99=1.0).to_parquet(p), "quarantined", "columns_to_match_set", 0, 480),
+    ("truncated parquet", lambda p, f: p.write_bytes(p.read_bytes()[:1000]), "quarantined", "unreadable", (0, 0), (0, 0)),
+    ("empty file", lambda p, f: p.write_bytes(b""), "quarantined", "unreadable", (0, 0), (0, 0)),
+    ("no rows", lambda p, f: f.iloc[:0].to_parquet(p), "quarantined", "row_count", (0, 0), (0, 0)),
+    ("missing column", lambda p, f: f.drop(columns=["XMEAS_30"]).to_parquet(p), "quarantined", "columns_to_match_set",
+     (0, 480), (0, 480 * (V - 1))),
+    ("extra column", lambda p, f: f.assign(XMEAS_99=1.0).to_parquet(p), "quarantined", "columns_to_match_set",
+     (0, 480), (0, 480 * (V + 1))),
     ("renamed column", lambda p, f: f.rename(columns={"XMEAS_31": "xmeas_31"}).to_parquet(p), "quarantined",
-     "columns_to_match_set", 0, 480),
+     "columns_to_match_set", (0, 480), (0, 480 * V)),
     ("wrong type", lambda p, f: f.assign(XMEAS_25=f["XMEAS_25"].astype(str) + " mol%").to_parquet(p), "quarantined",
-     "is not numeric", 0, 480),
-    ("PI digital states", lambda p, f: _with_strings(f, [3, 4, 5, 6, 7],
-                                                      ["Bad", "I/O Timeout", "Scan Timeout", "Inp OutRange", "Calc Failed"]
-                                                      ).to_parquet(p), "ingested", "digital state 'I/O Timeout'", 475, 5),
+     "is not numeric", (0, 480), (0, 480 * V)),
+    # One bad value rejects that value only: the row's other 18 values are written.
+    ("PI digital states", lambda p, f: _with_strings(f, [3, 4, 5, 6, 7], PI_STATES).to_parquet(p), "ingested",
+     "1 x digital state 'I/O Timeout' in XMEAS_23", (480, 0), (480 * V - 5, 5)),
     ("NaN and infinities", lambda p, f: f.assign(XMEAS_24=f["XMEAS_24"].where(f.index % 100 != 1, np.nan),
                                                  XMEAS_26=f["XMEAS_26"].where(f.index % 100 != 2, np.inf)).to_parquet(p),
-     "ingested", "", 470, 10),
+     "ingested", "5 x missing (NaN) in XMEAS_24; 5 x not finite (inf) in XMEAS_26", (480, 0), (480 * V - 10, 10)),
+    # An exact copy of a row is rejected whole: none of its values is written a second time.
     ("duplicate rows", lambda p, f: pd.concat([f, f.iloc[:10]]).sort_values("ts", kind="stable").to_parquet(p),
-     "ingested", "duplicate row", 480, 10),
-    ("out of order", lambda p, f: f.iloc[::-1].to_parquet(p), "quarantined", "increasing", 0, 480),
+     "ingested", "10 x duplicate row in XMEAS_23", (480, 10), (480 * V, 10 * V)),
+    ("out of order", lambda p, f: f.iloc[::-1].to_parquet(p), "quarantined", "increasing", (0, 480), (0, 480 * V)),
     ("duplicate timestamps", lambda p, f: f.assign(ts=f["ts"].where(f.index != 5, f["ts"][4])).to_parquet(p),
-     "quarantined", "increasing", 0, 480),
+     "quarantined", "increasing", (0, 480), (0, 480 * V)),
     ("naive timestamps", lambda p, f: f.assign(ts=f["ts"].dt.tz_localize(None)).to_parquet(p), "quarantined",
-     "no time zone", 0, 480),
+     "no time zone", (0, 480), (0, 480 * V)),
 ]
+# What each ingested case's rejected-value records say: (tag, raw text, reason) -> count.
+REJECTED = {
+    "PI digital states": {("XMEAS_23", s, f"digital state {s!r}"): 1 for s in PI_STATES},
+    "NaN and infinities": {("XMEAS_24", "nan", "missing (NaN)"): 5, ("XMEAS_26", "inf", "not finite (inf)"): 5},
+}
 
 
-@pytest.mark.parametrize(("name", "damage", "status", "reason", "written", "rejected"), CASES, ids=[c[0] for c in CASES])
-def test_bad_landed_files(day, name, damage, status, reason, written, rejected):
+@pytest.mark.parametrize(("name", "damage", "status", "reason", "rows", "values"), CASES, ids=[c[0] for c in CASES])
+def test_bad_landed_files(day, name, damage, status, reason, rows, values):
     use_case, _, path, frame = day
     damage(path, frame)
     original = path.read_bytes()
@@ -82,20 +112,39 @@ def test_bad_landed_files(day, name, damage, status, reason, written, rejected):
     assert item["status"] == status, item
     row = landing.rows_of(UC)[-1]
     assert row["status"] == status
+    assert (row["rows_written"], row["rows_rejected"]) == rows
+    assert (row["values_written"], row["values_rejected"]) == values
     if status == "quarantined":
         kept = get_settings().quarantine_root / UC / path.name
         assert kept.read_bytes() == original, "quarantined files stay untouched"
         assert reason in json.loads(kept.with_name(kept.name + ".reason.json").read_text())["reason"]
+        assert not (get_settings().bronze_root / UC).exists(), "nothing of a quarantined file reaches bronze"
     else:
-        assert reason in (row["reason"] if name != "NaN and infinities" else "")
-        assert (row["rows_written"], row["rows_rejected"]) == (written, rejected)
-        if rejected:
-            assert len(pd.read_parquet(item["rejected_rows_at"])) == rejected
+        assert reason in row["reason"]
+        records = pd.read_parquet(item["rejected_rows_at"])
+        assert list(records.columns) == ingest.REJECTED_COLUMNS
+        assert len(records) == values[1] == sum(sum(r.values()) for r in row["rejected_values"].values())
+        assert records.groupby("tag")["reason"].value_counts().to_dict() == {
+            (tag, why): n for tag, reasons in row["rejected_values"].items() for why, n in reasons.items()}
+        if name in REJECTED:
+            assert records.groupby(["tag", "raw", "reason"]).size().to_dict() == REJECTED[name]
+        # Every good value of the file is in bronze, with its value.
+        bronze = assert_bronze_unique()
+        assert len(bronze) == values[0]
+        # (a duplicate row's values are the first copy's, which is written)
+        lost = records[records["reason"] != "duplicate row"]
+        rejected_keys = set(zip(lost["tag"], lost["ts"]))
+        wide = frame.set_index("ts")
+        expected = {(tag, ts): wide.at[ts, tag] for ts in wide.index for tag in wide.columns
+                    if (tag, ts) not in rejected_keys}
+        assert dict(zip(zip(bronze["tag"], bronze["ts"]), bronze["value"])) == expected
     if row["rows_in"] is not None and row["rows_in"] > 0:
         assert row["rows_in"] == (row["rows_written"] or 0) + row["rows_rejected"]
+        assert row["values_in"] == (row["values_written"] or 0) + row["values_rejected"]
+    assert_bronze_unique()
     COUNTS["files"] += 1
     COUNTS["files_quarantined"] += status == "quarantined"
-    for key in ("rows_in", "rows_written", "rows_rejected"):
+    for key in ("rows_in", "rows_written", "rows_rejected", "values_in", "values_written", "values_rejected"):
         COUNTS[key] += row[key] or 0
 
 
@@ -104,6 +153,7 @@ def test_a_file_far_larger_than_usual_is_quarantined(day):
     small = use_case.model_copy(update={"landing": use_case.landing.model_copy(update={"max_rows": 100})})
     (item,) = ingest.ingest_landed(small, "fault-run")["files"]
     assert item["status"] == "quarantined" and "row_count" in item["reason"]
+    assert_bronze_unique()
 
 
 def test_naive_timestamps_are_accepted_when_the_zone_is_configured(day):
@@ -114,6 +164,7 @@ def test_naive_timestamps_are_accepted_when_the_zone_is_configured(day):
     (item,) = ingest.ingest_landed(berlin, "fault-run")["files"]
     assert item["status"] == "ingested" and item["rows_written"] == 480
     assert list(item["days"]) == [str(episode.day)]  # converted back to the same UTC day
+    assert len(assert_bronze_unique()) == 480 * V
 
 
 def test_a_corrected_file_supersedes_the_earlier_one_visibly(day):
@@ -127,6 +178,59 @@ def test_a_corrected_file_supersedes_the_earlier_one_visibly(day):
     bronze = pd.read_parquet(get_settings().bronze_root / UC / f"date={episode.day}" / f"landing-{path.stem}.parquet")
     assert len(bronze) == 480 * 19  # replaced, not added
     assert np.isclose(bronze[bronze.tag == "XMEAS_23"]["value"].mean(), corrected["XMEAS_23"].mean())
+    assert len(assert_bronze_unique()) == 480 * V
+
+
+def test_the_same_bytes_under_a_new_name_are_a_recorded_no_op(day):
+    """NiFi re-sends a file after a timeout under a new name: the bytes decide, not the name."""
+    use_case, episode, path, frame = day
+    sent = path.read_bytes()
+    (first,) = ingest.ingest_landed(use_case, "run-1")["files"]
+    assert first["status"] == "ingested"
+    root = get_settings().bronze_root / UC
+    before = {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*.parquet"))}
+    resent = landing.landing_dir(use_case.landing.folder) / f"resent-{path.name}"
+    hidden = resent.with_name("." + resent.name)
+    hidden.write_bytes(sent)  # as NiFi's PutFile: a dot-file, then the rename
+    hidden.rename(resent)
+    (item,) = ingest.ingest_landed(use_case, "run-2")["files"]
+    assert (item["status"], item["duplicate_of"]) == ("duplicate", path.name)
+    assert {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*.parquet"))} == before
+    assert len(assert_bronze_unique()) == 480 * V
+    ledger = landing.rows_of(UC)
+    assert [(r["name"], r["status"], r["duplicate_of"]) for r in ledger] == [
+        (path.name, "ingested", None), (resent.name, "duplicate", path.name)]
+    assert ledger[1]["sha256"] == ledger[0]["sha256"] and ledger[1]["dag_run_id"] == "run-2"
+    assert not resent.exists()
+    archived = get_settings().archive_root / UC / "duplicates" / resent.name
+    assert archived.read_bytes() == sent and ledger[1]["stored_at"] == str(archived)
+    # Once more, under a third name and under the first name again: still the first file's duplicate.
+    for name in (f"again-{path.name}", path.name):
+        (landing.landing_dir(use_case.landing.folder) / name).write_bytes(sent)
+        (item,) = ingest.ingest_landed(use_case, "run-3")["files"]
+        assert (item["status"], item["duplicate_of"]) == ("duplicate", path.name)
+    assert [r["status"] for r in landing.rows_of(UC)] == ["ingested", "duplicate", "duplicate", "duplicate"]
+    assert {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*.parquet"))} == before
+
+
+def test_overlapping_values_of_another_file_are_not_written_twice(day):
+    """A file under a new name with other bytes (a re-export) whose values bronze holds already:
+    those values are rejected, named after the file that brought them; the new ones are written."""
+    use_case, episode, path, frame = day
+    ingest.ingest_landed(use_case, "run-1")
+    later = frame.assign(ts=frame["ts"] + pd.Timedelta(hours=12))  # its first half at the first file's times
+    replay.land_file(use_case, later, f"reexport-{path.name}")
+    (item,) = ingest.ingest_landed(use_case, "run-2")["files"]
+    assert item["status"] == "ingested"
+    overlap = 240  # rows of the re-export at times the first file covers (3-minute samples, 12 h)
+    assert (item["values_written"], item["values_rejected"]) == ((480 - overlap) * V, overlap * V)
+    assert (item["rows_written"], item["rows_rejected"]) == (480 - overlap, overlap)
+    assert item["rejected_values"] == {t: {f"already in bronze from {path.name!r}": overlap}
+                                       for t in frame.columns if t != "ts"}
+    bronze = assert_bronze_unique()
+    assert len(bronze) == 480 * V + (480 - overlap) * V
+    first_day = bronze[bronze["batch"] == path.name]
+    assert len(first_day) == 480 * V  # the first file's values stay as they were
 
 
 def test_unreachable_historian_fails_clearly_and_writes_nothing(day, monkeypatch):
@@ -135,6 +239,7 @@ def test_unreachable_historian_fails_clearly_and_writes_nothing(day, monkeypatch
     with pytest.raises(ingest.HistorianUnavailable, match="historian unreachable"):
         ingest.ingest_historian(use_case, episode.start, episode.start + timedelta(days=1), "fault-run")
     assert not (get_settings().bronze_root / UC).exists()
+    assert assert_bronze_unique().empty
 
 
 def test_tags_missing_from_the_historian_are_named(day):
@@ -144,6 +249,7 @@ def test_tags_missing_from_the_historian_are_named(day):
     broken = use_case.model_copy(update={"tags": tuple(tags)})
     with pytest.raises(ValueError, match=r"tags not in the historian .*XMEAS_1_TYPO"):
         ingest.ingest_historian(broken, episode.start, episode.start + timedelta(days=1), "fault-run")
+    assert assert_bronze_unique().empty
 
 
 WRITER = """

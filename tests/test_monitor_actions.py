@@ -71,3 +71,23 @@ def test_answers_are_recorded_per_asset_and_only_approvals_train(plantops_home):
     assert {a: r["branch"] for a, r in stored.items()} == {
         "R80711": "retrain_new_reference", "R80721": "refused", "R80736": "timed_out", "R80790": "retrain_now"}
     assert stored["R80721"]["reason"] == "refused by eng1 (no reason given)"
+
+
+def test_the_approval_body_shows_numbers_or_says_why_there_are_none():
+    from plantops.stages.monitoring import DriftResult
+    from plantops.stages.pipeline import approval_body
+
+    drift = DriftResult(drift_share=0.6, drifted=True, n_columns=2, n_drifted=1, column_scores={"XMV_4": 7.9},
+                        drifted_columns=("XMV_4",), method="wasserstein", report_path=None, shift_sd={"XMV_4": 7.9})
+    record = {"asset": None, "day": "2026-03-28", "reason": "plant change", "drift_share": 0.6,
+              "thresholds": {"share_threshold": 0.3, "method": "wasserstein"}, "plant_events": [], "alarm_tags": [],
+              "feedback": [], "champion_version": "2", "alarm_rate": 0.74, "report_url": "http://x/r.html",
+              "performance": None}
+    body = approval_body("tep_reactor", record, drift)
+    assert "alarm rate in the window: 74%" in body and "None" not in body
+    assert "not applicable (no lab results or feedback labels" in body
+    labelled = {**record, "performance": {"n_labelled": 480, "detection_rate": None, "far": 0.43,
+                                          "expected_detection_rate": 0.85}}
+    body = approval_body("tep_reactor", labelled, drift)
+    assert "on 480 labelled rows: detection n/a (no fault-labelled rows), false alarms 43%" in body
+    assert "None" not in body

@@ -40,6 +40,9 @@ def airflow_env(home: Path | None = None, api_port: int = API_PORT) -> dict[str,
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # The nightly training, the daily ingest and monitor and the landing watcher run as soon as
+        # `make up` (or a stack) starts: a DAG left paused would queue an approved retrain forever.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
@@ -65,6 +68,8 @@ def airflow_env(home: Path | None = None, api_port: int = API_PORT) -> dict[str,
         "PYSPARK_DRIVER_PYTHON": sys.executable,
         "GX_ANALYTICS_ENABLED": "false",
         "MLFLOW_ENABLE_TELEMETRY": "false",
+        # MLflow's download progress bar writes to stderr, which task logs show as ERROR lines.
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
         "DO_NOT_TRACK": "true",
         "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "include"), str(REPO_ROOT),

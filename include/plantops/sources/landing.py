@@ -2,16 +2,21 @@
 
 NiFi's PutFile writes under a dot-prefixed temporary name and renames when done, so hidden files
 and ``*.tmp``/``*.part`` names are never read. Every file is keyed in the ledger by name, size and
-SHA-256: landing the same bytes again is a no-op; a corrected file under the same name supersedes
-the earlier one, and the ledger says so. Files are moved, never deleted: to the archive once
-ingested, to quarantine (beside a ``.reason.json``) when they fail.
+SHA-256: the same bytes again, under this name or another (NiFi re-sends a file after a timeout
+under a new name), are a no-op, recorded as a ``duplicate`` of the file that brought them first; a
+corrected file under the same name supersedes the earlier one, and the ledger says so. Files are
+moved, never deleted: to the archive once ingested, to quarantine (beside a ``.reason.json``) when
+they fail.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
+import threading
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +38,8 @@ ledger = Table(
     Column("name", String(255), nullable=False),
     Column("size", Integer, nullable=False),
     Column("sha256", String(64), nullable=False),
-    Column("status", String(16), nullable=False),  # ingested | quarantined | superseded | released
+    Column("status", String(16), nullable=False),  # ingested | quarantined | superseded | released | duplicate
+    # Rows of the file: written = with at least one value in bronze, rejected = with none.
     Column("rows_in", Integer),
     Column("rows_written", Integer),
     Column("rows_rejected", Integer),
@@ -41,7 +47,14 @@ ledger = Table(
     Column("dag_run_id", String(255)),
     Column("stored_at", Text),
     Column("processed_at", DateTime, nullable=False),
+    # Added after the first release: ADDED_COLUMNS below adds them to an existing table.
+    Column("values_in", Integer),  # tag values (cells) of the file: values_in = written + rejected
+    Column("values_written", Integer),
+    Column("values_rejected", Integer),
+    Column("rejected_values", Text),  # JSON {tag: {reason: count}}, one reason per rejected value
+    Column("duplicate_of", String(255)),  # status duplicate: the name the same bytes were first processed under
 )
+ADDED_COLUMNS = ("values_in", "values_written", "values_rejected", "rejected_values", "duplicate_of")
 
 # What the landing watcher has announced: one asset event per completed file version (name, size,
 # modification time), kept in the state DB so a restarted triggerer does not announce it again.
@@ -88,10 +101,45 @@ class LandedFile:
         return self.path.name
 
 
+_MIGRATED: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines whose ledger is up to date
+_MIGRATE_LOCK = threading.Lock()
+
+
 def state_engine() -> Engine:
     from plantops import db
 
-    return db.engine(get_settings().state_url, metadata)
+    eng = db.engine(get_settings().state_url, metadata)
+    if eng not in _MIGRATED:
+        with _MIGRATE_LOCK:
+            if eng not in _MIGRATED:
+                _add_missing_columns(eng)
+                _MIGRATED.add(eng)
+    return eng
+
+
+def _add_missing_columns(eng: Engine) -> None:
+    """Bring a ledger created by an earlier version up to date: ``create_all`` makes missing tables,
+    not missing columns. Every added column is nullable, so the rows already there stay valid."""
+    if eng.dialect.name not in ("sqlite", "postgresql"):
+        return
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import DBAPIError
+
+    present = {c["name"] for c in inspect(eng).get_columns(ledger.name)}
+    for name in ADDED_COLUMNS:
+        if name in present:
+            continue
+        column = ledger.c[name]
+        try:
+            with eng.begin() as conn:
+                Operations(MigrationContext.configure(conn)).add_column(ledger.name, Column(name, column.type))
+            log.info("landing ledger: added column %s", name)
+        except DBAPIError:
+            # Another process added it first (SQLite has no ADD COLUMN IF NOT EXISTS).
+            if name not in {c["name"] for c in inspect(eng).get_columns(ledger.name)}:
+                raise
 
 
 def sha256_of(path: Path) -> str:
@@ -120,22 +168,27 @@ def scan(folder: str, pattern: str = "*") -> list[LandedFile]:
     return [LandedFile(p, p.stat().st_size, sha256_of(p)) for p in paths]
 
 
-def lookup(use_case: str, name: str) -> list[dict]:
-    query = select(ledger).where(ledger.c.use_case == use_case, ledger.c.name == name).order_by(ledger.c.id)
-    with state_engine().connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
-
-
 def already_processed(use_case: str, landed: LandedFile) -> dict | None:
-    """The ledger row for exactly these bytes under this name, if they were processed before."""
-    for row in reversed(lookup(use_case, landed.name)):
-        if row["sha256"] == landed.sha256 and row["status"] in ("ingested", "quarantined"):
-            return row
+    """The ledger row under which exactly these bytes were processed before, under any name.
+
+    The bytes decide, not the name: NiFi re-sends a file under a new name after a timeout. A file
+    released from quarantine since is taken again (the engineer may have fixed the use case instead
+    of the file); rows of superseded files and of earlier duplicates do not count.
+    """
+    query = (select(ledger).where(ledger.c.use_case == use_case, ledger.c.sha256 == landed.sha256)
+             .order_by(ledger.c.id.desc()))
+    with state_engine().connect() as conn:
+        for row in conn.execute(query):
+            if row.status == "released":
+                return None
+            if row.status in ("ingested", "quarantined"):
+                return dict(row._mapping)
     return None
 
 
-def _record(use_case: str, landed: LandedFile, status: str, counts: dict[str, int], reason: str,
-            dag_run_id: str, stored_at: Path) -> None:
+def _record(use_case: str, landed: LandedFile, status: str, counts: dict, reason: str,
+            dag_run_id: str, stored_at: Path, duplicate_of: str | None = None) -> None:
+    rejected_values = counts.get("rejected_values")
     with state_engine().begin() as conn:
         if status == "ingested":
             # A corrected file under the same name replaces the rows of the earlier one.
@@ -150,6 +203,10 @@ def _record(use_case: str, landed: LandedFile, status: str, counts: dict[str, in
             "status": status, "rows_in": counts.get("rows_in"), "rows_written": counts.get("rows_written"),
             "rows_rejected": counts.get("rows_rejected"), "reason": reason, "dag_run_id": dag_run_id,
             "stored_at": str(stored_at), "processed_at": datetime.now(timezone.utc).replace(tzinfo=None),
+            "values_in": counts.get("values_in"), "values_written": counts.get("values_written"),
+            "values_rejected": counts.get("values_rejected"),
+            "rejected_values": None if rejected_values is None else json.dumps(rejected_values, sort_keys=True),
+            "duplicate_of": duplicate_of,
         }])
 
 
@@ -161,23 +218,26 @@ def _unique_target(folder: Path, name: str, sha256: str) -> Path:
     return target
 
 
-def archive(use_case: str, landed: LandedFile, counts: dict[str, int], dag_run_id: str, reason: str = "ok") -> Path:
+def archive(use_case: str, landed: LandedFile, counts: dict, dag_run_id: str, reason: str = "ok") -> Path:
     target = _unique_target(get_settings().archive_root / use_case, landed.name, landed.sha256)
     shutil.move(str(landed.path), target)
     _record(use_case, landed, "ingested", counts, reason, dag_run_id, target)
     return target
 
 
-def skip_duplicate(use_case: str, landed: LandedFile, previous: dict) -> Path:
-    """The same bytes landed again: no new rows; the copy is archived so the watcher stops firing."""
+def skip_duplicate(use_case: str, landed: LandedFile, previous: dict, dag_run_id: str) -> Path:
+    """The same bytes landed again (under any name): no new rows; the copy is archived so the
+    watcher stops firing, and the ledger records it as a duplicate of the file ``previous`` names."""
     target = _unique_target(get_settings().archive_root / use_case / "duplicates", landed.name, landed.sha256)
     shutil.move(str(landed.path), target)
-    log.info("%s was already %s (ledger id %s); archived the copy at %s", landed.name, previous["status"],
-             previous["id"], target)
+    reason = (f"same bytes as {previous['name']!r}, {previous['status']} "
+              f"(ledger id {previous['id']}, sha256 {landed.sha256[:12]})")
+    _record(use_case, landed, "duplicate", {}, reason, dag_run_id, target, duplicate_of=previous["name"])
+    log.info("%s: %s; archived the copy at %s", landed.name, reason, target)
     return target
 
 
-def quarantine(use_case: str, landed: LandedFile, reason: str, counts: dict[str, int], dag_run_id: str) -> Path:
+def quarantine(use_case: str, landed: LandedFile, reason: str, counts: dict, dag_run_id: str) -> Path:
     """Move the file, untouched, to quarantine and write its reason beside it."""
     target = _unique_target(get_settings().quarantine_root / use_case, landed.name, landed.sha256)
     shutil.move(str(landed.path), target)
@@ -209,6 +269,11 @@ def release(use_case: str, name: str, folder: str) -> Path:
 
 
 def rows_of(use_case: str) -> list[dict]:
+    """Every ledger row of the use case, oldest first; ``rejected_values`` parsed back into a dict."""
     query = select(ledger).where(ledger.c.use_case == use_case).order_by(ledger.c.id)
     with state_engine().connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(query)]
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+    for row in rows:
+        if row["rejected_values"] is not None:
+            row["rejected_values"] = json.loads(row["rejected_values"])
+    return rows

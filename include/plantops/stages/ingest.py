@@ -1,47 +1,135 @@
 """Ingest: historian window and landed files -> validation -> bronze or quarantine.
 
-Accounting holds for every batch: rows_in == rows_written + rows_rejected. Rejected rows are not
-dropped silently: they go to quarantine as a parquet file with a reason per row.
+Quality belongs to one value, as in a historian: a bad value (a PI digital state such as
+``Scan Timeout``, NaN, an infinity, a value outside its tag's physical range) rejects that value
+only; the other values of its row are written. Nothing is dropped silently: every rejected value is
+one record ``(asset, tag, ts, raw, reason, source, batch)`` in ``quarantine/<uc>/rows/<batch>.parquet``,
+``raw`` being the value as it came (the state's text, the number as text), the same shape for the
+historian and for landed files.
+
+Accounting holds for every batch, per value (values_in == values_written + values_rejected) and per
+row (rows_in == rows_written + rows_rejected, a written row having at least one value in bronze).
+A historian row is one value.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from plantops.config import UseCase
 from plantops.settings import get_settings
 
 if TYPE_CHECKING:
+    import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
 LONG_COLUMNS = ["asset", "tag", "ts", "value", "quality", "source", "batch"]
+# One rejected value: where it belongs, what it was (as text) and why it was rejected.
+REJECTED_COLUMNS = ["asset", "tag", "ts", "raw", "reason", "source", "batch"]
+DUPLICATE_ROW = "duplicate row"
+NO_TIMESTAMP = "missing or invalid timestamp"
+# Texts that are an empty cell, not a digital state.
+EMPTY_TEXTS = frozenset({"", "nan", "null", "none"})
 
 
 class HistorianUnavailable(RuntimeError):
     """The historian could not be read; nothing was written."""
 
 
-def _split(frame: pd.DataFrame, bad_rows: frozenset[int], row_reasons: dict[int, str]):
+def range_reason(lo: float, hi: float) -> str:
+    return f"out of range [{lo:g}, {hi:g}]"
+
+
+def _value_problems(values: np.ndarray, lo: Any, hi: Any, reason_out: Any,
+                    missing_allowed: np.ndarray | None = None) -> np.ndarray:
+    """Each value's problem ("" for none): missing, not finite, or outside [lo, hi].
+
+    ``lo``, ``hi`` and ``reason_out`` are scalars (one tag) or arrays aligned with ``values``.
+    """
     import numpy as np
 
-    mask = np.zeros(len(frame), dtype=bool)
-    mask[list(bad_rows)] = True
-    rejected = frame[mask].assign(reason=[row_reasons[i] for i in sorted(bad_rows)])
-    return frame[~mask], rejected
+    reasons = np.full(len(values), "", dtype=object)
+    missing = np.isnan(values)
+    if missing_allowed is not None:
+        missing &= ~missing_allowed
+    reasons[missing] = "missing (NaN)"
+    reasons[np.isposinf(values)] = "not finite (inf)"
+    reasons[np.isneginf(values)] = "not finite (-inf)"
+    with np.errstate(invalid="ignore"):
+        outside = np.isfinite(values) & ((values < lo) | (values > hi))
+    reasons[outside] = reason_out if np.isscalar(reason_out) else np.asarray(reason_out, dtype=object)[outside]
+    return reasons
+
+
+def _raw_text(value: Any) -> str:
+    """A cell as it came: a state's text unchanged, a number as Python writes it (nan, inf, 1e+06)."""
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+        value = value.item()  # a numpy scalar: its Python value (numpy 2's repr names the type)
+    if isinstance(value, float):
+        return repr(value)
+    if value is None or str(value) in ("<NA>", "NaT"):
+        return "null"
+    return str(value)
+
+
+def tally(rejected: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Rejected values per tag and reason: ``{tag: {reason: count}}``."""
+    out: dict[str, dict[str, int]] = {}
+    for (tag, reason), n in rejected.groupby(["tag", "reason"], sort=True).size().items():
+        out.setdefault(str(tag), {})[str(reason)] = int(n)
+    return out
+
+
+def summary(rejected_values: dict[str, dict[str, int]]) -> list[str]:
+    return [f"{n} x {reason} in {tag}" for tag, reasons in sorted(rejected_values.items())
+            for reason, n in sorted(reasons.items())]
 
 
 def _quarantine_rows(use_case: UseCase, rejected: pd.DataFrame, name: str) -> str | None:
-    if rejected.empty:
-        return None
+    """Write the batch's rejected-value records; a batch without any leaves no file (a stale one
+    of an earlier version of the same file is removed: its values are no longer the live ones)."""
     from plantops.storage import atomic_write_parquet
 
     path = get_settings().quarantine_root / use_case.id / "rows" / f"{name}.parquet"
-    atomic_write_parquet(rejected.reset_index(drop=True), path)
+    if rejected.empty:
+        path.unlink(missing_ok=True)
+        return None
+    atomic_write_parquet(rejected[REJECTED_COLUMNS].reset_index(drop=True), path)
     return str(path)
+
+
+def historian_problems(use_case: UseCase, frame: pd.DataFrame) -> np.ndarray:
+    """Each historian row's problem ("" for none): an unknown tag or quality, then the value's
+    (a value of good quality must be present; any value must be finite and inside its tag's range)."""
+    import numpy as np
+
+    from plantops.stages.validation import QUALITIES
+
+    tags = {t.name: t for t in use_case.tags_from("historian")}
+    tag = frame["tag"]
+    lo = tag.map(lambda t: tags[t].min if t in tags else np.nan).to_numpy(dtype=float)
+    hi = tag.map(lambda t: tags[t].max if t in tags else np.nan).to_numpy(dtype=float)
+    why_out = tag.map(lambda t: range_reason(tags[t].min, tags[t].max) if t in tags else "").to_numpy(dtype=object)
+    values = frame["value"].to_numpy(dtype=float, na_value=np.nan)
+    reasons = _value_problems(values, lo, hi, why_out, missing_allowed=(frame["quality"] != "good").to_numpy())
+    quality = frame["quality"]
+    bad_quality = ~quality.isin(QUALITIES).to_numpy()
+    reasons[bad_quality] = ("unknown quality " + quality[bad_quality].astype(str).map(repr)).to_numpy()
+    unknown = ~tag.isin(list(tags)).to_numpy()
+    reasons[unknown] = ("unknown tag " + tag[unknown].astype(str).map(repr)).to_numpy()
+    return reasons
+
+
+def _historian_records(frame: pd.DataFrame, reasons: Any, batch: str) -> pd.DataFrame:
+    return frame.assign(raw=[_raw_text(v) for v in frame["value"].tolist()], reason=reasons, source="historian",
+                        batch=batch)[REJECTED_COLUMNS]
 
 
 def ingest_historian(use_case: UseCase, start: datetime, end: datetime, run_id: str) -> dict:
@@ -77,37 +165,75 @@ def ingest_historian(use_case: UseCase, start: datetime, end: datetime, run_id: 
     counts = {"rows_in": len(frame), "rows_written": 0, "rows_rejected": 0}
     if frame.empty:
         log.warning("historian returned no rows for %s in [%s, %s)", use_case.id, start, end)
-        return {**counts, "days": {}, "quarantined": None, "reason": "no rows in window"}
+        return {**counts, "values_in": 0, "values_written": 0, "values_rejected": 0, "days": {}, "quarantined": None,
+                "reason": "no rows in window", "rejected_values": {}}
     outcome = validation.validate_historian(use_case, frame)
     batch = f"historian:{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}"
-    if outcome.structural or (not outcome.success and use_case.landing and use_case.landing.bad_rows == "quarantine"):
-        path = _quarantine_rows(use_case, frame.assign(reason=outcome.reason()), batch.replace(":", "_"))
+    frame = frame.reset_index(drop=True)
+    reasons = historian_problems(use_case, frame)
+    # GX is the gate: a row it flags that the checks above did not name keeps GX's reason.
+    for position in outcome.bad_rows:
+        if reasons[position] == "":
+            log.warning("historian %s: GX rejected row %s for %s", batch, position, outcome.row_reasons[position])
+            reasons[position] = outcome.row_reasons[position]
+    bad = reasons != ""
+    if outcome.structural or (bad.any() and use_case.landing and use_case.landing.bad_rows == "quarantine"):
+        path = _quarantine_rows(use_case, _historian_records(frame, outcome.reason(), batch), batch.replace(":", "_"))
         raise ValueError(f"historian batch {batch} failed validation and was quarantined at {path}: {outcome.reason()}")
-    good, rejected = _split(frame, outcome.bad_rows, outcome.row_reasons)
+    rejected = _historian_records(frame[bad], reasons[bad], batch)
     quarantined = _quarantine_rows(use_case, rejected, batch.replace(":", "_"))
-    bronze = good.assign(source="historian", batch=batch)[LONG_COLUMNS]
+    bronze = frame[~bad].assign(source="historian", batch=batch)[LONG_COLUMNS]
     days = write_bronze(get_settings().bronze_root, use_case.id, bronze, "historian")
     counts.update(rows_written=sum(days.values()), rows_rejected=len(rejected))
+    counts.update(values_in=counts["rows_in"], values_written=counts["rows_written"],
+                  values_rejected=counts["rows_rejected"])
     assert counts["rows_in"] == counts["rows_written"] + counts["rows_rejected"]
-    log.info("historian %s: %s (validation: %s)", batch, counts, outcome.reason())
-    return {**counts, "days": days, "quarantined": quarantined, "reason": outcome.reason()}
+    rejected_values = tally(rejected)
+    reason = "; ".join(([] if outcome.success else [outcome.reason()]) + summary(rejected_values)) or "ok"
+    log.info("historian %s: %s (%s)", batch, counts, reason)
+    return {**counts, "days": days, "quarantined": quarantined, "reason": reason, "rejected_values": rejected_values}
 
 
 class FileProblem(ValueError):
     """The file as a whole cannot be trusted; it goes to quarantine with this reason."""
 
 
-def prepare_landed(use_case: UseCase, frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Normalise a landed file before validation: (rows to validate, rows rejected with a reason).
+@dataclass(frozen=True, eq=False)
+class PreparedFile:
+    """A landed wide file ready for validation, with each value's problem already named.
+
+    ``frame`` has every row of the file: ``ts`` in UTC and the tag columns numeric (a digital state
+    is NaN there). ``problems`` has the same shape over the file's value columns: "" for a good
+    value, else why the value is rejected. ``duplicate`` marks exact copies of an earlier row.
+    """
+
+    raw: pd.DataFrame
+    frame: pd.DataFrame
+    problems: pd.DataFrame
+    duplicate: pd.Series
+
+    @property
+    def value_columns(self) -> list[str]:
+        return list(self.problems.columns)
+
+
+def prepare_landed(use_case: UseCase, frame: pd.DataFrame) -> PreparedFile:
+    """Normalise a landed file and name each value's problem, before GX validates the file.
 
     - timestamps to UTC; naive ones only when the use case names their zone (else FileProblem);
-    - historian digital states in value columns ("Bad", "I/O Timeout", "Scan Timeout", ...) become
-      rejected rows naming the state, the rest of the column is numeric;
-    - exact duplicate rows are rejected as duplicates (the first copy is kept).
+    - a value column of text is read as numbers; its other texts are historian digital states
+      ("Bad", "I/O Timeout", "Scan Timeout", ...), each rejecting its own value, named; a column
+      with no number at all is not a value column (FileProblem);
+    - a value that is NaN, infinite or outside its tag's [min, max] is rejected with that reason;
+    - every value of a row without a valid timestamp is rejected;
+    - an exact duplicate of an earlier row is rejected (its values that are bad keep their own
+      reason, so the states the file holds are all counted); the first copy is kept.
     """
+    import numpy as np
     import pandas as pd
 
-    frame = frame.reset_index(drop=True)
+    raw = frame.reset_index(drop=True)
+    frame = raw.copy()
     if "ts" in frame.columns:
         ts = frame["ts"]
         if not pd.api.types.is_datetime64_any_dtype(ts):
@@ -122,25 +248,109 @@ def prepare_landed(use_case: UseCase, frame: pd.DataFrame) -> tuple[pd.DataFrame
                                   "to accept them")
             ts = ts.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
         frame["ts"] = ts.dt.tz_convert("UTC")
-    reasons = pd.Series("", index=frame.index)
-    for tag in (t.name for t in use_case.tags_from("landing")):
-        if tag in frame.columns and frame[tag].dtype == object:
-            numeric = pd.to_numeric(frame[tag], errors="coerce")
-            states = frame[tag].notna() & numeric.isna()
+    tags = {t.name: t for t in use_case.tags_from("landing")}
+    columns = [c for c in frame.columns if c != "ts"]
+    problems = pd.DataFrame({c: np.full(len(frame), "", dtype=object) for c in columns}, index=frame.index)
+    for name in columns:
+        tag = tags.get(name)
+        if tag is None:
+            continue  # not a column of the use case: GX fails the file on its columns
+        column = frame[name]
+        states = np.zeros(len(frame), dtype=bool)
+        if column.dtype == object:
+            numeric = pd.to_numeric(column, errors="coerce").astype(float)
+            parsed = numeric.notna()
+            try:  # to_numeric's parser can be one unit in the last place off; Python's float() is exact
+                numeric[parsed] = column[parsed].astype(float)
+            except (ValueError, TypeError):
+                pass
+            text = column.astype(str).str.strip().str.lower()
+            states = (column.notna() & numeric.isna() & ~text.isin(EMPTY_TEXTS)).to_numpy()
             if states.any() and numeric.notna().sum() == 0:
-                example = frame.loc[states, tag].iloc[0]
-                raise FileProblem(f"column {tag} is not numeric: {int(states.sum())} of {len(frame)} values are "
+                example = column[states].iloc[0]
+                raise FileProblem(f"column {name} is not numeric: {int(states.sum())} of {len(frame)} values are "
                                   f"text, e.g. {example!r}")
-            reasons[states & (reasons == "")] = "digital state " + frame.loc[states, tag].astype(str).map(repr) + f" in {tag}"
-            frame[tag] = numeric
-    duplicated = frame.duplicated(keep="first") & (reasons == "")
-    reasons[duplicated] = "duplicate row"
-    bad = reasons != ""
-    return frame[~bad].reset_index(drop=True), frame[bad].assign(reason=reasons[bad]).reset_index(drop=True)
+            frame[name] = column = numeric
+        elif not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+            continue  # GX fails the file on the column's type
+        reasons = _value_problems(column.to_numpy(dtype=float), tag.min, tag.max, range_reason(tag.min, tag.max))
+        reasons[states] = ("digital state " + raw.loc[states, name].astype(str).map(repr)).to_numpy()
+        problems[name] = reasons
+    if "ts" in frame.columns:
+        no_ts = frame["ts"].isna().to_numpy()
+        for name in columns:
+            problems.loc[no_ts & (problems[name] == "").to_numpy(), name] = NO_TIMESTAMP
+    # Exact copies of the row as it came (the texts, not the numbers read from them).
+    duplicate = frame.assign(**{c: raw[c] for c in columns}).duplicated(keep="first")
+    for name in columns:
+        problems.loc[duplicate & (problems[name] == ""), name] = DUPLICATE_ROW
+    return PreparedFile(raw=raw, frame=frame, problems=problems, duplicate=duplicate)
+
+
+def _held_elsewhere(use_case: UseCase, candidates: pd.DataFrame, own: str) -> pd.Series:
+    """For each candidate value (asset, tag, ts), the landed file whose row for it bronze holds
+    already ("" if none): another file's values are never written twice."""
+    import pandas as pd
+
+    root = get_settings().bronze_root / use_case.id
+    frames = []
+    days = pd.DatetimeIndex(candidates["ts"].dt.floor("D").unique()).strftime("%Y-%m-%d")  # per day, not value
+    for day in sorted(days):
+        for path in sorted((root / f"date={day}").glob("landing-*.parquet")):
+            if path.name != own:
+                frames.append(pd.read_parquet(path, columns=["asset", "tag", "ts", "batch"]))
+    held = pd.Series("", index=candidates.index, dtype=object)
+    if not frames:
+        return held
+    key = ["asset", "tag", "ts"]
+    other = pd.concat(frames, ignore_index=True).drop_duplicates(key)
+    other["ts"] = pd.to_datetime(other["ts"], utc=True).astype("datetime64[ns, UTC]")
+    mine = candidates[key].assign(ts=candidates["ts"].astype("datetime64[ns, UTC]"), position=candidates.index)
+    found = mine.merge(other, on=key, how="inner")
+    why = "already in bronze from " + found["batch"].astype(str).map(repr)
+    held.loc[found["position"].to_numpy()] = why.to_numpy()
+    return held
+
+
+def _landed_values(use_case: UseCase, prepared: PreparedFile, batch: str) -> pd.DataFrame:
+    """Every value of the file in long form, row-major: the file's row, asset, tag, ts, its problem."""
+    import numpy as np
+    import pandas as pd
+
+    columns = prepared.value_columns
+    n = len(prepared.frame)
+    if "ts" in prepared.frame.columns:
+        ts = pd.DatetimeIndex(prepared.frame["ts"]).tz_convert("UTC").tz_localize(None).to_numpy()
+    else:
+        ts = np.full(n, np.datetime64("NaT"), dtype="datetime64[ns]")
+    return pd.DataFrame({
+        "row": np.repeat(np.arange(n), len(columns)),
+        "asset": use_case.assets[0],
+        "tag": np.tile(np.asarray(columns, dtype=object), n),
+        "ts": pd.DatetimeIndex(np.repeat(ts, len(columns))).tz_localize("UTC"),
+        "reason": prepared.problems.to_numpy(dtype=object).reshape(-1),
+        "batch": batch,
+    })
+
+
+def _with_raw(values: pd.DataFrame, prepared: PreparedFile) -> pd.DataFrame:
+    """The rejected values with their text as they came in the file."""
+    import pandas as pd
+
+    raw = pd.Series("", index=values.index, dtype=object)
+    for tag, part in values.groupby("tag", sort=False):
+        cells = prepared.raw[tag].iloc[part["row"].to_numpy()].tolist()
+        raw.loc[part.index] = [_raw_text(v) for v in cells]
+    return values.assign(raw=raw, source="landing")
 
 
 def ingest_landed(use_case: UseCase, run_id: str) -> dict:
-    """Every completed landed file: ledger check, validation, bronze or quarantine, then archive."""
+    """Every completed landed file: ledger check, validation, bronze or quarantine, then archive.
+
+    Per value: a file's bad values are rejected one by one, its good values written, unless the
+    file as a whole is unusable (schema, order, no rows), or ``landing.bad_rows: quarantine`` asks
+    for the whole file to be quarantined on any rejected value.
+    """
     import pandas as pd
 
     from plantops.sources import landing
@@ -153,42 +363,64 @@ def ingest_landed(use_case: UseCase, run_id: str) -> dict:
     for landed in landing.scan(use_case.landing.folder, use_case.landing.pattern):
         previous = landing.already_processed(use_case.id, landed)
         if previous:
-            landing.skip_duplicate(use_case.id, landed, previous)
-            results.append({"file": landed.name, "status": "duplicate", "ledger_id": previous["id"]})
+            landing.skip_duplicate(use_case.id, landed, previous, run_id)
+            results.append({"file": landed.name, "status": "duplicate", "ledger_id": previous["id"],
+                            "duplicate_of": previous["name"]})
             continue
-        counts = {"rows_in": 0, "rows_written": 0, "rows_rejected": 0}
+        counts: dict[str, Any] = {"rows_in": 0, "rows_written": 0, "rows_rejected": 0,
+                                  "values_in": 0, "values_written": 0, "values_rejected": 0}
         try:
             raw = pd.read_parquet(landed.path)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is quarantined, not fatal
             landing.quarantine(use_case.id, landed, f"unreadable parquet: {exc}", counts, run_id)
             results.append({"file": landed.name, "status": "quarantined", "reason": "unreadable"})
             continue
-        counts["rows_in"] = len(raw)
+        n_values = len(raw) * len([c for c in raw.columns if c != "ts"])
+        counts.update(rows_in=len(raw), values_in=n_values)
+        outcome = prepared = values = None
         try:
-            frame, pre_rejected = prepare_landed(use_case, raw)
+            prepared = prepare_landed(use_case, raw)
         except FileProblem as exc:
             reason = str(exc)
-            outcome = None
         else:
-            outcome = validation.validate_landed(use_case, frame, max_rows=use_case.landing.max_rows)
+            kept = prepared.frame.index[~prepared.duplicate.to_numpy()]
+            outcome = validation.validate_landed(use_case, prepared.frame.loc[kept],
+                                                 max_rows=use_case.landing.max_rows)
+            values = _landed_values(use_case, prepared, landed.name)
+            if not outcome.structural:
+                values = _gx_fallback(values, prepared, kept, outcome, landed.name)
+                good = values["reason"] == ""
+                if good.any():
+                    held = _held_elsewhere(use_case, values[good], f"landing-{landed.path.stem}.parquet")
+                    values.loc[held.index[held != ""], "reason"] = held[held != ""]
+            rejected_values = tally(values[values["reason"] != ""])
             parts = [] if outcome.success else [outcome.reason()]
-            parts += [f"{n} x {why}" for why, n in pre_rejected["reason"].value_counts().sort_index().items()]
-            reason = "; ".join(parts) or "ok"
+            reason = "; ".join(parts + summary(rejected_values)) or "ok"
+        bad = None if values is None else values["reason"] != ""
         whole_file = outcome is None or outcome.structural or (
-            use_case.landing.bad_rows == "quarantine" and (not outcome.success or len(pre_rejected)))
+            use_case.landing.bad_rows == "quarantine" and bool(bad.any()))
         if whole_file:
-            counts["rows_rejected"] = len(raw)
+            counts.update(rows_rejected=len(raw), values_rejected=n_values)
+            if values is not None:
+                # Every value of the file is rejected: its own problem, or the file's.
+                whole = values.assign(reason=values["reason"].where(bad, "file quarantined"))
+                counts["rejected_values"] = tally(whole)
             landing.quarantine(use_case.id, landed, reason, counts, run_id)
             results.append({"file": landed.name, "status": "quarantined", "reason": reason, **counts})
             continue
-        good, rejected = _split(frame, outcome.bad_rows, outcome.row_reasons)
-        rejected = pd.concat([pre_rejected, rejected], ignore_index=True) if len(pre_rejected) else rejected
+        rejected = _with_raw(values[bad], prepared)
         quarantined_rows = _quarantine_rows(use_case, rejected, landed.path.stem)
-        long = good.melt(id_vars="ts", var_name="tag", value_name="value").assign(
-            asset=use_case.assets[0], quality="good", source="landing", batch=landed.name
-        )[LONG_COLUMNS]
-        days = write_bronze(get_settings().bronze_root, use_case.id, long, f"landing-{landed.path.stem}")
-        counts.update(rows_written=len(good), rows_rejected=len(rejected))
+        written = values[~bad].assign(
+            value=prepared.frame[prepared.value_columns].to_numpy(dtype=float).reshape(-1)[~bad.to_numpy()],
+            quality="good", source="landing")
+        days = write_bronze(get_settings().bronze_root, use_case.id, written[LONG_COLUMNS],
+                            f"landing-{landed.path.stem}")
+        rows_written = int(written["row"].nunique())
+        counts.update(rows_written=rows_written, rows_rejected=len(raw) - rows_written,
+                      values_written=int((~bad).sum()), values_rejected=int(bad.sum()),
+                      rejected_values=rejected_values)
+        assert counts["values_written"] == sum(days.values())
+        assert counts["values_in"] == counts["values_written"] + counts["values_rejected"]
         assert counts["rows_in"] == counts["rows_written"] + counts["rows_rejected"]
         landing.archive(use_case.id, landed, counts, run_id, reason)
         results.append({"file": landed.name, "status": "ingested", "days": days, "rejected_rows_at": quarantined_rows,
@@ -196,9 +428,29 @@ def ingest_landed(use_case: UseCase, run_id: str) -> dict:
     return {"files": results}
 
 
+def _gx_fallback(values: pd.DataFrame, prepared: PreparedFile, kept: pd.Index, outcome: Any,
+                 batch: str) -> pd.DataFrame:
+    """GX is the gate: a row it flags in which no value was named keeps GX's reason on every value."""
+    import numpy as np
+
+    if not outcome.bad_rows:
+        return values
+    positions = np.fromiter(outcome.bad_rows, dtype=np.int64)
+    rows = kept.to_numpy()[positions]
+    named = (prepared.problems != "").to_numpy().any(axis=1)
+    unexplained = {int(r): outcome.row_reasons[int(p)] for r, p in zip(rows, positions) if not named[r]}
+    if unexplained:
+        log.warning("%s: GX rejected %d rows in which no value was named, e.g. %s", batch, len(unexplained),
+                    next(iter(unexplained.values())))
+        hit = values["row"].isin(list(unexplained))
+        values.loc[hit, "reason"] = values.loc[hit, "row"].map(unexplained)
+    return values
+
+
 def rejected_share(use_case: UseCase, start: datetime, end: datetime) -> float | None:
-    """Share of the window's measurements that the GX gates rejected (rows kept in quarantine),
-    counted in tag values: a rejected wide row of a landed file counts once per tag in it."""
+    """Share of the window's measurements that ingest rejected (kept in quarantine), counted in tag
+    values: a rejected-value record counts once; a wide rejected row (files written before values
+    were judged one by one) once per tag in it."""
     import pandas as pd
 
     from plantops.storage import read_bronze

@@ -55,7 +55,7 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
         from plantops.stages import notify
 
         notified = notify.send(use_case, "quarantine", f"{len(quarantined)} landed file(s) quarantined",
-                               "\n".join(f"- {f['name']}: {f.get('reason', '')}" for f in quarantined)
+                               "\n".join(f"- {f['file']}: {f.get('reason', '')}" for f in quarantined)
                                + "\n\nNothing was lost: fix the file and release it (python -m plantops.cli "
                                f"release {use_case_id} <file>).", notify.ui_link(use_case.dag_id("ingest"), run_id))
     return {
@@ -513,12 +513,19 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
         f"{' on ' + f['tag'] if f['tag'] else ''} by {f['author']}: {' '.join(f['comment'].split())}"
         for f in record.get("feedback") or []
     ] or ["- none"]
-    perf = record.get("performance") or {}
+    perf = record.get("performance")
     alarm = record["alarm_rate"]
+    if perf is None:
+        labelled = "on labelled data: not applicable (no lab results or feedback labels in the lookback)"
+    else:
+        def rate(value: float | None, missing: str) -> str:
+            return missing if value is None else f"{value:.0%}"
+
+        labelled = (f"on {perf['n_labelled']} labelled rows: detection "
+                    f"{rate(perf['detection_rate'], 'n/a (no fault-labelled rows)')}, false alarms "
+                    f"{rate(perf['far'], 'n/a (no normal-labelled rows)')}")
     lines += ["", f"Champion: version {record['champion_version']}; alarm rate in the window: "
-              f"{'n/a' if alarm is None else f'{alarm:.0%}'}; on labelled data: detection "
-              f"{perf.get('detection_rate', 'n/a')}, false alarms {perf.get('far', 'n/a')} "
-              f"({perf.get('n_labelled', 0)} labelled rows)",
+              f"{'n/a (nothing scored)' if alarm is None else f'{alarm:.0%}'}; {labelled}",
               "", f"Drift report: [{record['report_url']}]({record['report_url']})",
               "", "*Retrain now* learns this window as normal. *Retrain from a new reference window* declares "
               "the state from `reference_start` on (empty: the newest plant event, else the window's start) the "
