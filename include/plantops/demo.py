@@ -103,10 +103,14 @@ class Demo:
         )
         from plantops.orchestration.dagfactory import build_all
 
+        from airflow.sdk.definitions._internal.types import NOTSET
+
         self.dags = build_all()
-        # dag.test() keeps a run's conf in the DAG's params: each run starts from the defaults, as a
-        # run under a scheduler (a freshly parsed DAG) does.
-        self.params = {dag_id: copy.deepcopy(dag.params) for dag_id, dag in self.dags.items()}
+        # dag.test() keeps a run's conf in its tasks' params: each run is given every param's
+        # default explicitly, so it starts from the defaults, as a run of a freshly parsed DAG does.
+        self.defaults = {dag_id: {k: copy.deepcopy(dag.params.get_param(k).value) for k in dag.params.keys()
+                                  if dag.params.get_param(k).value is not NOTSET}
+                         for dag_id, dag in self.dags.items()}
 
     def stop(self) -> None:
         if self.mail is not None:
@@ -139,9 +143,9 @@ class Demo:
     def run(self, stage: str, conf: dict | None = None, logical_date: datetime | None = None,
             use_case: str = USE_CASE) -> dict[str, str]:
         dag = self.dags[f"{use_case}__{stage}"]
-        dag.params = copy.deepcopy(self.params[dag.dag_id])
         started = time.monotonic()
-        dr = dag.test(run_conf=conf or {}, logical_date=logical_date or datetime.now(timezone.utc))
+        dr = dag.test(run_conf={**self.defaults[dag.dag_id], **(conf or {})},
+                      logical_date=logical_date or datetime.now(timezone.utc))
         states: dict[str, str] = {}
         for ti in dr.get_task_instances():
             # A task mapped per asset succeeded when any of its instances did.

@@ -84,7 +84,8 @@ def episode_frame(episode: Episode):
     import pandas as pd
 
     data = tep.load_run(episode.fault, episode.test)[episode.offset: episode.offset + SAMPLES_PER_DAY]
-    frame = pd.DataFrame(data, columns=list(tep.TAGS))
+    # A copy: the runs are cached, and a shifted episode must not change the cached run in place.
+    frame = pd.DataFrame(data.copy(), columns=list(tep.TAGS))
     if episode.shift:
         import numpy as np
 
