@@ -188,7 +188,7 @@ class Quality(_Frozen):
 
 
 class Rules(_Frozen):
-    """The action of each named rule of the monitor policy (README "The monitor policy").
+    """The action of each named rule of the monitor policy (README "Monitoring policy").
 
     Upset: the champion alarms on the window and nobody said the alarms were false; it detects what
     it was trained to detect, so operators are told and nothing is retrained. Staleness (false
