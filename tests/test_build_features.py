@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from plantops.sources import tep
-from plantops.features import feature_columns, wide_features_pandas
+from plantops.features import DEFAULT_MAX_GAP_SECONDS, feature_columns, wide_features_pandas
 from spark_jobs.build_features import main, parse_args, read_bronze, transform
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
@@ -33,9 +33,9 @@ def tep_long(tags: list[str]) -> pd.DataFrame:
     return long
 
 
-def spark_result(spark, long: pd.DataFrame, tags: list[str], bucket_seconds: int, rolling: int
-                 ) -> pd.DataFrame:
-    out = transform(spark.createDataFrame(long), tags, bucket_seconds, rolling).toPandas()
+def spark_result(spark, long: pd.DataFrame, tags: list[str], bucket_seconds: int, rolling: int,
+                 max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS) -> pd.DataFrame:
+    out = transform(spark.createDataFrame(long), tags, bucket_seconds, rolling, max_gap_seconds).toPandas()
     # toPandas gives naive timestamps in the session time zone (UTC in the fixture).
     out["ts"] = pd.to_datetime(out["ts"]).dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
     return out.sort_values(["asset", "ts"]).reset_index(drop=True)
