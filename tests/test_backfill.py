@@ -241,6 +241,28 @@ def test_one_job_builds_scattered_ranges_and_the_gate_checks_them(spark, line_b)
 
     checked = pipeline.check_feature_ranges(UC, plan["ranges"])
     assert checked == {"asset": None, "rows": 3 * 2 * 480, "ranges": plan["ranges"],
-                       "days": ["2024-01-02", "2024-01-03", "2025-01-10"]}
+                       "days": ["2024-01-02", "2024-01-03", "2025-01-10"], "missing": {}}
     assert_same(pipeline.load_features(UC).drop(columns="date"),
                 wide_features_pandas(pd.concat(frames), TAGS, 180, 20))
+
+
+def test_the_gate_passes_a_tag_missing_after_max_gap_and_counts_it(spark, line_b):
+    """A tag silent for longer than max_gap is missing by contract: the gate passes the day and
+    says how many rows miss it; a null where the contract never has one still fails the gate."""
+    from plantops.config import get_use_case
+    from plantops.settings import get_settings
+    from plantops.stages.validation import validate_features
+
+    frame = bronze_day(get_settings().bronze_root, "2024-01-02", 50.0, 1)
+    # reactor_a's XMEAS_9 stops at 06:00: carried until 11:57 (6 h), missing from 12:00 on.
+    quiet = (frame["asset"] == "reactor_a") & (frame["tag"] == "XMEAS_9") & (frame["ts"].dt.hour >= 6)
+    write_bronze_day(get_settings().bronze_root / UC, "2024-01-02", frame[~quiet])
+    build(["2024-01-02"])
+    checked = pipeline.check_feature_ranges(UC, "2024-01-02:2024-01-03", asset=None)
+    assert checked["rows"] == 2 * 480 and checked["missing"] == {"XMEAS_9": 240}
+
+    features = pipeline.load_features(UC)
+    assert validate_features(get_use_case(UC), features).success
+    broken = features.assign(XMEAS_7__rstd=features["XMEAS_7__rstd"].where(features.index > 0))
+    outcome = validate_features(get_use_case(UC), broken)
+    assert not outcome.success and "expect_column_values_to_not_be_null(XMEAS_7__rstd): 1 rows" in outcome.reason()

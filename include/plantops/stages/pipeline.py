@@ -207,13 +207,18 @@ def check_feature_ranges(use_case_id: str, ranges: str, asset: str | None = None
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if asset and frame.empty:
         log.warning("%s: no feature rows for asset %s in %s", use_case_id, asset, ranges)
-        return {"asset": asset, "rows": 0, "ranges": ranges, "days": []}
+        return {"asset": asset, "rows": 0, "ranges": ranges, "days": [], "missing": {}}
     outcome = validate_features(use_case, frame)
     if not outcome.success:
         raise ValueError(f"feature gate failed for {use_case_id}{'/' + asset if asset else ''} "
                          f"{ranges}: {outcome.reason()}")
+    tags = [t for t in use_case.tag_names if t in frame.columns]
+    missing = {t: int(n) for t, n in frame[tags].isna().sum().items() if n}
+    if missing:
+        log.warning("%s%s %s: rows where a tag was silent for longer than features.max_gap (%s), so missing: %s",
+                    use_case_id, "/" + asset if asset else "", ranges, use_case.features.max_gap, missing)
     return {"asset": asset, "rows": len(frame), "ranges": ranges,
-            "days": sorted(frame["date"].unique().tolist())}
+            "days": sorted(frame["date"].unique().tolist()), "missing": missing}
 
 
 # -- train ----------------------------------------------------------------------------------------
