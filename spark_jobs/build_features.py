@@ -1,15 +1,18 @@
 """Build the wide feature table of one use case from its bronze rows (PySpark job).
 
 Reads ``<input>/date=YYYY-MM-DD/*.parquet`` (long rows: asset, tag, ts, value, quality, ...) for
-the days ``[start - lookback_days, end)``, turns them into the wide contract of
-:mod:`plantops.features` (per asset and time bucket: ``<tag>``, ``<tag>__rmean``,
-``<tag>__rstd``) and writes the buckets of ``[start, end)`` to ``<output>/date=YYYY-MM-DD/``.
+each day range ``[start, end)`` of ``--ranges`` (or the one range ``--start``/``--end``) plus its
+own ``lookback_days`` before it, turns them into the wide contract of :mod:`plantops.features`
+(per asset and time bucket: ``<tag>``, ``<tag>__rmean``, ``<tag>__rstd``) and writes the buckets
+of the ranges to ``<output>/date=YYYY-MM-DD/``.
 
 The lookback days are read only to warm up the carry-forward and the rolling windows; they are
-never written. The write replaces exactly the day partitions it produces, so a rerun of a range is
-idempotent and leaves every other day alone.
+never written. Each range is transformed on its own, so a backfill of an old day lands in a range
+of its own and the days between it and today are neither read nor written. The write replaces
+exactly the day partitions it produces, so a rerun of a range is idempotent and leaves every
+other day alone.
 
-Spark writes the whole range into a hidden staging folder first (``<output>/.staging-<uuid>/``,
+Spark writes every range into one hidden staging folder first (``<output>/.staging-<uuid>/``,
 skipped by every parquet reader); only after Spark's commit succeeded is each day folder swapped
 into place with one atomic rename (Linux ``renameat2(RENAME_EXCHANGE)``). A job killed at any
 instant therefore leaves each day complete and either old or new, never half-written, doubled or
@@ -20,8 +23,8 @@ in, and a kill between the two leaves the day missing. An output on a cluster fi
 
     spark-submit --master 'local[2]' spark_jobs/build_features.py \\
         --input data/bronze/tep_reactor --output data/features/tep_reactor \\
-        --start 2024-01-02 --end 2024-01-03 --lookback-days 1 \\
-        --tags XMEAS_1,XMEAS_2 --bucket-seconds 180 --rolling-buckets 10
+        --ranges 2024-01-02:2024-01-04,2025-06-01:2025-06-02 --lookback-days 1 \\
+        --tags XMEAS_1,XMEAS_2 --bucket-seconds 180 --rolling-buckets 10 --max-gap-seconds 21600
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, TimestampType
 
 from plantops.config import IDENTIFIER
+from plantops.features import DEFAULT_MAX_GAP_SECONDS, parse_ranges
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +88,16 @@ def _utc_day(ts: Column) -> Column:
     return F.date_from_unix_date(F.floor(_epoch(ts) / 86400).cast("int")).cast("string")
 
 
-def transform(df: DataFrame, tags: list[str], bucket_seconds: int, rolling_buckets: int) -> DataFrame:
+def transform(
+    df: DataFrame, tags: list[str], bucket_seconds: int, rolling_buckets: int,
+    max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS,
+) -> DataFrame:
     """Bronze long rows -> wide features, numerically equal to ``wide_features_pandas``.
 
     One row per asset and bucket that has at least one good value of one of ``tags``; ``ts`` is
-    the bucket start. Columns: ``asset``, ``ts``, then ``feature_columns(tags)``.
+    the bucket start. Columns: ``asset``, ``ts``, then ``feature_columns(tags)``. A tag's last
+    bucket mean is carried forward for at most ``max_gap_seconds``; the rolling windows cover the
+    last ``rolling_buckets`` buckets of time, whatever rows there are in them.
     """
     tags = list(tags)
     if not tags:
@@ -97,6 +106,8 @@ def transform(df: DataFrame, tags: list[str], bucket_seconds: int, rolling_bucke
         raise ValueError(
             f"bucket_seconds and rolling_buckets must be >= 1, got {bucket_seconds}, {rolling_buckets}"
         )
+    if max_gap_seconds < bucket_seconds:
+        raise ValueError(f"max_gap_seconds ({max_gap_seconds}) must be >= bucket_seconds ({bucket_seconds})")
 
     epoch = _epoch(F.col("ts"))
     # pmod keeps the arithmetic in integers (the Python Column API has no `div`) and floors like
@@ -113,15 +124,17 @@ def transform(df: DataFrame, tags: list[str], bucket_seconds: int, rolling_bucke
     # Explicit pivot values: no extra job to discover them, and the column order is the tag order.
     wide = per_tag.groupBy("asset", "bucket").pivot("tag", tags).agg(F.first(F.col("total") / F.col("n")))
 
+    # Both windows are ranges of the integer bucket epoch, not counts of rows: a months-long gap
+    # between two rows is a gap, so what a row gets never depends on how far back a run read.
     ordered = Window.partitionBy("asset").orderBy("bucket")
-    history = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    recent = ordered.rangeBetween(-max_gap_seconds, Window.currentRow)
     filled = wide.select(
         "asset",
         "bucket",
-        *[F.last(F.col(tag), ignorenulls=True).over(history).alias(tag) for tag in tags],
+        *[F.last(F.col(tag), ignorenulls=True).over(recent).alias(tag) for tag in tags],
     )
 
-    rolling = ordered.rowsBetween(-(rolling_buckets - 1), Window.currentRow)
+    rolling = ordered.rangeBetween(-(rolling_buckets - 1) * bucket_seconds, Window.currentRow)
     features: list[Column] = []
     for tag in tags:
         features.append(F.col(tag))
@@ -132,12 +145,11 @@ def transform(df: DataFrame, tags: list[str], bucket_seconds: int, rolling_bucke
     return filled.select("asset", F.timestamp_seconds("bucket").alias("ts"), *features)
 
 
-def read_bronze(spark: SparkSession, root: str, first_day: date, end_day: date) -> DataFrame:
-    """Bronze rows of the day partitions in [first_day, end_day), ``ts`` as a Spark timestamp.
+def open_bronze(spark: SparkSession, root: str) -> DataFrame:
+    """Every bronze row under ``root`` (lazily: nothing is scanned until days are picked with
+    :func:`bronze_days`), ``ts`` as a Spark timestamp, plus the ``date`` partition as a string.
 
-    Reads the root and filters on the ``date`` partition column, so Spark lists and scans only
-    those folders and missing days are simply absent. Raises NoDataError when the root has no
-    readable parquet at all.
+    Raises NoDataError when the root has no readable parquet at all.
     """
     # pyarrow writes pandas' datetime64[ns] as TIMESTAMP(NANOS), which Spark refuses to read as a
     # timestamp; with this flag such columns arrive as epoch nanoseconds and are converted below.
@@ -153,8 +165,7 @@ def read_bronze(spark: SparkSession, root: str, first_day: date, end_day: date) 
         raise ValueError(f"{root}: bronze rows lack columns {missing} (expected date=YYYY-MM-DD folders)")
     # Partition type inference makes `date` a DateType or, for odd folder names, a string; a
     # string comparison of ISO dates is correct for both and still prunes partitions.
-    day = F.col("date").cast("string")
-    df = raw.filter((day >= F.lit(first_day.isoformat())) & (day < F.lit(end_day.isoformat())))
+    df = raw.withColumn("date", F.col("date").cast("string"))
     ts_type = raw.schema["ts"].dataType
     if isinstance(ts_type, LongType):
         # Integer `div` (exact, unlike `/` on doubles); F.timestamp_nanos would produce Spark
@@ -162,7 +173,20 @@ def read_bronze(spark: SparkSession, root: str, first_day: date, end_day: date) 
         df = df.withColumn("ts", F.timestamp_micros(F.expr("ts div 1000")))
     elif not isinstance(ts_type, TimestampType):
         raise ValueError(f"{root}: bronze column ts is {ts_type.simpleString()}, expected a timestamp")
-    return df.select(*BRONZE_COLUMNS)
+    return df.select(*BRONZE_COLUMNS, "date")
+
+
+def bronze_days(bronze: DataFrame, first_day: date, end_day: date) -> DataFrame:
+    """The rows of :func:`open_bronze` in the day partitions [first_day, end_day): Spark lists
+    and scans only those folders, and missing days are simply absent."""
+    day = F.col("date")
+    return bronze.filter((day >= F.lit(first_day.isoformat())) & (day < F.lit(end_day.isoformat()))).select(
+        *BRONZE_COLUMNS)
+
+
+def read_bronze(spark: SparkSession, root: str, first_day: date, end_day: date) -> DataFrame:
+    """Bronze rows of the day partitions in [first_day, end_day), ``ts`` as a Spark timestamp."""
+    return bronze_days(open_bronze(spark, root), first_day, end_day)
 
 
 def _iso_day(text: str) -> date:
@@ -200,25 +224,52 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _range_list(text: str) -> list[tuple[date, date]]:
+    try:
+        return parse_ranges(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="build_features", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--input", required=True, help="bronze folder of one use case (date=YYYY-MM-DD/*.parquet)")
     add("--output", required=True, help="features folder of the use case")
-    add("--start", required=True, type=_iso_day, help="first day to write (inclusive)")
-    add("--end", required=True, type=_iso_day, help="day after the last one to write (exclusive)")
+    add("--ranges", type=_range_list, default=None,
+        help="START:END[,START:END...]: day ranges [START, END) to write, each with its own lookback "
+             "(instead of --start/--end)")
+    add("--start", type=_iso_day, default=None, help="first day to write (inclusive); one range")
+    add("--end", type=_iso_day, default=None, help="day after the last one to write (exclusive)")
     add("--lookback-days", type=_non_negative, default=1, help="extra days read to warm up the windows")
     add("--tags", required=True, type=_tag_list, help="comma-separated tag names, in column order")
     add("--bucket-seconds", required=True, type=_positive)
     add("--rolling-buckets", required=True, type=_positive)
+    add("--max-gap-seconds", type=_positive, default=DEFAULT_MAX_GAP_SECONDS,
+        help="how long a tag's last bucket mean is carried forward before the tag counts as missing")
     add("--master", default=None, help="Spark master; default: spark-submit's, else local[*]")
     args = parser.parse_args(argv)
-    if args.end <= args.start:
+    if args.ranges is not None:
+        if args.start or args.end:
+            parser.error("give either --ranges or --start/--end, not both")
+    elif args.start is None or args.end is None:
+        parser.error("give the days to write: --ranges START:END[,...] or --start and --end")
+    elif args.end <= args.start:
         parser.error(f"--end ({args.end}) must be after --start ({args.start})")
+    else:
+        args.ranges = [(args.start, args.end)]
+    if args.max_gap_seconds < args.bucket_seconds:
+        parser.error(f"--max-gap-seconds ({args.max_gap_seconds}) must be >= --bucket-seconds ({args.bucket_seconds})")
     if 86400 % args.bucket_seconds:
         # A bucket straddling midnight is written with the day it starts in but averages rows
         # of the next day, so its value depends on which range's run wrote it last.
         log.warning("--bucket-seconds %d does not divide a day; buckets cross midnight", args.bucket_seconds)
+    reach = args.max_gap_seconds + (args.rolling_buckets - 1) * args.bucket_seconds
+    if args.lookback_days * 86400 < reach:
+        # Then the first hours of a range depend on where the range starts: a day rebuilt alone
+        # can differ from the same day built after its predecessor.
+        log.warning("--lookback-days %d reads less than max gap + rolling window (%d s) before each range",
+                    args.lookback_days, reach)
     return args
 
 
@@ -239,34 +290,55 @@ def _epoch_seconds(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
 
 
+def _spans(ranges: list[tuple[date, date]]) -> str:
+    return ", ".join(f"[{start}, {end})" for start, end in ranges)
+
+
 def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, int]:
-    """Read, transform and write one range. Returns row counts; raises NoDataError."""
+    """Read, transform and write the ranges in one write. Returns row counts; raises NoDataError.
+
+    Each range is read with its own lookback and transformed on its own (its windows never see
+    another range's rows); the ranges' rows are then written and published together, so one job
+    and one staging folder serve a daily run and a backfill of scattered old days alike.
+    """
     # The job itself computes buckets and days from epoch seconds and does not depend on the
     # session time zone; UTC keeps anything a person reads off this session (logs, show()) in UTC.
     spark.conf.set("spark.sql.session.timeZone", "UTC")
     # Spark's default INT96 is deprecated and read back by pyarrow as a naive timestamp.
     spark.conf.set("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
 
-    first_day = args.start - timedelta(days=args.lookback_days)
-    bronze = read_bronze(spark, args.input, first_day, args.end)
-    start_s, end_s = _epoch_seconds(args.start), _epoch_seconds(args.end)
-    in_range = (_epoch(F.col("ts")) >= start_s) & (_epoch(F.col("ts")) < end_s)
-
-    # A cheap limit-1 probe: a range without good rows would write nothing, and silently
-    # succeeding on it would hide a broken upstream ingest.
-    if _good(bronze, args.tags).filter(in_range).isEmpty():
+    source = open_bronze(spark, args.input)
+    seen_in: list[Observation] = []
+    parts: list[DataFrame] = []
+    empty: list[tuple[date, date]] = []
+    for start, end in args.ranges:
+        bronze = bronze_days(source, start - timedelta(days=args.lookback_days), end)
+        start_s, end_s = _epoch_seconds(start), _epoch_seconds(end)
+        in_range = (_epoch(F.col("ts")) >= start_s) & (_epoch(F.col("ts")) < end_s)
+        # A cheap limit-1 probe: a range without good rows would write nothing, and silently
+        # succeeding on it would hide a broken upstream ingest.
+        if _good(bronze, args.tags).filter(in_range).isEmpty():
+            empty.append((start, end))
+            continue
+        # Observations count during the write itself instead of re-running the plan for count().
+        seen_in.append(Observation(f"bronze_in_{len(seen_in)}"))
+        bronze = bronze.observe(seen_in[-1], F.count(F.lit(1)).alias("rows"))
+        parts.append(
+            transform(bronze, args.tags, args.bucket_seconds, args.rolling_buckets, args.max_gap_seconds)
+            .filter(in_range))
+    if not parts:
         raise NoDataError(
-            f"no good bronze rows for the {len(args.tags)} tags in [{args.start}, {args.end}) "
-            f"under {args.input}"
-        )
+            f"no good bronze rows for the {len(args.tags)} tags in {_spans(args.ranges)} under {args.input}")
+    if empty:
+        log.warning("no good bronze rows in %s under %s: those days are left as they are",
+                    _spans(empty), args.input)
 
-    # Observations count during the write itself instead of re-running the plan for count().
-    seen_in = Observation("bronze_in")
     seen_out = Observation("features_out")
-    bronze = bronze.observe(seen_in, F.count(F.lit(1)).alias("rows"))
+    features = parts[0]
+    for part in parts[1:]:
+        features = features.unionByName(part)
     features = (
-        transform(bronze, args.tags, args.bucket_seconds, args.rolling_buckets)
-        .filter(in_range)
+        features
         .withColumn("date", _utc_day(F.col("ts")))
         .observe(seen_out, F.count(F.lit(1)).alias("rows"))
         # One file per day, rows in key order: the readers load whole days per asset.
@@ -288,7 +360,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, int]:
                 log.info("published %d days into %s: %s", len(days), local, ", ".join(days))
             finally:
                 shutil.rmtree(staging, ignore_errors=True)
-    return {"rows_in": int(seen_in.get["rows"]), "rows_out": int(seen_out.get["rows"])}
+    return {"rows_in": sum(int(o.get["rows"]) for o in seen_in), "rows_out": int(seen_out.get["rows"])}
 
 
 def local_folder(output: str) -> Path | None:
@@ -379,15 +451,12 @@ def main(argv: list[str] | None = None) -> int:
         if owned:
             spark.stop()
     log.info(
-        "build_features: %d bronze rows in (days %s..%s incl. %d lookback), %d feature rows out "
-        "for [%s, %s) -> %s in %.1f s",
+        "build_features: %d bronze rows in (with %d lookback days per range), %d feature rows out for %s -> %s "
+        "in %.1f s",
         counts["rows_in"],
-        args.start - timedelta(days=args.lookback_days),
-        args.end - timedelta(days=1),
         args.lookback_days,
         counts["rows_out"],
-        args.start,
-        args.end,
+        _spans(args.ranges),
         args.output,
         time.monotonic() - began,
     )

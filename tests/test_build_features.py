@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from plantops.sources import tep
-from plantops.features import feature_columns, wide_features_pandas
+from plantops.features import DEFAULT_MAX_GAP_SECONDS, feature_columns, wide_features_pandas
 from spark_jobs.build_features import main, parse_args, read_bronze, transform
 
 T0 = pd.Timestamp("2024-03-01", tz="UTC")
@@ -33,9 +33,9 @@ def tep_long(tags: list[str]) -> pd.DataFrame:
     return long
 
 
-def spark_result(spark, long: pd.DataFrame, tags: list[str], bucket_seconds: int, rolling: int
-                 ) -> pd.DataFrame:
-    out = transform(spark.createDataFrame(long), tags, bucket_seconds, rolling).toPandas()
+def spark_result(spark, long: pd.DataFrame, tags: list[str], bucket_seconds: int, rolling: int,
+                 max_gap_seconds: int = DEFAULT_MAX_GAP_SECONDS) -> pd.DataFrame:
+    out = transform(spark.createDataFrame(long), tags, bucket_seconds, rolling, max_gap_seconds).toPandas()
     # toPandas gives naive timestamps in the session time zone (UTC in the fixture).
     out["ts"] = pd.to_datetime(out["ts"]).dt.tz_localize("UTC").astype("datetime64[ns, UTC]")
     return out.sort_values(["asset", "ts"]).reset_index(drop=True)
@@ -101,8 +101,11 @@ def test_bad_quality_is_ignored_and_gaps_are_carried_forward(spark):
     assert got["ts"].tolist() == [T0, T0 + pd.Timedelta(minutes=3), T0 + pd.Timedelta(minutes=9)]
     assert got["X"].tolist() == [2.0, 5.0, 9.0]
     assert got["Y"].tolist() == [10.0, 10.0, 20.0]
-    assert got["X__rmean"].tolist() == [2.0, 3.5, 7.0]
-    assert got["Y__rstd"].tolist() == pytest.approx([0.0, 0.0, np.std([10.0, 20.0], ddof=1)])
+    # The window is 2 buckets of time: at minute 9 it spans buckets 2 and 3, and bucket 2 has no
+    # row, so only bucket 3 counts (a window of 2 rows would have reached back to bucket 1).
+    assert got["X__rmean"].tolist() == [2.0, 3.5, 9.0]
+    assert got["Y__rstd"].tolist() == pytest.approx([0.0, 0.0, 0.0])
+    assert got["Y__rmean"].tolist() == [10.0, 10.0, 20.0]
     assert_same(got, wide_features_pandas(long, ["X", "Y"], 180, 2))
 
 

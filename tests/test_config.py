@@ -27,6 +27,7 @@ def test_shipped_use_case_is_valid_and_frozen():
     assert uc.id == "tep_reactor" and len(uc.tags) == 52
     assert len(uc.tags_from("landing")) == 19 and len(uc.tags_from("historian")) == 33
     assert uc.features.bucket_seconds == 180
+    assert (uc.features.max_gap, uc.features.max_gap_seconds) == ("6h", 6 * 3600)  # the default
     with pytest.raises(Exception):
         uc.id = "other"  # frozen
 
@@ -38,6 +39,9 @@ def test_shipped_use_case_is_valid_and_frozen():
         (lambda d: d["tags"][0].update(min="low"), "tags.0.min", "valid number"),
         (lambda d: d["tags"][1].update(min=10, max=1), "tags.1", "must be below max"),
         (lambda d: d["features"].update(bucket="3 fortnights"), "features.bucket", "duration"),
+        (lambda d: d["features"].update(max_gap="a while"), "features.max_gap", "duration"),
+        (lambda d: d["features"].update(bucket="10min", max_gap="5min"), "features",
+         "max_gap (5min) must be at least one bucket (10min)"),
         (lambda d: d["tags"][2].update(name="XMEAS 3; DROP TABLE"), "tags.2.name", "pattern"),
         (lambda d: d.update(execution="mainframe"), "execution", "'local' or 'kubernetes'"),
         (lambda d: d.update(execution="kubernetes"), "kubernetes.image", "required when execution is 'kubernetes'"),

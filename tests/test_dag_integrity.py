@@ -143,7 +143,7 @@ def test_features_spark_task_submits_through_the_provider_hook(dagbag):
 
     class TI:
         def xcom_pull(self, task_ids=None, **kwargs):
-            return {"start": "2026-03-24", "end": "2026-03-26"}
+            return {"ranges": "2025-11-02:2025-11-03,2026-03-24:2026-03-26", "days": [], "lookahead": []}
 
     task.render_template_fields({"ti": TI()})
     with mock.patch("airflow.providers.apache.spark.hooks.spark_submit.SparkSubmitHook") as hook_class:
@@ -152,7 +152,8 @@ def test_features_spark_task_submits_through_the_provider_hook(dagbag):
         task.execute({})
         kwargs = hook_class.call_args.kwargs
         assert kwargs["conn_id"] == "plantops_spark"
-        assert kwargs["application_args"][-4:] == ["--start", "2026-03-24", "--end", "2026-03-26"]
+        assert kwargs["application_args"][-2:] == ["--ranges", "2025-11-02:2025-11-03,2026-03-24:2026-03-26"]
+        assert kwargs["application_args"][kwargs["application_args"].index("--max-gap-seconds") + 1] == "21600"
         assert kwargs["conf"]["spark.sql.session.timeZone"] == "UTC" and "PLANTOPS_HOME" in kwargs["env_vars"]
         hook.submit.assert_called_once_with(str(REPO / "spark_jobs" / "build_features.py"))
         task.on_kill()

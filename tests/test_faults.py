@@ -349,8 +349,8 @@ def _feature_job_command(use_case, start: str, end: str) -> tuple[list[str], dic
     from plantops.orchestration.dagfactory import assets, build_features
 
     task = build_features(use_case, assets(use_case)).get_task("build_features")
-    # plan_window's XCom, rendered: the only templated arguments are --start and --end.
-    args = [start if "['start']" in arg else end if "['end']" in arg else arg for arg in task.application_args]
+    # plan_window's XCom, rendered: the only templated argument is --ranges.
+    args = [f"{start}:{end}" if "['ranges']" in arg else arg for arg in task.application_args]
     hook = SparkSubmitHook(conf=dict(task.conf or {}), conn_id=task.conn_id, name=task.name,
                            application_args=args, env_vars=dict(task.env_vars or {}))
     return hook._build_spark_submit_command(task.application), {**os.environ, **(task.env_vars or {})}

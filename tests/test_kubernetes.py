@@ -35,14 +35,16 @@ KUBE = {
     "data_volume_claim": "plantops-lake",
 }
 DAY, PREVIOUS_DAY = "2026-03-25", "2026-03-24"
-WINDOW = {"start": PREVIOUS_DAY, "end": "2026-03-26"}
+# plan_window's XCom for a run whose ingest wrote two consecutive days and a backfilled old one.
+WINDOW = {"ranges": f"2025-11-02:2025-11-03,{PREVIOUS_DAY}:2026-03-26", "days": ["2025-11-02", PREVIOUS_DAY, DAY],
+          "lookahead": []}
 # task id -> (DAG stage, the arguments after `python -m plantops.orchestration.task`) for a run of RUN_ID
 RUN_ID = "scheduled__2026-03-25T00:00:00+00:00"
 POD_TASKS = {
     "ingest_sources": ("ingest", ["ingest", "--use-case=tep_reactor", "--start=2026-03-25T00:00:00+00:00",
                                   "--end=2026-03-26T00:00:00+00:00", f"--run-id={RUN_ID}"]),
-    "check_features": ("features", ["check_features", "--use-case=tep_reactor", f"--start={PREVIOUS_DAY}",
-                                    "--end=2026-03-26"]),
+    "check_features": ("features", ["check_features", "--use-case=tep_reactor",
+                                    f"--ranges=2025-11-02:2025-11-03,{PREVIOUS_DAY}:2026-03-26"]),
     "train_model": ("train", ["train", "--use-case=tep_reactor", f"--run-id={RUN_ID}", "--reference-start=",
                               "--reason=scheduled", "--monitor-run-id=", "--approved-by=", "--approval-reason="]),
     "score_window": ("score", ["score", "--use-case=tep_reactor", f"--day={DAY}"]),
@@ -209,7 +211,7 @@ def test_spark_application(kube_dags, local_dags):
     # The same arguments as spark-submit gets in the local use case, rendered for the same run.
     local = local_dags["tep_reactor__features"]
     assert spec["arguments"] == render(local, local.get_task("build_features")).application_args
-    assert spec["arguments"][-4:] == ["--start", WINDOW["start"], "--end", WINDOW["end"]]
+    assert spec["arguments"][-2:] == ["--ranges", WINDOW["ranges"]]
     assert spec["arguments"][spec["arguments"].index("--input") + 1] == f"{settings_home()}/bronze/tep_reactor"
 
     assert (spec["driver"]["cores"], spec["driver"]["memory"]) == (1, "1g")

@@ -96,19 +96,39 @@ class LandingSource(_Frozen):
 
 
 class Features(_Frozen):
+    """How bronze becomes features (the contract is in :mod:`plantops.features`).
+
+    ``rolling_buckets``: the rolling window is ``rolling_buckets`` buckets *of time*, however many
+    rows a gap left in it. ``max_gap``: how long a tag's last bucket mean is carried forward over
+    buckets without a good value; beyond it the tag is missing (NaN), not stale.
+    """
+
     bucket: str = "3min"
     rolling_buckets: int = Field(default=10, ge=2, le=1000)
     lookback_days: int = Field(default=1, ge=0, le=30)
+    max_gap: str = "6h"
 
-    @field_validator("bucket")
+    @field_validator("bucket", "max_gap")
     @classmethod
-    def _bucket(cls, value: str) -> str:
-        parse_duration(value)
+    def _duration(cls, value: str) -> str:
+        if parse_duration(value).total_seconds() <= 0:
+            raise ValueError(f"expected a positive duration, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _gap(self) -> Features:
+        if self.max_gap_seconds < self.bucket_seconds:
+            raise ValueError(f"max_gap ({self.max_gap}) must be at least one bucket ({self.bucket}): "
+                             "a shorter gap would drop a tag between two buckets that both hold it")
+        return self
 
     @property
     def bucket_seconds(self) -> int:
         return int(parse_duration(self.bucket).total_seconds())
+
+    @property
+    def max_gap_seconds(self) -> int:
+        return int(parse_duration(self.max_gap).total_seconds())
 
 
 class Model(_Frozen):

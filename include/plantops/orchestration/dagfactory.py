@@ -31,8 +31,9 @@ STAGE_DOCS = {
     "ingest": "Pulls the historian window of the data interval and every file NiFi completed in the landing "
               "folder, validates both with Great Expectations and writes bronze parquet by date. Bad files go "
               "to quarantine with a reason; rejected rows are kept beside them. Runs daily and when a file lands.",
-    "features": "Runs `spark_jobs/build_features.py` with spark-submit over the days the ingest wrote "
-                "(resampling, rolling means and standard deviations per tag), then the GX feature gate.",
+    "features": "Runs `spark_jobs/build_features.py` with spark-submit over the days the ingest wrote, one range "
+                "per run of consecutive days plus the built days that read them as lookback (resampling, "
+                "rolling means and standard deviations per tag), then the GX feature gate.",
     "train": "Trains the fault detector and the PCA T²/Q baseline on the same data, logs both to MLflow, "
              "registers a version with alias `challenger` and promotes it to `champion` only when it beats "
              "the champion on the same held-out data. Nightly, or on demand from the monitor.",
@@ -182,14 +183,17 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         "end": Param(None, type=["null", "string"], description="day after the last day to rebuild"),
     }) as dag:
 
+        # {"ranges": "START:END[,...]", "days": changed days, "lookahead": built days rebuilt with them}:
+        # one range per run of consecutive days, so a backfilled old day never rebuilds the days
+        # between it and today. `ranges` goes to the job and the gate as it is.
         @task
         def plan_window(params: dict, **context) -> dict:
-            from plantops.stages.pipeline import feature_window, latest_feature_day
+            from plantops.stages.pipeline import days_between, latest_feature_day, plan_features
 
             if params.get("start") and params.get("end"):
-                return {"start": params["start"], "end": params["end"]}
+                return plan_features(use_case.id, days_between(params["start"], params["end"]))
             days = _days_from_events(context)
-            return feature_window(days or [latest_feature_day(use_case.id)])
+            return plan_features(use_case.id, days or [latest_feature_day(use_case.id)])
 
         @task(outlets=[a["features"]], trigger_rule="none_failed_min_one_success")
         def publish_features(checks, outlet_events=None) -> dict:
@@ -202,10 +206,7 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         window = plan_window()
         if kube:
             build = kube.spark_task(use_case, "build_features", spark_args(use_case), SPARK_CONF)
-            check = kube.pod_task(use_case, "check_features", "check_features", [
-                "--start={{ ti.xcom_pull(task_ids='plan_window')['start'] }}",
-                "--end={{ ti.xcom_pull(task_ids='plan_window')['end'] }}",
-            ])
+            check = kube.pod_task(use_case, "check_features", "check_features", [f"--ranges={PLANNED_RANGES}"])
             window >> [build, check]  # check reads plan_window's XCom, as the in-process task does
             build >> check
             publish_features(check.output)
@@ -226,9 +227,9 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         # the GX gate is mapped per asset, so one turbine's bad day names that turbine.
         @task(map_index_template="{{ asset }}")
         def check_features(window: dict, asset: str) -> dict:
-            from plantops.stages.pipeline import check_features as gate
+            from plantops.stages.pipeline import check_feature_ranges
 
-            return gate(use_case.id, window["start"], window["end"], asset if use_case.is_fleet else None)
+            return check_feature_ranges(use_case.id, window["ranges"], asset if use_case.is_fleet else None)
 
         checks = check_features.partial(window=window).expand(asset=list(use_case.assets))
         window >> build >> checks
@@ -236,13 +237,13 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
     return dag
 
 
+# plan_window's day ranges, START:END[,START:END...], as the job and the gate take them.
+PLANNED_RANGES = "{{ ti.xcom_pull(task_ids='plan_window')['ranges'] }}"
+
+
 def spark_args(use_case: UseCase) -> list[str]:
     """build_features.py's arguments, the same for spark-submit and the SparkApplication."""
-    return [
-        *_static_spark_args(use_case),
-        "--start", "{{ ti.xcom_pull(task_ids='plan_window')['start'] }}",
-        "--end", "{{ ti.xcom_pull(task_ids='plan_window')['end'] }}",
-    ]
+    return [*_static_spark_args(use_case), "--ranges", PLANNED_RANGES]
 
 
 def _static_spark_args(use_case: UseCase) -> list[str]:
@@ -254,6 +255,7 @@ def _static_spark_args(use_case: UseCase) -> list[str]:
         "--bucket-seconds", str(use_case.features.bucket_seconds),
         "--rolling-buckets", str(use_case.features.rolling_buckets),
         "--lookback-days", str(use_case.features.lookback_days),
+        "--max-gap-seconds", str(use_case.features.max_gap_seconds),
     ]
 
 

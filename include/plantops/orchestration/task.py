@@ -45,9 +45,10 @@ def parser() -> argparse.ArgumentParser:
     ingest.add_argument("--end", default="", help="ISO end (default: now)")
     ingest.add_argument("--run-id", required=True)
 
-    check = stages.add_parser("check_features", help="GX feature gate over [start, end)")
-    check.add_argument("--start", required=True)
-    check.add_argument("--end", required=True)
+    check = stages.add_parser("check_features", help="GX feature gate over day ranges [start, end)")
+    check.add_argument("--ranges", default="", help="START:END[,START:END...] (plan_window's ranges)")
+    check.add_argument("--start", default="", help="one range's first day (instead of --ranges)")
+    check.add_argument("--end", default="", help="the day after that range's last day")
 
     train = stages.add_parser("train", help="train, register a challenger, promote if better")
     train.add_argument("--run-id", required=True)
@@ -82,6 +83,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise NothingNew(f"nothing new to ingest: {result}")
         return result
     if args.stage == "check_features":
+        if args.ranges:
+            return pipeline.check_feature_ranges(args.use_case, args.ranges)
+        if not (args.start and args.end):
+            raise ValueError("check_features needs --ranges START:END[,...] or --start and --end")
         return pipeline.check_features(args.use_case, args.start, args.end)
     if args.stage == "train":
         from plantops.provenance import git_commit

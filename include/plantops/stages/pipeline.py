@@ -9,6 +9,7 @@ import logging
 import os
 from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from plantops.config import get_use_case, parse_duration
@@ -101,13 +102,57 @@ def landed_days(use_case_id: str, run_id: str) -> list[str]:
 
 # -- features -------------------------------------------------------------------------------------
 
-def feature_window(days: list[str]) -> dict[str, str]:
-    """The smallest [start, end) date range covering the given days."""
+def feature_window(days: list[str], built: Iterable[str] = (), lookback_days: int = 0) -> list[dict[str, str]]:
+    """The day ranges ``[start, end)`` that rebuild the given changed days: one range per run of
+    consecutive days, so days months apart never share a range (nor the days between them).
+
+    A changed day is read as lookback by the next ``lookback_days`` days, so those of them already
+    built (in ``built``) are rebuilt too and join the range; days not built yet are left to their
+    own run. Nothing else is: a backfill of an old day rebuilds that day and its lookahead only.
+    """
     if not days:
         raise ValueError("no days to build features for: the triggering ingest wrote nothing")
-    ordered = sorted(days)
-    end = (datetime.fromisoformat(ordered[-1]) + timedelta(days=1)).strftime("%Y-%m-%d")
-    return {"start": ordered[0], "end": end}
+    changed = {_day(d).date() for d in days}
+    have = {_day(d).date() for d in built}
+    wanted = changed | ({d + timedelta(days=k) for d in changed for k in range(1, lookback_days + 1)} & have)
+    ranges: list[dict[str, str]] = []
+    for day in sorted(wanted):
+        if ranges and ranges[-1]["end"] == day.isoformat():
+            ranges[-1]["end"] = (day + timedelta(days=1)).isoformat()
+        else:
+            ranges.append({"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat()})
+    return ranges
+
+
+def plan_features(use_case_id: str, days: list[str]) -> dict[str, Any]:
+    """What ``<uc>__features`` builds for the changed ``days``: :func:`feature_window` against the
+    feature days that exist. ``ranges`` is the job's ``--ranges`` argument; ``lookahead`` names the
+    built days rebuilt because a changed day is in their lookback."""
+    from plantops.features import format_ranges
+
+    use_case = get_use_case(use_case_id)
+    windows = feature_window(days, built_feature_days(use_case_id), use_case.features.lookback_days)
+    changed = {_day(d).date().isoformat() for d in days}
+    rebuilt = [d for w in windows for d in days_between(w["start"], w["end"])]
+    plan = {"ranges": format_ranges((w["start"], w["end"]) for w in windows), "days": sorted(changed),
+            "lookahead": [d for d in rebuilt if d not in changed]}
+    log.info("%s: building features for %s (changed days %s, lookahead %s)", use_case_id, plan["ranges"],
+             ", ".join(plan["days"]), ", ".join(plan["lookahead"]) or "none")
+    return plan
+
+
+def days_between(start: str, end: str) -> list[str]:
+    """The ISO days of [start, end): what a manual rebuild of a range asks for."""
+    first, after = _day(start).date(), _day(end).date()
+    if after <= first:
+        raise ValueError(f"the end ({end}) must be after the start ({start})")
+    return [(first + timedelta(days=k)).isoformat() for k in range((after - first).days)]
+
+
+def built_feature_days(use_case_id: str) -> list[str]:
+    """The days that have a feature partition, oldest first."""
+    root = get_settings().features_root / use_case_id
+    return sorted(p.name.removeprefix("date=") for p in root.glob("date=*") if p.is_dir())
 
 
 class NoFeatures(FileNotFoundError):
@@ -134,29 +179,46 @@ def load_features(use_case_id: str, start: str | None = None, end: str | None = 
 
 
 def latest_feature_day(use_case_id: str) -> str:
-    days = sorted(p.name.removeprefix("date=") for p in (get_settings().features_root / use_case_id).glob("date=*"))
+    days = built_feature_days(use_case_id)
     if not days:
         raise FileNotFoundError(f"no feature partitions for {use_case_id}")
     return days[-1]
 
 
 def check_features(use_case_id: str, start: str, end: str, asset: str | None = None) -> dict[str, Any]:
-    """The GX gate on the feature table (of one asset, or all): fails the task, naming what broke,
-    when the gate fails. An asset without features in the window is reported, not failed (a
-    turbine whose SCADA link was down that day)."""
+    """The GX gate over one range [start, end): :func:`check_feature_ranges` of it."""
+    return {**check_feature_ranges(use_case_id, f"{start}:{end}", asset), "start": start, "end": end}
+
+
+def check_feature_ranges(use_case_id: str, ranges: str, asset: str | None = None) -> dict[str, Any]:
+    """The GX gate on the feature rows of the day ranges (``START:END[,START:END...]``, as the
+    feature job takes them) of one asset, or all: fails the task, naming what broke, when the gate
+    fails. An asset without features in the ranges is reported, not failed (a turbine whose SCADA
+    link was down that day)."""
+    import pandas as pd
+
+    from plantops.features import format_ranges, parse_ranges
     from plantops.stages.validation import validate_features
 
     use_case = get_use_case(use_case_id)
-    frame = load_features(use_case_id, start, end, asset)
+    spans = [(start.isoformat(), end.isoformat()) for start, end in parse_ranges(ranges)]
+    ranges = format_ranges(spans)
+    frames = [load_features(use_case_id, start, end, asset) for start, end in spans]
+    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
     if asset and frame.empty:
-        log.warning("%s: no feature rows for asset %s in [%s, %s)", use_case_id, asset, start, end)
-        return {"asset": asset, "rows": 0, "start": start, "end": end, "days": []}
+        log.warning("%s: no feature rows for asset %s in %s", use_case_id, asset, ranges)
+        return {"asset": asset, "rows": 0, "ranges": ranges, "days": [], "missing": {}}
     outcome = validate_features(use_case, frame)
     if not outcome.success:
         raise ValueError(f"feature gate failed for {use_case_id}{'/' + asset if asset else ''} "
-                         f"[{start}, {end}): {outcome.reason()}")
-    return {"asset": asset, "rows": len(frame), "start": start, "end": end,
-            "days": sorted(frame["date"].unique().tolist())}
+                         f"{ranges}: {outcome.reason()}")
+    tags = [t for t in use_case.tag_names if t in frame.columns]
+    missing = {t: int(n) for t, n in frame[tags].isna().sum().items() if n}
+    if missing:
+        log.warning("%s%s %s: rows where a tag was silent for longer than features.max_gap (%s), so missing: %s",
+                    use_case_id, "/" + asset if asset else "", ranges, use_case.features.max_gap, missing)
+    return {"asset": asset, "rows": len(frame), "ranges": ranges,
+            "days": sorted(frame["date"].unique().tolist()), "missing": missing}
 
 
 # -- train ----------------------------------------------------------------------------------------
