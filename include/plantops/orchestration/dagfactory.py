@@ -196,10 +196,14 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             return plan_features(use_case.id, days or [latest_feature_day(use_case.id)])
 
         @task(outlets=[a["features"]], trigger_rule="none_failed_min_one_success")
-        def publish_features(checks, outlet_events=None) -> dict:
+        def publish_features(checks, window: dict, outlet_events=None) -> dict:
             checks = _as_list(checks)
-            days = sorted({d for c in checks for d in c["days"]})
-            outlet_events[a["features"]].extra = {"days": days,
+            built = {d for c in checks for d in c["days"]}
+            # The event names the changed days (score and monitor take the newest of them); the
+            # lookahead days rebuilt with them are listed apart, so a late file for yesterday gets
+            # yesterday scored, not today again.
+            days = sorted(built.intersection(window["days"])) or sorted(built)
+            outlet_events[a["features"]].extra = {"days": days, "lookahead": sorted(built - set(days)),
                                                   "assets": [c.get("asset") for c in checks if c["days"]]}
             return {"days": days, "rows": sum(c["rows"] for c in checks)}
 
@@ -209,7 +213,7 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             check = kube.pod_task(use_case, "check_features", "check_features", [f"--ranges={PLANNED_RANGES}"])
             window >> [build, check]  # check reads plan_window's XCom, as the in-process task does
             build >> check
-            publish_features(check.output)
+            publish_features(check.output, window)
             return dag
 
         build = SparkSubmit(
@@ -233,7 +237,7 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
 
         checks = check_features.partial(window=window).expand(asset=list(use_case.assets))
         window >> build >> checks
-        publish_features(checks)
+        publish_features(checks, window)
     return dag
 
 
