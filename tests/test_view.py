@@ -5,7 +5,7 @@ plugin's FastAPI app called through a test client, the page and its data checked
 from __future__ import annotations
 
 import importlib.util
-import json
+import re
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -236,3 +236,56 @@ def test_pipeline_health_from_the_metadata_db(airflow_db, plantops_home):
         with create_session() as session:
             session.query(DagRun).filter(DagRun.dag_id == train).delete()
             session.query(DagModel).filter(DagModel.dag_id == train).delete()
+
+
+def test_drift_report_opens_with_a_summary_drifted_tags_first(tmp_path):
+    """The written report starts (inside its body) with the verdict and a table of every tag,
+    the drifted ones first, most drifted first, each with its score and shift."""
+    import numpy as np
+    import pandas as pd
+
+    from plantops.config import Drift
+    from plantops.stages.monitoring import compute_drift
+
+    rng = np.random.default_rng(7)
+    reference = pd.DataFrame({c: rng.normal(0, 1, 400) for c in ("a", "b", "c", "d")})
+    current = pd.DataFrame({"a": rng.normal(0, 1, 200), "b": rng.normal(3, 1, 200),
+                            "c": rng.normal(0, 1, 200), "d": rng.normal(-1.5, 1, 200)})
+    path = tmp_path / "run" / "drift.html"
+    result = compute_drift(reference, current, ["a", "b", "c", "d"],
+                           Drift(method="wasserstein", column_threshold=0.5, share_threshold=0.3), path)
+    assert result.drifted_columns == ("b", "d") and result.report_path == str(path.resolve())
+    text = path.read_text()
+    body = re.search(r"<body[^>]*>", text)
+    assert text[body.end():].startswith('<section id="plantops-summary"')  # before Evidently's panels
+    summary = body.end()
+    section = text[summary:text.index("</section>", summary)]
+    assert "Drift summary: DRIFT" in section and "2 of 4 tags drifted (50%)" in section
+    order = [section.index(f"<td>{c}</td>") for c in ("b", "d")]
+    rest = [section.index(f"<td>{c}</td>") for c in ("a", "c")]
+    assert order[0] < order[1] < min(rest)
+    b_row = section[order[0]:section.index("</tr>", order[0])]
+    assert f"{result.column_scores['b']:.3f}" in b_row and f"{result.shift_sd['b']:+.2f}" in b_row
+    assert result.shift_sd["b"] > 2.5
+
+
+def test_approval_form_needs_no_field_to_retrain():
+    """Both form fields are optional (Airflow's form marks a field required unless its type admits
+    null); an empty answer validates, and an approved new reference defaults to the plant event."""
+    from airflow.sdk.definitions.param import ParamsDict
+
+    from plantops.orchestration.dagfactory import build_all
+    from plantops.stages.pipeline import approved_trainings
+
+    monitor = build_all()[MONITOR]
+    params = monitor.get_task("request_approval").params  # with the DAG's own "day", which the form filters out
+    form = ParamsDict({name: params.get_param(name) for name in ("reason", "reference_start")})
+    for name in form:
+        assert "null" in form.get_param(name).schema["type"] and form.get_param(name).value is None, name
+    assert form.validate() == {"reason": None, "reference_start": None}
+    asked = [{"asset": UC, "day": "2026-03-28", "reason": "plant change",
+              "plant_events": [{"ts": "2026-03-28T07:30:00+00:00", "kind": "setpoint_change"}]}]
+    answer = {"chosen_options": ["Retrain from a new reference window"], "params_input": {"reason": None,
+              "reference_start": None}, "responded_by_user": {"id": "eng1", "name": "eng1"}}
+    (trigger,) = approved_trainings(UC, "manual__m", asked, [answer])
+    assert trigger["conf"]["reference_start"] == "2026-03-28T07:30:00+00:00"

@@ -411,10 +411,16 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             task_id="request_approval",
             options=list(APPROVAL_OPTIONS),
             defaults=[SAFE_DEFAULT],
+            # Optional fields (a null default and "null" in the type): Airflow's form marks a field
+            # required, and keeps every button disabled, unless its type admits null. The form cannot
+            # make a field required for one option only: a refusal without a reason is recorded as such.
             params={
-                "reason": Param("", type="string", description="why (required when refusing)"),
-                "reference_start": Param("", type="string",
-                                         description="ISO start of the new reference window (default: the plant event)"),
+                "reason": Param(None, type=["null", "string"], title="Reason",
+                                description="why: asked for when refusing, optional for a retrain"),
+                "reference_start": Param(None, type=["null", "string"], title="Reference start",
+                                         description="only for 'Retrain from a new reference window': ISO start "
+                                                     "of the new normal (empty: the newest plant event, else the "
+                                                     "window's start)"),
             },
             assigned_users=[{"id": u.id, "name": u.name} for u in use_case.approvers],
             notifiers=[PlantNotifier(use_case.id, "approval", "{{ task.subject }}", "{{ task.body }}",

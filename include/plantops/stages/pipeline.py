@@ -530,8 +530,8 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
               "", "*Retrain now* learns this window as normal. *Retrain from a new reference window* declares "
               "the state from `reference_start` on (empty: the newest plant event, else the window's start) the "
               "new normal: the model is trained, and judged against the champion, on data after it. *Refuse* if "
-              "the model is still valid (a reason is required): the window's alarms stand and it stays out of "
-              "training. Without an answer the safe default applies: no retraining."]
+              "the model is still valid (give a reason: the only field a refusal needs): the window's alarms "
+              "stand and it stays out of training. Without an answer the safe default applies: no retraining."]
     return "\n".join(lines)
 
 
