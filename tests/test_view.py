@@ -289,3 +289,13 @@ def test_approval_form_needs_no_field_to_retrain():
               "reference_start": None}, "responded_by_user": {"id": "eng1", "name": "eng1"}}
     (trigger,) = approved_trainings(UC, "manual__m", asked, [answer])
     assert trigger["conf"]["reference_start"] == "2026-03-28T07:30:00+00:00"
+    # the triggered training names the day it answers in the UI's run list
+    assert trigger["note"] == "tep_reactor, 2026-03-28: retrain_new_reference approved by eng1 in monitor run manual__m"
+
+
+def test_triggered_retrain_names_the_day_judged():
+    from plantops.stages.pipeline import retrain_requests
+
+    (request,) = retrain_requests(UC, "manual__9", [{"asset": UC, "day": "2026-03-26", "branch": "retrain",
+                                                     "reason": "false alarms"}])
+    assert request["note"] == "tep_reactor, 2026-03-26: stale model: retrain asked by monitor run manual__9"

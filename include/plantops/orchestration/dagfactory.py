@@ -354,12 +354,17 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         "day": Param(None, type=["null", "string"], description="feature day to assess (default: newest)"),
     }) as dag:
 
-        @task(map_index_template="{{ asset }}")
+        # The day judged and the branch taken show beside each asset in the run's task list (the run
+        # itself is named by Airflow: manual__<ts> or asset_triggered__<ts>).
+        @task(map_index_template="{{ asset }}{{ (': ' ~ judged) if judged is defined else '' }}")
         def assess_drift(asset: str, params: dict, run_id=None, **context) -> dict:
+            from airflow.sdk import get_current_context
             from plantops.stages.pipeline import assess
 
             days = _days_from_events(context)
-            return assess(use_case.id, run_id, params.get("day") or (days[-1] if days else None), asset)
+            record = assess(use_case.id, run_id, params.get("day") or (days[-1] if days else None), asset)
+            get_current_context()["judged"] = f"{record['day']} {record['branch']}"
+            return record
 
         if kube := _on_kubernetes(use_case):
             assessments = kube.pod_task(use_case, "assess_drift", "assess", [

@@ -545,8 +545,14 @@ def retrain_requests(use_case_id: str, run_id: str, assessments: list[dict]) -> 
     use_case = get_use_case(use_case_id)
     return [{"trigger_run_id": f"retrain__{run_id}{_run_suffix(use_case, x['asset'])}",
              "conf": {"reason": f"retrain requested by {run_id}: {x['reason']}"[:500], "monitor_run_id": run_id,
-                      **({"asset": x["asset"]} if use_case.is_fleet else {})}}
+                      **({"asset": x["asset"]} if use_case.is_fleet else {})},
+             "note": run_note(use_case, x, f"stale model: retrain asked by monitor run {run_id}")}
             for x in assessments if x["branch"] == "retrain"]
+
+
+def run_note(use_case: Any, assessment: dict, text: str) -> str:
+    """The note a triggered run carries in the UI's run list: the day judged (and asset), and why."""
+    return f"{_subject(use_case, assessment)}: {text}"
 
 
 def _subject(use_case: Any, assessment: dict) -> str:
@@ -631,7 +637,8 @@ def approved_trainings(use_case_id: str, run_id: str, asked: list[dict], answers
             conf["reason"] = f"approved by a process engineer in {run_id}"
             prefix = "approved"
         triggers.append({"trigger_run_id": f"{prefix}__{run_id}{_run_suffix(use_case, assessment['asset'])}",
-                         "conf": conf})
+                         "conf": conf, "note": run_note(use_case, assessment, f"{stored['branch']} approved by "
+                                                        f"{who or 'an engineer'} in monitor run {run_id}")})
     return triggers
 
 
