@@ -340,7 +340,7 @@ def health(use_case: UseCase) -> dict[str, Any]:
                     "stuck": stuck,
                 })
     except Exception as exc:  # noqa: BLE001 - see the docstring
-        log.warning("pipeline health of %s: the Airflow metadata DB could not be read", use_case.id, exc_info=True)
+        log.warning("pipeline health of %s: the Airflow metadata DB could not be read: %s", use_case.id, exc)
         return {"available": False, "error": f"{type(exc).__name__}: {exc}", "dags": []}
     return {"available": True, "error": None, "dags": dags,
             "paused": [d["dag_id"] for d in dags if d["paused"]],
