@@ -360,12 +360,17 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         "day": Param(None, type=["null", "string"], description="feature day to assess (default: newest)"),
     }) as dag:
 
-        @task(map_index_template="{{ asset }}")
+        # The day judged and the branch taken show beside each asset in the run's task list (the run
+        # itself is named by Airflow: manual__<ts> or asset_triggered__<ts>).
+        @task(map_index_template="{{ asset }}{{ (': ' ~ judged) if judged is defined else '' }}")
         def assess_drift(asset: str, params: dict, run_id=None, **context) -> dict:
+            from airflow.sdk import get_current_context
             from plantops.stages.pipeline import assess
 
             days = _days_from_events(context)
-            return assess(use_case.id, run_id, params.get("day") or (days[-1] if days else None), asset)
+            record = assess(use_case.id, run_id, params.get("day") or (days[-1] if days else None), asset)
+            get_current_context()["judged"] = f"{record['day']} {record['branch']}"
+            return record
 
         if kube := _on_kubernetes(use_case):
             assessments = kube.pod_task(use_case, "assess_drift", "assess", [
@@ -417,10 +422,16 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             task_id="request_approval",
             options=list(APPROVAL_OPTIONS),
             defaults=[SAFE_DEFAULT],
+            # Optional fields (a null default and "null" in the type): Airflow's form marks a field
+            # required, and keeps every button disabled, unless its type admits null. The form cannot
+            # make a field required for one option only: a refusal without a reason is recorded as such.
             params={
-                "reason": Param("", type="string", description="why (required when refusing)"),
-                "reference_start": Param("", type="string",
-                                         description="ISO start of the new reference window (default: the plant event)"),
+                "reason": Param(None, type=["null", "string"], title="Reason",
+                                description="why: asked for when refusing, optional for a retrain"),
+                "reference_start": Param(None, type=["null", "string"], title="Reference start",
+                                         description="only for 'Retrain from a new reference window': ISO start "
+                                                     "of the new normal (empty: the newest plant event, else the "
+                                                     "window's start)"),
             },
             assigned_users=[{"id": u.id, "name": u.name} for u in use_case.approvers],
             notifiers=[PlantNotifier(use_case.id, "approval", "{{ task.subject }}", "{{ task.body }}",

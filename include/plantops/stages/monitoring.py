@@ -5,7 +5,8 @@ through Evidently (0.7 API: a ``Report`` of one ``ValueDrift`` per tag), column 
 columns only (the per-bucket means; rolling features would double-count the same movement). It
 returns a :class:`DriftResult`: the share of drifted tags, each tag's score, and which way each
 tag moved (``shift_sd``: mean shift in reference standard deviations), so an engineer sees at once
-which tags moved and where to. The Evidently HTML report is written next to it for people.
+which tags moved and where to. The Evidently HTML report is written next to it for people, opening
+with a summary table (drifted tags first, with their scores and shifts).
 
 :func:`decide` is the policy, pure and data-driven, in three families of named rules (the use
 case's ``monitoring.policy.rules`` gives each its action):
@@ -32,9 +33,12 @@ show as one or two tags with very large scores (see ``max_score``).
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import logging
 import math
 import os
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -159,7 +163,8 @@ def compute_drift(
     ``columns`` are the tags to compare (normally ``features.base_columns(tags)``). A tag with no
     values in either window is skipped (named in ``skipped_columns``) rather than failing the
     whole check: a missing analyzer feed must not hide drift in the other tags. The HTML report is
-    written atomically to ``report_path`` when given.
+    written atomically to ``report_path`` when given, opening with :func:`summary_html` (the verdict
+    and every tag's score and shift, drifted tags first) above Evidently's per-tag panels.
 
     The report holds one Evidently ``ValueDrift`` per tag (the configured method and column
     threshold); the drifted count and share are counted from their verdicts, as Evidently's
@@ -203,10 +208,6 @@ def compute_drift(
     )
     shift = _shift_sd(ref[used], cur[used])
 
-    saved: str | None = None
-    if report_path is not None:
-        saved = str(_save_html_atomic(snapshot, Path(report_path)))
-
     result = DriftResult(
         drift_share=share,
         drifted=share >= drift.share_threshold,
@@ -215,7 +216,7 @@ def compute_drift(
         column_scores=scores,
         drifted_columns=tuple(drifted_cols),
         method=drift.method,
-        report_path=saved,
+        report_path=None,
         shift_sd=shift,
         column_threshold=drift.column_threshold,
         share_threshold=drift.share_threshold,
@@ -224,8 +225,52 @@ def compute_drift(
         n_reference=len(ref),
         n_current=len(cur),
     )
+    if report_path is not None:
+        saved = _save_html_atomic(snapshot, Path(report_path), summary_html(result))
+        result = dataclasses.replace(result, report_path=str(saved))
     log.info("drift: %s -> %s", result.summary(), "DRIFT" if result.drifted else "no drift")
     return result
+
+
+def summary_html(result: DriftResult) -> str:
+    """The section that opens the drift report: the verdict, then every tag with its score and shift,
+    drifted tags first (most drifted first), so nobody scrolls through one panel per tag to find them."""
+    esc = html.escape
+    verdict = "DRIFT" if result.drifted else "no drift"
+    drifted = set(result.drifted_columns)
+    others = sorted((c for c in result.column_scores if c not in drifted),
+                    key=lambda c: (math.isnan(result.column_scores[c]),
+                                   result.column_scores[c] if result.score_is_p_value else -result.column_scores[c]))
+    rows = []
+    for col in [*result.drifted_columns, *others]:
+        score, shift = result.column_scores.get(col, math.nan), result.shift_sd.get(col, math.nan)
+        mark = "drifted" if col in drifted else ""
+        style = " style='background:#fed7d7'" if mark else ""
+        rows.append(f"<tr{style}><td>{esc(col)}</td><td>{mark}</td><td style='text-align:right'>{score:.3f}</td>"
+                    f"<td style='text-align:right'>{shift:+.2f}</td></tr>")
+    skipped = (f"<p>Skipped (no data in a window): {esc(', '.join(result.skipped_columns))}</p>"
+               if result.skipped_columns else "")
+    direction = "p-value: lower is more drift" if result.score_is_p_value else "distance: higher is more drift"
+    return (
+        '<section id="plantops-summary" style="font:14px/1.4 sans-serif;margin:16px;padding:12px;'
+        'border:1px solid #cbd5e0;background:#fff">'
+        f"<h2 style='margin-top:0'>Drift summary: {verdict}</h2>"
+        f"<p><b>{result.n_drifted} of {result.n_columns} tags drifted ({result.drift_share:.0%})</b>; the verdict "
+        f"needs {result.share_threshold:.0%}. Method {esc(result.method)} ({direction}), column threshold "
+        f"{result.column_threshold:g}; {result.n_reference} reference rows, {result.n_current} current rows. "
+        "Shift: the change of the tag's mean in reference standard deviations.</p>" + skipped
+        + '<table style="border-collapse:collapse" border="1" cellpadding="3"><tr><th>tag</th><th>verdict</th>'
+        "<th>score</th><th>shift (sd)</th></tr>" + "".join(rows) + "</table>"
+        "<p>Evidently's panel for each tag follows.</p></section>"
+    )
+
+
+def _inject_summary(document: str, summary: str) -> str:
+    """``summary`` right after the report's opening body tag (at the top if it has none)."""
+    opening = re.search(r"<body[^>]*>", document, flags=re.IGNORECASE)
+    if opening is None:
+        return summary + document
+    return document[:opening.end()] + summary + document[opening.end():]
 
 
 def _numeric(series: pd.Series) -> pd.Series:
@@ -290,8 +335,9 @@ def _shift_sd(ref: pd.DataFrame, cur: pd.DataFrame) -> dict[str, float]:
     return out
 
 
-def _save_html_atomic(snapshot: Any, path: Path) -> Path:
-    """Write the report beside its final name, then rename: a reader never sees half a file."""
+def _save_html_atomic(snapshot: Any, path: Path, summary: str | None = None) -> Path:
+    """Write the report (opening with ``summary`` when given) beside its final name, then rename: a
+    reader never sees half a file."""
     path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -300,6 +346,8 @@ def _save_html_atomic(snapshot: Any, path: Path) -> Path:
         snapshot.save_html(str(tmp))
         if not tmp.exists():
             raise RuntimeError(f"Evidently did not write the report to {tmp}")
+        if summary:
+            tmp.write_text(_inject_summary(tmp.read_text(encoding="utf-8"), summary), encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

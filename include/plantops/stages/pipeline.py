@@ -592,8 +592,8 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
               "", "*Retrain now* learns this window as normal. *Retrain from a new reference window* declares "
               "the state from `reference_start` on (empty: the newest plant event, else the window's start) the "
               "new normal: the model is trained, and judged against the champion, on data after it. *Refuse* if "
-              "the model is still valid (a reason is required): the window's alarms stand and it stays out of "
-              "training. Without an answer the safe default applies: no retraining."]
+              "the model is still valid (give a reason: the only field a refusal needs): the window's alarms "
+              "stand and it stays out of training. Without an answer the safe default applies: no retraining."]
     return "\n".join(lines)
 
 
@@ -607,8 +607,14 @@ def retrain_requests(use_case_id: str, run_id: str, assessments: list[dict]) -> 
     use_case = get_use_case(use_case_id)
     return [{"trigger_run_id": f"retrain__{run_id}{_run_suffix(use_case, x['asset'])}",
              "conf": {"reason": f"retrain requested by {run_id}: {x['reason']}"[:500], "monitor_run_id": run_id,
-                      **({"asset": x["asset"]} if use_case.is_fleet else {})}}
+                      **({"asset": x["asset"]} if use_case.is_fleet else {})},
+             "note": run_note(use_case, x, f"stale model: retrain asked by monitor run {run_id}")}
             for x in assessments if x["branch"] == "retrain"]
+
+
+def run_note(use_case: Any, assessment: dict, text: str) -> str:
+    """The note a triggered run carries in the UI's run list: the day judged (and asset), and why."""
+    return f"{_subject(use_case, assessment)}: {text}"
 
 
 def _subject(use_case: Any, assessment: dict) -> str:
@@ -693,7 +699,8 @@ def approved_trainings(use_case_id: str, run_id: str, asked: list[dict], answers
             conf["reason"] = f"approved by a process engineer in {run_id}"
             prefix = "approved"
         triggers.append({"trigger_run_id": f"{prefix}__{run_id}{_run_suffix(use_case, assessment['asset'])}",
-                         "conf": conf})
+                         "conf": conf, "note": run_note(use_case, assessment, f"{stored['branch']} approved by "
+                                                        f"{who or 'an engineer'} in monitor run {run_id}")})
     return triggers
 
 
