@@ -93,7 +93,7 @@ def _zone(value: str | None) -> str | None:
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"expected an IANA time zone such as 'Europe/Berlin', got {value!r}") from None
+            raise ValueError("expected an IANA time zone such as 'Europe/Berlin'") from None
     return value
 
 
@@ -140,8 +140,7 @@ class LandedFileSource(_Frozen):
     @classmethod
     def _pattern(cls, value: str) -> str:
         if "/" in value or "\\" in value or value.startswith("."):
-            raise ValueError(f"expected a file-name pattern inside the landing folder (no '/', not hidden), "
-                             f"got {value!r}")
+            raise ValueError("expected a file-name pattern inside the landing folder (no '/', not hidden)")
         return value
 
     @field_validator("encoding")
@@ -152,14 +151,14 @@ class LandedFileSource(_Frozen):
         try:
             codecs.lookup(value)
         except LookupError:
-            raise ValueError(f"unknown text encoding {value!r}; e.g. utf-8, latin-1, cp1252") from None
+            raise ValueError("unknown text encoding; e.g. utf-8, latin-1, cp1252") from None
         return value
 
     @field_validator("ts_format")
     @classmethod
     def _ts_format(cls, value: str | None) -> str | None:
         if value is not None and "%" not in value:
-            raise ValueError(f"expected a strptime format such as '%d.%m.%Y %H:%M', got {value!r}")
+            raise ValueError("expected a strptime format such as '%d.%m.%Y %H:%M'")
         return value
 
     @field_validator("naive_timezone")
@@ -612,17 +611,17 @@ class UseCase(_Frozen):
         return f"{self.id}__{stage}"
 
 
-_NAMED_FIELD = re.compile(r"^Value error, ([a-z_][a-z0-9_.]*): (.*)$", re.S)
+_NAMED_FIELD = re.compile(r"^([a-z_][a-z0-9_.]*): (.*)$", re.S)
 
 
 def _describe(error: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in error.errors():
         field = prefix + ".".join(str(p) for p in err["loc"]) if err["loc"] else (prefix.rstrip(".") or "(file)")
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix says nothing to the reader
         got = err.get("input")
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        # A check across fields names the field it is about: "Value error, kubernetes.image: ...",
+        # A check across fields names the field it is about: "kubernetes.image: ...",
         # relative to the model it checks ("landing" + "pattern: ..." -> "landing.pattern: ...").
         named = _NAMED_FIELD.match(msg)
         if named:

@@ -205,7 +205,7 @@ def read_landed(path: Path, source: LandedFileSource) -> pd.DataFrame:
     # A UTF-8 file from a Windows tool starts with a byte-order mark; without utf-8-sig it would
     # become part of the first column's name.
     encoding = "utf-8-sig" if codecs.lookup(source.encoding).name == "utf-8" else source.encoding
-    where = f"source {source.name}" if source.format == "parquet" else f"source {source.name}, encoding {source.encoding}"
+    where = f"source {source.name}" + ("" if source.format == "parquet" else f", encoding {source.encoding}")
     try:
         if source.format == "parquet":
             return pd.read_parquet(path)
@@ -236,7 +236,8 @@ def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
                 raise ValueError(f"line {number}: expected a JSON object, got {type(record).__name__}")
             # A nested value is no measurement: kept as its JSON text, it is rejected as such.
             records.append({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in record.items()})
-    return pd.DataFrame.from_records(records)
+    # object columns: a null stays None (its raw text is 'null', not a float NaN's 'nan')
+    return pd.DataFrame.from_records(records).astype(object).where(lambda f: f.notna(), None)
 
 
 def record_ignored(use_case: str, landed: LandedFile, reason: str, dag_run_id: str) -> tuple[int, bool]:

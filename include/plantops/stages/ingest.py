@@ -215,6 +215,8 @@ def _timestamps(ts: pd.Series, zone: str | None, ts_format: str | None, name: st
     """
     import pandas as pd
 
+    if ts.empty:  # a file without rows: GX says so; its timestamps' zone is no question
+        return pd.Series(pd.DatetimeIndex([], tz="UTC"), index=ts.index, dtype="datetime64[ns, UTC]")
     if not pd.api.types.is_datetime64_any_dtype(ts):
         if pd.api.types.is_numeric_dtype(ts) or pd.api.types.is_bool_dtype(ts):
             raise FileProblem(f"column {name} holds numbers, not timestamps: write them as ISO 8601 text "
@@ -305,7 +307,8 @@ class PreparedFile:
         return raw.tolist()
 
 
-def prepare_landed(use_case: UseCase, frame: pd.DataFrame, source: LandedFileSource | None = None) -> PreparedFile:
+def prepare_landed(use_case: UseCase, frame: pd.DataFrame,
+                   source: LandedFileSource | None = None) -> PreparedFile:
     """Normalise a landed wide file (its timestamp column named ``ts``) and name each value's
     problem, before GX validates the file.
 
@@ -325,7 +328,8 @@ def prepare_landed(use_case: UseCase, frame: pd.DataFrame, source: LandedFileSou
     raw = frame.reset_index(drop=True)
     frame = raw.copy()
     if "ts" in frame.columns:
-        frame["ts"] = _timestamps(frame["ts"], use_case.landing.zone_of(source), source.ts_format, source.ts_column)
+        zone = use_case.landing.zone_of(source)
+        frame["ts"] = _timestamps(frame["ts"], zone, source.ts_format, source.ts_column)
     tags = {t.name: t for t in use_case.tags_from("landing")}
     columns = [c for c in frame.columns if c != "ts"]
     problems = pd.DataFrame({c: np.full(len(frame), "", dtype=object) for c in columns}, index=frame.index)
@@ -379,7 +383,8 @@ class PreparedLong:
         return [_raw_text(v) for v in self.raw["value"].iloc[values["row"].to_numpy()].tolist()]
 
 
-def prepare_long(use_case: UseCase, frame: pd.DataFrame, source: LandedFileSource, batch: str) -> PreparedLong:
+def prepare_long(use_case: UseCase, frame: pd.DataFrame, source: LandedFileSource,
+                 batch: str) -> PreparedLong:
     """Name each value's problem in a long file (columns asset, tag, ts, value[, quality]).
 
     As a historian row: a value of quality other than good may be missing and is written with its
@@ -399,8 +404,9 @@ def prepare_long(use_case: UseCase, frame: pd.DataFrame, source: LandedFileSourc
         return raw[name].astype("string").fillna("").str.strip().astype(object)
 
     asset, tag = text("asset"), text("tag")
-    quality = text("quality").str.lower() if "quality" in raw.columns else pd.Series("", index=raw.index, dtype=object)
-    quality = quality.where(quality != "", "good")  # an empty quality cell is a good value, as the column's absence
+    quality = (text("quality").str.lower() if "quality" in raw.columns
+               else pd.Series("", index=raw.index, dtype=object))
+    quality = quality.where(quality != "", "good")  # an empty cell is a good value, as the column's absence
     ts = _timestamps(raw["ts"], use_case.landing.zone_of(source), source.ts_format, source.ts_column)
     value = raw["value"]
     states = np.zeros(n, dtype=bool)
@@ -412,8 +418,9 @@ def prepare_long(use_case: UseCase, frame: pd.DataFrame, source: LandedFileSourc
     tags = {t.name: t for t in use_case.tags_from("landing")}
     lo = tag.map(lambda t: tags[t].min if t in tags else np.nan).to_numpy(dtype=float)
     hi = tag.map(lambda t: tags[t].max if t in tags else np.nan).to_numpy(dtype=float)
-    why_out = tag.map(lambda t: range_reason(tags[t].min, tags[t].max) if t in tags else "").to_numpy(dtype=object)
-    reasons = _value_problems(value.to_numpy(), lo, hi, why_out, missing_allowed=(quality != "good").to_numpy())
+    why_out = tag.map(lambda t: range_reason(tags[t].min, tags[t].max) if t in tags else "")
+    reasons = _value_problems(value.to_numpy(), lo, hi, why_out.to_numpy(dtype=object),
+                              missing_allowed=(quality != "good").to_numpy())
     reasons[states] = ("digital state " + raw.loc[states, "value"].astype(str).map(repr)).to_numpy()
     odd = ~quality.isin(QUALITIES).to_numpy()
     reasons[odd] = ("unknown quality " + quality[odd].map(repr)).to_numpy()
@@ -493,7 +500,8 @@ class _Judged:
     outcome: Any = None
 
 
-def _columns_note(source: LandedFileSource, expected: list[str], seen: list, optional: tuple[str, ...] = ()) -> str | None:
+def _columns_note(source: LandedFileSource, expected: list[str], seen: list,
+                  optional: tuple[str, ...] = ()) -> str | None:
     """What is wrong with a file's columns, by name, and what was expected; None when they fit."""
     seen = [str(c) for c in seen]
     missing = [c for c in expected if c not in seen]
@@ -502,7 +510,8 @@ def _columns_note(source: LandedFileSource, expected: list[str], seen: list, opt
         return None
     wrong = ([f"missing {missing}"] if missing else []) + ([f"unexpected {unexpected}"] if unexpected else [])
     want = ", ".join(expected) + (f" (optional: {', '.join(optional)})" if optional else "")
-    return f"columns do not match source {source.name} ({source.format}, {source.layout}): {'; '.join(wrong)}; expected {want}"
+    return (f"columns do not match source {source.name} ({source.format}, {source.layout}): "
+            f"{'; '.join(wrong)}; expected {want}")
 
 
 def _judge_wide(use_case: UseCase, source: LandedFileSource, raw: pd.DataFrame, batch: str) -> _Judged:
@@ -510,8 +519,8 @@ def _judge_wide(use_case: UseCase, source: LandedFileSource, raw: pd.DataFrame, 
     from plantops.stages import validation
 
     tags = [t.name for t in use_case.tags_from("landing")]
-    judged = _Judged(rows_in=len(raw), values_in=len(raw) * len([c for c in raw.columns if c != source.ts_column]),
-                     notes=[])
+    value_columns = [c for c in raw.columns if c != source.ts_column]
+    judged = _Judged(rows_in=len(raw), values_in=len(raw) * len(value_columns), notes=[])
     note = _columns_note(source, [source.ts_column, *tags], list(raw.columns))
     if note:
         judged.notes.append(note)
@@ -525,7 +534,8 @@ def _judge_wide(use_case: UseCase, source: LandedFileSource, raw: pd.DataFrame, 
         judged.notes.append(str(exc))
         return judged
     kept = prepared.frame.index[~prepared.duplicate.to_numpy()]
-    outcome = validation.validate_landed(use_case, prepared.frame.loc[kept], max_rows=use_case.landing.max_rows)
+    outcome = validation.validate_landed(use_case, prepared.frame.loc[kept],
+                                         max_rows=use_case.landing.max_rows)
     values = _landed_values(use_case, prepared, batch)
     if not outcome.structural:
         values = _gx_fallback(values, prepared.named_rows(), kept.to_numpy(), outcome, batch)
@@ -540,7 +550,8 @@ def _judge_long(use_case: UseCase, source: LandedFileSource, raw: pd.DataFrame, 
     from plantops.stages import validation
 
     judged = _Judged(rows_in=len(raw), values_in=len(raw), notes=[])
-    note = _columns_note(source, ["asset", "tag", source.ts_column, "value"], list(raw.columns), optional=("quality",))
+    note = _columns_note(source, ["asset", "tag", source.ts_column, "value"], list(raw.columns),
+                         optional=("quality",))
     if note:
         judged.notes.append(note)
         return judged
@@ -550,7 +561,8 @@ def _judge_long(use_case: UseCase, source: LandedFileSource, raw: pd.DataFrame, 
         judged.notes.append(str(exc))
         return judged
     kept = np.flatnonzero(~prepared.duplicate)
-    outcome = validation.validate_landed_long(use_case, prepared.checked.iloc[kept], max_rows=use_case.landing.max_rows)
+    outcome = validation.validate_landed_long(use_case, prepared.checked.iloc[kept],
+                                              max_rows=use_case.landing.max_rows)
     values = prepared.values.copy()
     if not outcome.structural:
         values = _gx_fallback(values, prepared.named_rows(), kept, outcome, batch)
@@ -572,7 +584,8 @@ def ingest_landed(use_case: UseCase, run_id: str) -> dict:
     if use_case.landing is None:
         return {"files": []}
     sources = use_case.landing.effective_sources
-    found = [(landed, landing.sources_matching(landed.name, sources)) for landed in landing.scan(use_case.landing.folder)]
+    found = [(landed, landing.sources_matching(landed.name, sources))
+             for landed in landing.scan(use_case.landing.folder)]
     for landed, matched in found:
         if len(matched) > 1:
             both = " and ".join(f"{s.name} ({s.pattern!r})" for s in matched)

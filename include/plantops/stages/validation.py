@@ -1,9 +1,10 @@
 """Great Expectations 1.x gates built from the use-case config.
 
-Four suites: landed files, wide (``ts`` plus one column per tag) or long (one value per row), historian
-pulls (long rows) and the feature table. Each run returns a :class:`ValidationOutcome` naming every failed expectation,
-and, for row-level expectations, the rows that broke them (GX's unexpected index list), so that
-good rows are kept and bad rows are rejected with a reason instead of silently dropped.
+Four suites: landed files, wide (``ts`` plus one column per tag) or long (one value per row),
+historian pulls (long rows) and the feature table. Each run returns a :class:`ValidationOutcome`
+naming every failed expectation, and, for row-level expectations, the rows that broke them (GX's
+unexpected index list), so that good rows are kept and bad rows are rejected with a reason
+instead of silently dropped.
 """
 
 from __future__ import annotations
