@@ -509,7 +509,9 @@ def _load(tmp_path: Path, landing_block: dict, **fields) -> UseCase:
     ({"folder": "x", "sources": [{"pattern": "*.csv"}, {"pattern": "a_*.csv"}]},
      "landing.sources: each source needs its own name; ['csv'] given twice"),
     ({"folder": "x", "sources": [{"pattern": "*.parquet", "decimal": ","}]},
-     "landing.sources.0.decimal: applies to format csv only, not parquet (source parquet)"),
+     "landing.sources.0.decimal: applies to format csv only, not parquet (source parquet, got ',')"),
+    ({"folder": "x", "sources": [{"pattern": "*.csv", "delimiter": ";", "decimal": ";"}]},
+     "landing.sources.0.decimal: must differ from the delimiter ';' (source csv)"),
     ({"folder": "x", "sources": [{"pattern": "*.csv", "encoding": "latin-9000"}]},
      "landing.sources.0.encoding: unknown text encoding; e.g. utf-8, latin-1, cp1252 (got 'latin-9000')"),
     ({"folder": "x", "sources": [{"pattern": "*.csv", "naive_timezone": "Europe/Berlln"}]},
@@ -527,6 +529,10 @@ def test_effective_sources(tmp_path):
     legacy = _load(tmp_path, {"folder": "x", "pattern": "export_*"}).landing
     (only,) = legacy.effective_sources
     assert (only.name, only.pattern, only.format, only.layout) == ("parquet", "export_*", "parquet", "wide")
+    # Every key written out, as in the README, is accepted for a parquet source where it is the default.
+    template = {"name": "pi", "pattern": "*.parquet", "format": "parquet", "layout": "wide", "delimiter": ",",
+                "encoding": "utf-8", "decimal": ".", "ts_column": "ts", "ts_format": None, "naive_timezone": None}
+    assert _load(tmp_path, {"folder": "x", "sources": [template]}).landing.effective_sources[0].name == "pi"
     several = _load(tmp_path, {"folder": "x", "naive_timezone": "Europe/Berlin", "sources": [
         {"pattern": "*.csv", "delimiter": ";"}, {"name": "lims", "pattern": "*.ndjson", "layout": "long",
                                                  "naive_timezone": "UTC"}]}).landing

@@ -168,11 +168,13 @@ class LandedFileSource(_Frozen):
 
     @model_validator(mode="after")
     def _only_where_it_applies(self) -> LandedFileSource:
-        given = self.model_fields_set
+        # A setting the format ignores is refused unless it is the default, so that a decimal
+        # comma given to a parquet source is not silently without effect.
         for key, formats in (("delimiter", ("csv",)), ("decimal", ("csv",)), ("encoding", ("csv", "jsonl"))):
-            if key in given and self.format not in formats:
+            value = getattr(self, key)
+            if self.format not in formats and value != type(self).model_fields[key].default:
                 raise ValueError(f"{key}: applies to format {' and '.join(formats)} only, not {self.format} "
-                                 f"(source {self.name})")
+                                 f"(source {self.name}, got {value!r})")
         if self.format == "csv" and self.delimiter == self.decimal:
             raise ValueError(f"decimal: must differ from the delimiter {self.delimiter!r} (source {self.name})")
         return self

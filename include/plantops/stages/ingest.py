@@ -250,8 +250,8 @@ def _numbers(column: pd.Series, decimal: str = ".") -> tuple[pd.Series, np.ndarr
     import pandas as pd
 
     text = column
-    if decimal != ".":
-        text = column.map(lambda v: v.replace(decimal, ".") if isinstance(v, str) else v)
+    if decimal != ".":  # csv only, where every cell is text
+        text = column.str.replace(decimal, ".", regex=False)
     numeric = pd.to_numeric(text, errors="coerce").astype(float)
     parsed = numeric.notna()
     try:  # to_numeric's parser can be one unit in the last place off; Python's float() is exact
