@@ -53,3 +53,22 @@ def test_fires_once_per_file_even_after_a_triggerer_restart(tmp_path, plantops_h
         return False
 
     assert asyncio.run(quiet())
+
+
+def test_watches_the_pattern_of_every_landing_source(tmp_path, plantops_home):
+    """A file of any landing source wakes the ingest; a file none claims does not (the next ingest
+    reports it as ignored). A one-source use case serializes its pattern as before."""
+    from plantops.config import UseCase, get_use_case
+    from plantops.orchestration.dagfactory import _landing_trigger
+
+    for name in ("a.csv", "b.parquet", "c.txt", ".d.csv"):
+        (tmp_path / name).write_bytes(b"x")
+    trigger = LandingFileTrigger(str(tmp_path), ["*.parquet", "*.csv"])
+    assert trigger.new_files() == ["a.csv", "b.parquet"]
+    assert trigger.serialize()[1]["pattern"] == ["*.parquet", "*.csv"]
+
+    legacy = get_use_case("tep_reactor")
+    assert _landing_trigger(legacy).serialize()[1]["pattern"] == "*.parquet"
+    raw = legacy.model_dump(exclude_defaults=True)
+    raw["landing"] = {"folder": "tep_reactor", "sources": [{"pattern": "*.parquet"}, {"pattern": "pi_*.csv", "layout": "wide"}]}
+    assert _landing_trigger(UseCase.model_validate(raw)).serialize()[1]["pattern"] == ["*.parquet", "pi_*.csv"]

@@ -75,9 +75,120 @@ class HistorianSource(_Frozen):
         return self
 
 
+FORMATS: tuple[str, ...] = ("parquet", "csv", "jsonl")
+# The format a pattern's suffix implies, when a source does not name it.
+SUFFIX_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".txt": "csv", ".jsonl": "jsonl",
+                  ".json": "jsonl", ".ndjson": "jsonl"}
+
+
+def format_of(pattern: str) -> str | None:
+    """The format a file pattern's suffix names (``*.csv`` -> csv), None for another suffix."""
+    return SUFFIX_FORMATS.get(Path(pattern).suffix.lower())
+
+
+def _zone(value: str | None) -> str | None:
+    if value is not None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected an IANA time zone such as 'Europe/Berlin'") from None
+    return value
+
+
+class LandedFileSource(_Frozen):
+    """One kind of file NiFi lands in the folder: which names, which format, which layout.
+
+    ``wide``: a timestamp column and one column per landing tag (one asset). ``long``: one value
+    per row, columns ``asset, tag, <ts_column>, value`` and optionally ``quality``.
+    """
+
+    name: str = Field(pattern=IDENTIFIER)
+    pattern: str = Field(min_length=1, max_length=255)
+    format: Literal["parquet", "csv", "jsonl"]
+    layout: Literal["wide", "long"] = "wide"
+    delimiter: str = Field(default=",", min_length=1, max_length=1)
+    encoding: str = "utf-8"
+    decimal: str = Field(default=".", min_length=1, max_length=1)
+    ts_column: str = Field(default="ts", min_length=1, max_length=255)
+    ts_format: str | None = None  # strptime format of text timestamps; None: ISO 8601
+    naive_timezone: str | None = None  # None: landing.naive_timezone
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        # The format follows from the pattern's suffix, the name from the format, the pattern from
+        # the format: a source can be as short as {pattern: "*.csv"}.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        pattern, fmt = data.get("pattern"), data.get("format")
+        if fmt is None and isinstance(pattern, str):
+            fmt = format_of(pattern)
+            if fmt is None:
+                raise ValueError(f"format: cannot tell the format from the pattern {pattern!r} (known suffixes: "
+                                 f"{', '.join(SUFFIX_FORMATS)}); set format: {' | '.join(FORMATS)}")
+            data["format"] = fmt
+        if pattern is None and fmt in FORMATS:
+            data["pattern"] = f"*.{fmt}"
+        if data.get("name") is None and fmt is not None:
+            data["name"] = fmt
+        return data
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, value: str) -> str:
+        if "/" in value or "\\" in value or value.startswith("."):
+            raise ValueError("expected a file-name pattern inside the landing folder (no '/', not hidden)")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError("unknown text encoding; e.g. utf-8, latin-1, cp1252") from None
+        return value
+
+    @field_validator("ts_format")
+    @classmethod
+    def _ts_format(cls, value: str | None) -> str | None:
+        if value is not None and "%" not in value:
+            raise ValueError("expected a strptime format such as '%d.%m.%Y %H:%M'")
+        return value
+
+    @field_validator("naive_timezone")
+    @classmethod
+    def _naive_timezone(cls, value: str | None) -> str | None:
+        return _zone(value)
+
+    @model_validator(mode="after")
+    def _only_where_it_applies(self) -> LandedFileSource:
+        # A setting the format ignores is refused unless it is the default, so that a decimal
+        # comma given to a parquet source is not silently without effect.
+        for key, formats in (("delimiter", ("csv",)), ("decimal", ("csv",)), ("encoding", ("csv", "jsonl"))):
+            value = getattr(self, key)
+            if self.format not in formats and value != type(self).model_fields[key].default:
+                raise ValueError(f"{key}: applies to format {' and '.join(formats)} only, not {self.format} "
+                                 f"(source {self.name}, got {value!r})")
+        if self.format == "csv" and self.delimiter == self.decimal:
+            raise ValueError(f"decimal: must differ from the delimiter {self.delimiter!r} (source {self.name})")
+        return self
+
+    def describe(self) -> str:
+        return f"{self.pattern} ({self.format}, {self.layout})"
+
+
 class LandingSource(_Frozen):
     folder: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    # Shorthand for one source: its format from the suffix (parquet when the suffix names none), wide.
     pattern: str = "*.parquet"
+    # The kinds of file in the folder, when there are several or they are not wide parquet.
+    sources: tuple[LandedFileSource, ...] = ()
     # A file with bad rows: drop them (kept in quarantine with a reason, counted) or quarantine it whole.
     bad_rows: Literal["drop", "quarantine"] = "drop"
     # Timestamps without a zone are ambiguous (DST, site-local clocks): rejected unless a zone is named.
@@ -87,12 +198,37 @@ class LandingSource(_Frozen):
 
     @field_validator("naive_timezone")
     @classmethod
-    def _zone(cls, value: str | None) -> str | None:
-        if value is not None:
-            from zoneinfo import ZoneInfo
+    def _naive_timezone(cls, value: str | None) -> str | None:
+        return _zone(value)
 
-            ZoneInfo(value)
-        return value
+    @model_validator(mode="after")
+    def _sources(self) -> LandingSource:
+        if self.sources and "pattern" in self.model_fields_set:
+            raise ValueError("pattern: give either 'pattern' (one wide source) or 'sources', not both; "
+                             "move the pattern into a source")
+        for field, seen in (("name", [s.name for s in self.sources]), ("pattern", [s.pattern for s in self.sources])):
+            twice = sorted({v for v in seen if seen.count(v) > 1})
+            if twice:
+                raise ValueError(f"sources: each source needs its own {field}; {twice} given twice")
+        return self
+
+    @property
+    def effective_sources(self) -> tuple[LandedFileSource, ...]:
+        """The sources files are matched against: ``sources``, or the legacy ``pattern`` as one wide
+        source (parquet unless its suffix names another format), named after its format."""
+        if self.sources:
+            return self.sources
+        fmt = format_of(self.pattern) or "parquet"
+        return (LandedFileSource(name=fmt, pattern=self.pattern, format=fmt),)
+
+    @property
+    def patterns(self) -> tuple[str, ...]:
+        """Every source's pattern: what the landing watcher watches."""
+        return tuple(s.pattern for s in self.effective_sources)
+
+    def zone_of(self, source: LandedFileSource) -> str | None:
+        """The zone of the source's naive timestamps: its own, else the landing folder's."""
+        return source.naive_timezone or self.naive_timezone
 
 
 class Features(_Frozen):
@@ -434,8 +570,11 @@ class UseCase(_Frozen):
             raise ValueError("execution: 'kubernetes' runs one asset per use case so far; run a fleet with "
                              "execution: local (its per-asset tasks are mapped on the Airflow workers)")
         if self.landing is not None and self.historian.assets:
-            raise ValueError("landing: a fleet's data comes from the historian per asset; landed files carry "
-                             "no asset column yet (use one use case per landed asset)")
+            wide = [s.name for s in self.landing.effective_sources if s.layout == "wide"]
+            if wide:
+                raise ValueError(f"landing: a wide file holds one asset's tags, but this is a fleet; give the fleet's "
+                                 f"landed files layout: long (columns asset, tag, ts, value) or use one use case per "
+                                 f"landed asset (wide sources: {wide})")
         if self.landing is None and any(t.source == "landing" for t in self.tags):
             raise ValueError("tags with source 'landing' need a 'landing' section")
         self._check_model(names)
@@ -494,20 +633,22 @@ class UseCase(_Frozen):
         return f"{self.id}__{stage}"
 
 
-_NAMED_FIELD = re.compile(r"^Value error, ([a-z_][a-z0-9_.]*): (.*)$", re.S)
+_NAMED_FIELD = re.compile(r"^([a-z_][a-z0-9_.]*): (.*)$", re.S)
 
 
 def _describe(error: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in error.errors():
         field = prefix + ".".join(str(p) for p in err["loc"]) if err["loc"] else (prefix.rstrip(".") or "(file)")
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")  # pydantic's prefix says nothing to the reader
         got = err.get("input")
         got_text = "" if isinstance(got, dict) else f" (got {got!r})"
-        # A check across fields names the field it is about: "Value error, kubernetes.image: ...".
-        named = _NAMED_FIELD.match(msg) if not err["loc"] else None
+        # A check across fields names the field it is about: "kubernetes.image: ...",
+        # relative to the model it checks ("landing" + "pattern: ..." -> "landing.pattern: ...").
+        named = _NAMED_FIELD.match(msg)
         if named:
-            field, msg = named.group(1), named.group(2)
+            field = f"{field}.{named.group(1)}" if err["loc"] else named.group(1)
+            msg = named.group(2)
         parts.append(f"{field}: {msg}{got_text}")
     return "; ".join(parts)
 

@@ -91,7 +91,7 @@ def _landing_trigger(use_case: UseCase):
     from plantops.orchestration.triggers import LandingFileTrigger
 
     folder = get_settings().landing_root / use_case.landing.folder
-    return LandingFileTrigger(directory=str(folder), pattern=use_case.landing.pattern)
+    return LandingFileTrigger(directory=str(folder), pattern=list(use_case.landing.patterns))
 
 
 def _on_kubernetes(use_case: UseCase):

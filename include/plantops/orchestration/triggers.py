@@ -8,6 +8,9 @@ It fires once per new file version (name, size, modification time): what it anno
 the state DB (``landing_announced``) before the event is sent, so a file that waits (an ingest
 already running, a quarantined file released later under a new size) or a restarted triggerer does
 not start an ingest run per poll. A file whose event was lost is still taken by the ingest's cron.
+
+It watches the patterns of every landing source of the use case; a file no source claims wakes
+nothing here and is reported (``ignored``) by the next ingest.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
@@ -23,23 +26,28 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from plantops.sources.landing import is_complete_name
 
 
-def completed_files(directory: str, pattern: str) -> list[str]:
+def completed_files(directory: str, patterns: str | Sequence[str]) -> list[str]:
+    """Completed files of the folder matching any of the patterns (case-sensitive, as the ingest's)."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
     try:
         names = os.listdir(directory)
     except FileNotFoundError:
         return []
     return sorted(
         n for n in names
-        if is_complete_name(n) and fnmatch.fnmatch(n, pattern)
+        if is_complete_name(n) and any(fnmatch.fnmatchcase(n, p) for p in patterns)
         and os.path.isfile(os.path.join(directory, n))
     )
 
 
 class LandingFileTrigger(BaseEventTrigger):
-    def __init__(self, directory: str, pattern: str = "*", poke_interval: float = 5.0) -> None:
+    """``pattern``: one glob, or a list of them (the landing sources' patterns)."""
+
+    def __init__(self, directory: str, pattern: str | Sequence[str] = "*", poke_interval: float = 5.0) -> None:
         super().__init__()
         self.directory = directory
-        self.pattern = pattern
+        # One pattern stays a string, so the serialized trigger of a one-source use case is as before.
+        self.pattern = pattern if isinstance(pattern, str) else (pattern[0] if len(pattern) == 1 else list(pattern))
         self.poke_interval = poke_interval
 
     def serialize(self) -> tuple[str, dict[str, Any]]:

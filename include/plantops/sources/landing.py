@@ -1,4 +1,4 @@
-"""The NiFi landing zone: scan completed files, a ledger, quarantine with a reason, release.
+"""The NiFi landing zone: scan completed files, read them, a ledger, quarantine with a reason, release.
 
 NiFi's PutFile writes under a dot-prefixed temporary name and renames when done, so hidden files
 and ``*.tmp``/``*.part`` names are never read. Every file is keyed in the ledger by name, size and
@@ -7,10 +7,16 @@ under a new name), are a no-op, recorded as a ``duplicate`` of the file that bro
 corrected file under the same name supersedes the earlier one, and the ledger says so. Files are
 moved, never deleted: to the archive once ingested, to quarantine (beside a ``.reason.json``) when
 they fail.
+
+Each file is read as the landing source whose pattern it matches says (parquet, csv or jsonl; see
+the README's "Landed files"). A file no source claims is left where it is (NiFi may still be
+writing under a name the use case will claim) and recorded once as ``ignored``.
 """
 
 from __future__ import annotations
 
+import codecs
+import fnmatch
 import hashlib
 import json
 import logging
@@ -20,12 +26,17 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, insert, select, update
 from sqlalchemy.engine import Engine
 
+from plantops.config import LandedFileSource
 from plantops.settings import get_settings
 from plantops.storage import atomic_write_json
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +49,8 @@ ledger = Table(
     Column("name", String(255), nullable=False),
     Column("size", Integer, nullable=False),
     Column("sha256", String(64), nullable=False),
-    Column("status", String(16), nullable=False),  # ingested | quarantined | superseded | released | duplicate
+    # ingested | quarantined | superseded | released | duplicate | ignored (matches no landing source)
+    Column("status", String(16), nullable=False),
     # Rows of the file: written = with at least one value in bronze, rejected = with none.
     Column("rows_in", Integer),
     Column("rows_written", Integer),
@@ -168,6 +180,79 @@ def scan(folder: str, pattern: str = "*") -> list[LandedFile]:
     return [LandedFile(p, p.stat().st_size, sha256_of(p)) for p in paths]
 
 
+def sources_matching(name: str, sources: tuple[LandedFileSource, ...]) -> list[LandedFileSource]:
+    """The sources whose pattern matches a file name (case-sensitive, as the folder's glob)."""
+    return [s for s in sources if fnmatch.fnmatchcase(name, s.pattern)]
+
+
+def batch_key(name: str) -> str:
+    """What a landed file's bronze and rejected-value files are named after: the stem of a
+    ``.parquet`` file (as before other formats were read), the whole name of any other, so that
+    ``a.csv`` and ``a.parquet`` never share one bronze file."""
+    path = Path(name)
+    return path.stem if path.suffix == ".parquet" else path.name
+
+
+class UnreadableFile(ValueError):
+    """The file cannot be read or decoded as its source says; it is quarantined with this reason."""
+
+
+def read_landed(path: Path, source: LandedFileSource) -> pd.DataFrame:
+    """The file as a frame, its cells as they came: csv cells are text (the number parse and the
+    raw text of a rejected value come from the text), jsonl values as JSON has them."""
+    import pandas as pd
+
+    # A UTF-8 file from a Windows tool starts with a byte-order mark; without utf-8-sig it would
+    # become part of the first column's name.
+    encoding = "utf-8-sig" if codecs.lookup(source.encoding).name == "utf-8" else source.encoding
+    where = f"source {source.name}" + ("" if source.format == "parquet" else f", encoding {source.encoding}")
+    try:
+        if source.format == "parquet":
+            return pd.read_parquet(path)
+        if source.format == "csv":
+            frame = pd.read_csv(path, sep=source.delimiter, encoding=encoding, dtype=str, keep_default_na=False,
+                                na_filter=False, engine="c")
+            return frame.rename(columns=lambda c: str(c).strip())
+        return _read_jsonl(path, encoding)
+    except Exception as exc:  # noqa: BLE001 - whatever the reader says, the file is unreadable as configured
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnreadableFile(f"unreadable {source.format} ({where}): {text}") from exc
+
+
+def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
+    """One JSON object per line; numbers parsed by Python (exact), blank lines skipped."""
+    import pandas as pd
+
+    records = []
+    with path.open(encoding=encoding, newline="") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"line {number}: {exc}") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"line {number}: expected a JSON object, got {type(record).__name__}")
+            # A nested value is no measurement: kept as its JSON text, it is rejected as such.
+            records.append({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in record.items()})
+    # object columns: a null stays None (its raw text is 'null', not a float NaN's 'nan')
+    return pd.DataFrame.from_records(records).astype(object).where(lambda f: f.notna(), None)
+
+
+def record_ignored(use_case: str, landed: LandedFile, reason: str, dag_run_id: str) -> tuple[int, bool]:
+    """Note a file that matches no landing source, once per (name, sha256): it stays in the folder,
+    and a run that finds the same bytes again adds no ledger row. Returns (ledger id, new)."""
+    query = (select(ledger.c.id).where(ledger.c.use_case == use_case, ledger.c.name == landed.name,
+                                       ledger.c.sha256 == landed.sha256, ledger.c.status == "ignored")
+             .order_by(ledger.c.id))
+    with state_engine().connect() as conn:
+        seen = conn.execute(query).scalar()
+    if seen is not None:
+        return int(seen), False
+    return _record(use_case, landed, "ignored", {}, reason, dag_run_id, landed.path), True
+
+
 def already_processed(use_case: str, landed: LandedFile) -> dict | None:
     """The ledger row under which exactly these bytes were processed before, under any name.
 
@@ -187,7 +272,7 @@ def already_processed(use_case: str, landed: LandedFile) -> dict | None:
 
 
 def _record(use_case: str, landed: LandedFile, status: str, counts: dict, reason: str,
-            dag_run_id: str, stored_at: Path, duplicate_of: str | None = None) -> None:
+            dag_run_id: str, stored_at: Path, duplicate_of: str | None = None) -> int:
     rejected_values = counts.get("rejected_values")
     with state_engine().begin() as conn:
         if status == "ingested":
@@ -198,7 +283,7 @@ def _record(use_case: str, landed: LandedFile, status: str, counts: dict, reason
                        ledger.c.sha256 != landed.sha256)
                 .values(status="superseded", reason=f"superseded by sha256 {landed.sha256[:12]}")
             )
-        conn.execute(insert(ledger), [{
+        result = conn.execute(insert(ledger).values({
             "use_case": use_case, "name": landed.name, "size": landed.size, "sha256": landed.sha256,
             "status": status, "rows_in": counts.get("rows_in"), "rows_written": counts.get("rows_written"),
             "rows_rejected": counts.get("rows_rejected"), "reason": reason, "dag_run_id": dag_run_id,
@@ -207,7 +292,8 @@ def _record(use_case: str, landed: LandedFile, status: str, counts: dict, reason
             "values_rejected": counts.get("values_rejected"),
             "rejected_values": None if rejected_values is None else json.dumps(rejected_values, sort_keys=True),
             "duplicate_of": duplicate_of,
-        }])
+        }))
+        return int(result.inserted_primary_key[0])
 
 
 def _unique_target(folder: Path, name: str, sha256: str) -> Path:

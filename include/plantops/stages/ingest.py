@@ -9,7 +9,7 @@ historian and for landed files.
 
 Accounting holds for every batch, per value (values_in == values_written + values_rejected) and per
 row (rows_in == rows_written + rows_rejected, a written row having at least one value in bronze).
-A historian row is one value.
+A historian row, and a row of a long landed file, is one value.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from plantops.config import UseCase
+from plantops.config import LandedFileSource, UseCase
 from plantops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -198,6 +198,77 @@ class FileProblem(ValueError):
     """The file as a whole cannot be trusted; it goes to quarantine with this reason."""
 
 
+class AmbiguousLanding(ValueError):
+    """A landed file matches more than one landing source: the use case must say which it is."""
+
+
+# A time of day followed by a zone (Z or an offset): text that names its zone.
+_ZONED = r"\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+
+
+def _timestamps(ts: pd.Series, zone: str | None, ts_format: str | None, name: str) -> pd.Series:
+    """A file's timestamps in UTC, NaT where one is missing or invalid (its values are rejected).
+
+    Text is ISO 8601 (or ``ts_format``); a zone in the text is honoured, text without one is local
+    time in ``zone``. A local time that does not exist (the hour skipped in spring) or exists twice
+    (the hour repeated in autumn) becomes NaT: which instant it meant is not guessed.
+    """
+    import pandas as pd
+
+    if ts.empty:  # a file without rows: GX says so; its timestamps' zone is no question
+        return pd.Series(pd.DatetimeIndex([], tz="UTC"), index=ts.index, dtype="datetime64[ns, UTC]")
+    if not pd.api.types.is_datetime64_any_dtype(ts):
+        if pd.api.types.is_numeric_dtype(ts) or pd.api.types.is_bool_dtype(ts):
+            raise FileProblem(f"column {name} holds numbers, not timestamps: write them as ISO 8601 text "
+                              "(or set the source's ts_format)")
+        text = ts.astype("string").str.strip()
+        present = (text.notna() & (text != "")).to_numpy()
+        how = f"format {ts_format!r}" if ts_format else "ISO 8601"
+        if ts_format:
+            ts = pd.to_datetime(text, format=ts_format, errors="coerce", utc="%z" in ts_format)
+        else:
+            zoned = text.str.contains(_ZONED, regex=True, na=False).to_numpy()
+            if (zoned & present).any() and (~zoned & present).any():
+                raise FileProblem(f"column {name}: some timestamps name their zone and some do not, e.g. "
+                                  f"{text[zoned].iloc[0]!r} and {text[~zoned & present].iloc[0]!r}")
+            ts = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=bool(zoned.any()))
+        if len(ts) and ts.isna().all():
+            example = f"e.g. {text[present].iloc[0]!r}" if present.any() else "every cell is empty"
+            raise FileProblem(f"column {name} is not a timestamp ({how}): {example}")
+    if getattr(ts.dt, "tz", None) is None:
+        if zone is None:
+            raise FileProblem("timestamps have no time zone; set landing.naive_timezone (or the source's "
+                              "naive_timezone) in the use case to accept them")
+        ts = ts.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
+    return ts.dt.tz_convert("UTC").astype("datetime64[ns, UTC]")
+
+
+def _numbers(column: pd.Series, decimal: str = ".") -> tuple[pd.Series, np.ndarray]:
+    """A value column of text (or JSON's mix of numbers and text) as numbers, and which cells are
+    digital states: text that is neither a number nor empty. ``decimal`` "," reads "1,5" as 1.5."""
+    import numpy as np
+    import pandas as pd
+
+    text = column
+    if decimal != ".":  # csv only, where every cell is text
+        text = column.str.replace(decimal, ".", regex=False)
+    numeric = pd.to_numeric(text, errors="coerce").astype(float)
+    parsed = numeric.notna()
+    try:  # to_numeric's parser can be one unit in the last place off; Python's float() is exact
+        numeric[parsed] = text[parsed].astype(float)
+    except (ValueError, TypeError):
+        pass
+    lowered = column.astype(str).str.strip().str.lower()
+    states = (column.notna() & numeric.isna() & ~lowered.isin(EMPTY_TEXTS)).to_numpy()
+    return numeric, states
+
+
+def _is_text(column: pd.Series) -> bool:
+    import pandas as pd
+
+    return column.dtype == object or isinstance(column.dtype, pd.StringDtype)
+
+
 @dataclass(frozen=True, eq=False)
 class PreparedFile:
     """A landed wide file ready for validation, with each value's problem already named.
@@ -216,9 +287,30 @@ class PreparedFile:
     def value_columns(self) -> list[str]:
         return list(self.problems.columns)
 
+    def named_rows(self) -> np.ndarray:
+        """Per row of the file: does any of its values have a named problem?"""
+        return (self.problems != "").to_numpy().any(axis=1)
 
-def prepare_landed(use_case: UseCase, frame: pd.DataFrame) -> PreparedFile:
-    """Normalise a landed file and name each value's problem, before GX validates the file.
+    def numbers(self, values: pd.DataFrame) -> np.ndarray:
+        """The numbers of ``values`` (rows of :func:`_landed_values`, which are row-major)."""
+        flat = self.frame[self.value_columns].to_numpy(dtype=float).reshape(-1)
+        return flat[values.index.to_numpy()]
+
+    def raw_texts(self, values: pd.DataFrame) -> list[str]:
+        """The text of each of ``values`` as it came in the file."""
+        import pandas as pd
+
+        raw = pd.Series("", index=values.index, dtype=object)
+        for tag, part in values.groupby("tag", sort=False):
+            cells = self.raw[tag].iloc[part["row"].to_numpy()].tolist()
+            raw.loc[part.index] = [_raw_text(v) for v in cells]
+        return raw.tolist()
+
+
+def prepare_landed(use_case: UseCase, frame: pd.DataFrame,
+                   source: LandedFileSource | None = None) -> PreparedFile:
+    """Normalise a landed wide file (its timestamp column named ``ts``) and name each value's
+    problem, before GX validates the file.
 
     - timestamps to UTC; naive ones only when the use case names their zone (else FileProblem);
     - a value column of text is read as numbers; its other texts are historian digital states
@@ -232,22 +324,12 @@ def prepare_landed(use_case: UseCase, frame: pd.DataFrame) -> PreparedFile:
     import numpy as np
     import pandas as pd
 
+    source = source or use_case.landing.effective_sources[0]
     raw = frame.reset_index(drop=True)
     frame = raw.copy()
     if "ts" in frame.columns:
-        ts = frame["ts"]
-        if not pd.api.types.is_datetime64_any_dtype(ts):
-            try:
-                ts = pd.to_datetime(ts, format="ISO8601")
-            except (ValueError, TypeError) as exc:
-                raise FileProblem(f"column ts is not a timestamp: {exc}") from exc
-        if getattr(ts.dt, "tz", None) is None:
-            zone = use_case.landing.naive_timezone if use_case.landing else None
-            if zone is None:
-                raise FileProblem("timestamps have no time zone; set landing.naive_timezone in the use case "
-                                  "to accept them")
-            ts = ts.dt.tz_localize(zone, ambiguous="NaT", nonexistent="NaT")
-        frame["ts"] = ts.dt.tz_convert("UTC")
+        zone = use_case.landing.zone_of(source)
+        frame["ts"] = _timestamps(frame["ts"], zone, source.ts_format, source.ts_column)
     tags = {t.name: t for t in use_case.tags_from("landing")}
     columns = [c for c in frame.columns if c != "ts"]
     problems = pd.DataFrame({c: np.full(len(frame), "", dtype=object) for c in columns}, index=frame.index)
@@ -257,15 +339,8 @@ def prepare_landed(use_case: UseCase, frame: pd.DataFrame) -> PreparedFile:
             continue  # not a column of the use case: GX fails the file on its columns
         column = frame[name]
         states = np.zeros(len(frame), dtype=bool)
-        if column.dtype == object:
-            numeric = pd.to_numeric(column, errors="coerce").astype(float)
-            parsed = numeric.notna()
-            try:  # to_numeric's parser can be one unit in the last place off; Python's float() is exact
-                numeric[parsed] = column[parsed].astype(float)
-            except (ValueError, TypeError):
-                pass
-            text = column.astype(str).str.strip().str.lower()
-            states = (column.notna() & numeric.isna() & ~text.isin(EMPTY_TEXTS)).to_numpy()
+        if _is_text(column):
+            numeric, states = _numbers(column, source.decimal)
             if states.any() and numeric.notna().sum() == 0:
                 example = column[states].iloc[0]
                 raise FileProblem(f"column {name} is not numeric: {int(states.sum())} of {len(frame)} values are "
@@ -285,6 +360,84 @@ def prepare_landed(use_case: UseCase, frame: pd.DataFrame) -> PreparedFile:
     for name in columns:
         problems.loc[duplicate & (problems[name] == ""), name] = DUPLICATE_ROW
     return PreparedFile(raw=raw, frame=frame, problems=problems, duplicate=duplicate)
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedLong:
+    """A landed long file (one value per row) ready for validation: ``values`` has one row per row
+    of the file (row, asset, tag, ts, reason, batch, quality), ``checked`` the frame GX validates,
+    ``duplicate`` the later copies of an (asset, tag, ts) the file already had."""
+
+    raw: pd.DataFrame
+    values: pd.DataFrame
+    checked: pd.DataFrame
+    duplicate: np.ndarray
+
+    def named_rows(self) -> np.ndarray:
+        return (self.values["reason"] != "").to_numpy()
+
+    def numbers(self, values: pd.DataFrame) -> np.ndarray:
+        return self.checked["value"].to_numpy(dtype=float)[values["row"].to_numpy()]
+
+    def raw_texts(self, values: pd.DataFrame) -> list[str]:
+        return [_raw_text(v) for v in self.raw["value"].iloc[values["row"].to_numpy()].tolist()]
+
+
+def prepare_long(use_case: UseCase, frame: pd.DataFrame, source: LandedFileSource,
+                 batch: str) -> PreparedLong:
+    """Name each value's problem in a long file (columns asset, tag, ts, value[, quality]).
+
+    As a historian row: a value of quality other than good may be missing and is written with its
+    quality; an unknown asset, tag or quality, a digital state, NaN, an infinity, a value outside
+    its tag's range or a row without a valid timestamp rejects that value; a later row for an
+    (asset, tag, ts) the file already had is rejected ``duplicate row``, the first one kept.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from plantops.stages.validation import QUALITIES
+
+    raw = frame.reset_index(drop=True)
+    n = len(raw)
+
+    def text(name: str) -> pd.Series:
+        return raw[name].astype("string").fillna("").str.strip().astype(object)
+
+    asset, tag = text("asset"), text("tag")
+    quality = (text("quality").str.lower() if "quality" in raw.columns
+               else pd.Series("", index=raw.index, dtype=object))
+    quality = quality.where(quality != "", "good")  # an empty cell is a good value, as the column's absence
+    ts = _timestamps(raw["ts"], use_case.landing.zone_of(source), source.ts_format, source.ts_column)
+    value = raw["value"]
+    states = np.zeros(n, dtype=bool)
+    if _is_text(value):
+        value, states = _numbers(value, source.decimal)
+    elif not pd.api.types.is_numeric_dtype(value) or pd.api.types.is_bool_dtype(value):
+        raise FileProblem(f"column value is not numeric: {value.dtype}")
+    value = value.astype(float)
+    tags = {t.name: t for t in use_case.tags_from("landing")}
+    lo = tag.map(lambda t: tags[t].min if t in tags else np.nan).to_numpy(dtype=float)
+    hi = tag.map(lambda t: tags[t].max if t in tags else np.nan).to_numpy(dtype=float)
+    why_out = tag.map(lambda t: range_reason(tags[t].min, tags[t].max) if t in tags else "")
+    reasons = _value_problems(value.to_numpy(), lo, hi, why_out.to_numpy(dtype=object),
+                              missing_allowed=(quality != "good").to_numpy())
+    reasons[states] = ("digital state " + raw.loc[states, "value"].astype(str).map(repr)).to_numpy()
+    odd = ~quality.isin(QUALITIES).to_numpy()
+    reasons[odd] = ("unknown quality " + quality[odd].map(repr)).to_numpy()
+    historian_tags = {t.name for t in use_case.tags_from("historian")}
+    for t in tag[~tag.isin(list(tags))].unique():
+        why = (f"tag {t!r} comes from the historian, not from landed files" if t in historian_tags
+               else f"unknown tag {t!r}")
+        reasons[(tag == t).to_numpy()] = why
+    stranger = ~asset.isin(list(use_case.assets)).to_numpy()
+    reasons[stranger] = ("unknown asset " + asset[stranger].map(repr)).to_numpy()
+    reasons[ts.isna().to_numpy() & (reasons == "")] = NO_TIMESTAMP
+    duplicate = pd.DataFrame({"asset": asset, "tag": tag, "ts": ts}).duplicated(keep="first").to_numpy()
+    reasons[duplicate & (reasons == "")] = DUPLICATE_ROW
+    values = pd.DataFrame({"row": np.arange(n), "asset": asset, "tag": tag, "ts": ts, "reason": reasons,
+                           "batch": batch, "quality": quality})
+    checked = pd.DataFrame({"asset": asset, "tag": tag, "ts": ts, "value": value, "quality": quality})
+    return PreparedLong(raw=raw, values=values, checked=checked, duplicate=duplicate)
 
 
 def _held_elsewhere(use_case: UseCase, candidates: pd.DataFrame, own: str) -> pd.Series:
@@ -330,114 +483,209 @@ def _landed_values(use_case: UseCase, prepared: PreparedFile, batch: str) -> pd.
         "ts": pd.DatetimeIndex(np.repeat(ts, len(columns))).tz_localize("UTC"),
         "reason": prepared.problems.to_numpy(dtype=object).reshape(-1),
         "batch": batch,
+        "quality": "good",
     })
 
 
-def _with_raw(values: pd.DataFrame, prepared: PreparedFile) -> pd.DataFrame:
-    """The rejected values with their text as they came in the file."""
-    import pandas as pd
+@dataclass(eq=False)
+class _Judged:
+    """A landed file read as its source says: its size, each value with its problem (None when the
+    file cannot be split into values), GX's verdict, and problems of the file as a whole."""
 
-    raw = pd.Series("", index=values.index, dtype=object)
-    for tag, part in values.groupby("tag", sort=False):
-        cells = prepared.raw[tag].iloc[part["row"].to_numpy()].tolist()
-        raw.loc[part.index] = [_raw_text(v) for v in cells]
-    return values.assign(raw=raw, source="landing")
+    rows_in: int
+    values_in: int
+    notes: list[str]
+    prepared: PreparedFile | PreparedLong | None = None
+    values: pd.DataFrame | None = None
+    outcome: Any = None
+
+
+def _columns_note(source: LandedFileSource, expected: list[str], seen: list,
+                  optional: tuple[str, ...] = ()) -> str | None:
+    """What is wrong with a file's columns, by name, and what was expected; None when they fit."""
+    seen = [str(c) for c in seen]
+    missing = [c for c in expected if c not in seen]
+    unexpected = [c for c in seen if c not in expected and c not in optional]
+    if not missing and not unexpected:
+        return None
+    wrong = ([f"missing {missing}"] if missing else []) + ([f"unexpected {unexpected}"] if unexpected else [])
+    want = ", ".join(expected) + (f" (optional: {', '.join(optional)})" if optional else "")
+    return (f"columns do not match source {source.name} ({source.format}, {source.layout}): "
+            f"{'; '.join(wrong)}; expected {want}")
+
+
+def _judge_wide(use_case: UseCase, source: LandedFileSource, raw: pd.DataFrame, batch: str) -> _Judged:
+    """A wide file: a timestamp column and one column per landing tag, of the use case's one asset."""
+    from plantops.stages import validation
+
+    tags = [t.name for t in use_case.tags_from("landing")]
+    value_columns = [c for c in raw.columns if c != source.ts_column]
+    judged = _Judged(rows_in=len(raw), values_in=len(raw) * len(value_columns), notes=[])
+    note = _columns_note(source, [source.ts_column, *tags], list(raw.columns))
+    if note:
+        judged.notes.append(note)
+    if source.ts_column != "ts":
+        if "ts" in raw.columns:
+            return judged  # a column 'ts' besides the timestamp column: named unexpected above
+        raw = raw.rename(columns={source.ts_column: "ts"})
+    try:
+        prepared = prepare_landed(use_case, raw, source)
+    except FileProblem as exc:
+        judged.notes.append(str(exc))
+        return judged
+    kept = prepared.frame.index[~prepared.duplicate.to_numpy()]
+    outcome = validation.validate_landed(use_case, prepared.frame.loc[kept],
+                                         max_rows=use_case.landing.max_rows)
+    values = _landed_values(use_case, prepared, batch)
+    if not outcome.structural:
+        values = _gx_fallback(values, prepared.named_rows(), kept.to_numpy(), outcome, batch)
+    judged.prepared, judged.values, judged.outcome = prepared, values, outcome
+    return judged
+
+
+def _judge_long(use_case: UseCase, source: LandedFileSource, raw: pd.DataFrame, batch: str) -> _Judged:
+    """A long file: one value per row, of any of the use case's assets; a row is one value."""
+    import numpy as np
+
+    from plantops.stages import validation
+
+    judged = _Judged(rows_in=len(raw), values_in=len(raw), notes=[])
+    note = _columns_note(source, ["asset", "tag", source.ts_column, "value"], list(raw.columns),
+                         optional=("quality",))
+    if note:
+        judged.notes.append(note)
+        return judged
+    try:
+        prepared = prepare_long(use_case, raw.rename(columns={source.ts_column: "ts"}), source, batch)
+    except FileProblem as exc:
+        judged.notes.append(str(exc))
+        return judged
+    kept = np.flatnonzero(~prepared.duplicate)
+    outcome = validation.validate_landed_long(use_case, prepared.checked.iloc[kept],
+                                              max_rows=use_case.landing.max_rows)
+    values = prepared.values.copy()
+    if not outcome.structural:
+        values = _gx_fallback(values, prepared.named_rows(), kept, outcome, batch)
+    judged.prepared, judged.values, judged.outcome = prepared, values, outcome
+    return judged
 
 
 def ingest_landed(use_case: UseCase, run_id: str) -> dict:
-    """Every completed landed file: ledger check, validation, bronze or quarantine, then archive.
+    """Every completed landed file: its source, ledger check, validation, bronze or quarantine, then archive.
 
     Per value: a file's bad values are rejected one by one, its good values written, unless the
-    file as a whole is unusable (schema, order, no rows), or ``landing.bad_rows: quarantine`` asks
-    for the whole file to be quarantined on any rejected value.
+    file as a whole is unusable (unreadable, columns, order, no rows), or ``landing.bad_rows:
+    quarantine`` asks for the whole file to be quarantined on any rejected value. A file that
+    matches no landing source is left in place and recorded once as ``ignored``; a file that
+    matches two is an error of the use case (AmbiguousLanding), raised before anything is read.
     """
-    import pandas as pd
-
     from plantops.sources import landing
-    from plantops.stages import validation
-    from plantops.storage import write_bronze
 
     if use_case.landing is None:
         return {"files": []}
+    sources = use_case.landing.effective_sources
+    found = [(landed, landing.sources_matching(landed.name, sources))
+             for landed in landing.scan(use_case.landing.folder)]
+    for landed, matched in found:
+        if len(matched) > 1:
+            both = " and ".join(f"{s.name} ({s.pattern!r})" for s in matched)
+            raise AmbiguousLanding(f"use case {use_case.id}: landed file {landed.name!r} matches more than one landing "
+                                   f"source: {both}; each file must match one source: narrow the patterns in "
+                                   f"include/use_cases/{use_case.id}.yaml (nothing was ingested, the files stay in "
+                                   f"{landed.path.parent})")
     results = []
-    for landed in landing.scan(use_case.landing.folder, use_case.landing.pattern):
+    for landed, matched in found:
+        if not matched:
+            results.append(_ignore(use_case, landed, sources, run_id))
+            continue
         previous = landing.already_processed(use_case.id, landed)
         if previous:
             landing.skip_duplicate(use_case.id, landed, previous, run_id)
             results.append({"file": landed.name, "status": "duplicate", "ledger_id": previous["id"],
                             "duplicate_of": previous["name"]})
             continue
-        counts: dict[str, Any] = {"rows_in": 0, "rows_written": 0, "rows_rejected": 0,
-                                  "values_in": 0, "values_written": 0, "values_rejected": 0}
-        try:
-            raw = pd.read_parquet(landed.path)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is quarantined, not fatal
-            landing.quarantine(use_case.id, landed, f"unreadable parquet: {exc}", counts, run_id)
-            results.append({"file": landed.name, "status": "quarantined", "reason": "unreadable"})
-            continue
-        n_values = len(raw) * len([c for c in raw.columns if c != "ts"])
-        counts.update(rows_in=len(raw), values_in=n_values)
-        outcome = prepared = values = None
-        try:
-            prepared = prepare_landed(use_case, raw)
-        except FileProblem as exc:
-            reason = str(exc)
-        else:
-            kept = prepared.frame.index[~prepared.duplicate.to_numpy()]
-            outcome = validation.validate_landed(use_case, prepared.frame.loc[kept],
-                                                 max_rows=use_case.landing.max_rows)
-            values = _landed_values(use_case, prepared, landed.name)
-            if not outcome.structural:
-                values = _gx_fallback(values, prepared, kept, outcome, landed.name)
-                good = values["reason"] == ""
-                if good.any():
-                    held = _held_elsewhere(use_case, values[good], f"landing-{landed.path.stem}.parquet")
-                    values.loc[held.index[held != ""], "reason"] = held[held != ""]
-            rejected_values = tally(values[values["reason"] != ""])
-            parts = [] if outcome.success else [outcome.reason()]
-            reason = "; ".join(parts + summary(rejected_values)) or "ok"
-        bad = None if values is None else values["reason"] != ""
-        whole_file = outcome is None or outcome.structural or (
-            use_case.landing.bad_rows == "quarantine" and bool(bad.any()))
-        if whole_file:
-            counts.update(rows_rejected=len(raw), values_rejected=n_values)
-            if values is not None:
-                # Every value of the file is rejected: its own problem, or the file's.
-                whole = values.assign(reason=values["reason"].where(bad, "file quarantined"))
-                counts["rejected_values"] = tally(whole)
-            landing.quarantine(use_case.id, landed, reason, counts, run_id)
-            results.append({"file": landed.name, "status": "quarantined", "reason": reason, **counts})
-            continue
-        rejected = _with_raw(values[bad], prepared)
-        quarantined_rows = _quarantine_rows(use_case, rejected, landed.path.stem)
-        written = values[~bad].assign(
-            value=prepared.frame[prepared.value_columns].to_numpy(dtype=float).reshape(-1)[~bad.to_numpy()],
-            quality="good", source="landing")
-        days = write_bronze(get_settings().bronze_root, use_case.id, written[LONG_COLUMNS],
-                            f"landing-{landed.path.stem}")
-        rows_written = int(written["row"].nunique())
-        counts.update(rows_written=rows_written, rows_rejected=len(raw) - rows_written,
-                      values_written=int((~bad).sum()), values_rejected=int(bad.sum()),
-                      rejected_values=rejected_values)
-        assert counts["values_written"] == sum(days.values())
-        assert counts["values_in"] == counts["values_written"] + counts["values_rejected"]
-        assert counts["rows_in"] == counts["rows_written"] + counts["rows_rejected"]
-        landing.archive(use_case.id, landed, counts, run_id, reason)
-        results.append({"file": landed.name, "status": "ingested", "days": days, "rejected_rows_at": quarantined_rows,
-                        **counts})
+        results.append(_ingest_file(use_case, matched[0], landed, run_id))
     return {"files": results}
 
 
-def _gx_fallback(values: pd.DataFrame, prepared: PreparedFile, kept: pd.Index, outcome: Any,
+def _ignore(use_case: UseCase, landed: Any, sources: tuple[LandedFileSource, ...], run_id: str) -> dict:
+    from plantops.sources import landing
+
+    reason = "matches no landing source; expected one of: " + ", ".join(s.describe() for s in sources)
+    ledger_id, new = landing.record_ignored(use_case.id, landed, reason, run_id)
+    if new:
+        log.warning("%s: %s; left in %s (configure a source in include/use_cases/%s.yaml to read it)",
+                    landed.name, reason, landed.path.parent, use_case.id)
+    else:
+        log.info("%s: still matches no landing source (ledger id %s)", landed.name, ledger_id)
+    return {"file": landed.name, "status": "ignored", "reason": reason, "ledger_id": ledger_id}
+
+
+def _ingest_file(use_case: UseCase, source: LandedFileSource, landed: Any, run_id: str) -> dict:
+    """One landed file of a source: read, values judged, then bronze and archive, or quarantine."""
+    from plantops.sources import landing
+    from plantops.storage import write_bronze
+
+    counts: dict[str, Any] = {"rows_in": 0, "rows_written": 0, "rows_rejected": 0,
+                              "values_in": 0, "values_written": 0, "values_rejected": 0}
+    try:
+        raw = landing.read_landed(landed.path, source)
+    except landing.UnreadableFile as exc:  # any unreadable file is quarantined, not fatal
+        landing.quarantine(use_case.id, landed, str(exc), counts, run_id)
+        return {"file": landed.name, "source": source.name, "status": "quarantined", "reason": str(exc), **counts}
+    judge = _judge_wide if source.layout == "wide" else _judge_long
+    judged = judge(use_case, source, raw, landed.name)
+    counts.update(rows_in=judged.rows_in, values_in=judged.values_in)
+    key = landing.batch_key(landed.name)
+    values, outcome, prepared = judged.values, judged.outcome, judged.prepared
+    parts = list(judged.notes) + ([] if outcome is None or outcome.success else [outcome.reason()])
+    rejected_values: dict[str, dict[str, int]] = {}
+    if values is not None:
+        if not outcome.structural:
+            good = values["reason"] == ""
+            if good.any():
+                held = _held_elsewhere(use_case, values[good], f"landing-{key}.parquet")
+                values.loc[held.index[held != ""], "reason"] = held[held != ""]
+        rejected_values = tally(values[values["reason"] != ""])
+    reason = "; ".join(parts + summary(rejected_values)) or "ok"
+    bad = None if values is None else values["reason"] != ""
+    whole_file = values is None or bool(judged.notes) or outcome.structural or (
+        use_case.landing.bad_rows == "quarantine" and bool(bad.any()))
+    if whole_file:
+        counts.update(rows_rejected=judged.rows_in, values_rejected=judged.values_in)
+        if values is not None:
+            # Every value of the file is rejected: its own problem, or the file's.
+            whole = values.assign(reason=values["reason"].where(bad, "file quarantined"))
+            counts["rejected_values"] = tally(whole)
+        landing.quarantine(use_case.id, landed, reason, counts, run_id)
+        return {"file": landed.name, "source": source.name, "status": "quarantined", "reason": reason, **counts}
+    rejected = values[bad].assign(raw=prepared.raw_texts(values[bad]), source="landing")
+    quarantined_rows = _quarantine_rows(use_case, rejected, key)
+    written = values[~bad].assign(value=prepared.numbers(values[~bad]), source="landing")
+    days = write_bronze(get_settings().bronze_root, use_case.id, written[LONG_COLUMNS], f"landing-{key}")
+    rows_written = int(written["row"].nunique())
+    counts.update(rows_written=rows_written, rows_rejected=judged.rows_in - rows_written,
+                  values_written=int((~bad).sum()), values_rejected=int(bad.sum()),
+                  rejected_values=rejected_values)
+    assert counts["values_written"] == sum(days.values())
+    assert counts["values_in"] == counts["values_written"] + counts["values_rejected"]
+    assert counts["rows_in"] == counts["rows_written"] + counts["rows_rejected"]
+    landing.archive(use_case.id, landed, counts, run_id, reason)
+    return {"file": landed.name, "source": source.name, "status": "ingested", "days": days,
+            "rejected_rows_at": quarantined_rows, **counts}
+
+
+def _gx_fallback(values: pd.DataFrame, named: np.ndarray, kept: np.ndarray, outcome: Any,
                  batch: str) -> pd.DataFrame:
-    """GX is the gate: a row it flags in which no value was named keeps GX's reason on every value."""
+    """GX is the gate: a row it flags in which no value was named keeps GX's reason on every value.
+    ``named`` says per row of the file whether a value of it has a problem already; ``kept`` maps
+    GX's positions (of the rows it validated) to rows of the file."""
     import numpy as np
 
     if not outcome.bad_rows:
         return values
     positions = np.fromiter(outcome.bad_rows, dtype=np.int64)
-    rows = kept.to_numpy()[positions]
-    named = (prepared.problems != "").to_numpy().any(axis=1)
+    rows = kept[positions]
     unexplained = {int(r): outcome.row_reasons[int(p)] for r, p in zip(rows, positions) if not named[r]}
     if unexplained:
         log.warning("%s: GX rejected %d rows in which no value was named, e.g. %s", batch, len(unexplained),

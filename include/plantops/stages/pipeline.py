@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -89,12 +88,12 @@ def landed_days(use_case_id: str, run_id: str) -> list[str]:
     """The bronze days of the files this run ingested (across its tries)."""
     from sqlalchemy import select
 
-    from plantops.sources.landing import ledger, state_engine
+    from plantops.sources.landing import batch_key, ledger, state_engine
 
     query = select(ledger.c.name).where(ledger.c.use_case == use_case_id, ledger.c.dag_run_id == run_id,
                                         ledger.c.status == "ingested")
     with state_engine().connect() as conn:
-        stems = {Path(name).stem for (name,) in conn.execute(query)}
+        stems = {batch_key(name) for (name,) in conn.execute(query)}
     root = get_settings().bronze_root / use_case_id
     return sorted({p.parent.name.removeprefix("date=") for stem in stems
                    for p in root.glob(f"date=*/landing-{stem}.parquet")})

@@ -1,9 +1,10 @@
 """Great Expectations 1.x gates built from the use-case config.
 
-Three suites: landed files (wide: ``ts`` plus one column per tag), historian pulls (long rows) and
-the feature table. Each run returns a :class:`ValidationOutcome` naming every failed expectation,
-and, for row-level expectations, the rows that broke them (GX's unexpected index list), so that
-good rows are kept and bad rows are rejected with a reason instead of silently dropped.
+Four suites: landed files, wide (``ts`` plus one column per tag) or long (one value per row),
+historian pulls (long rows) and the feature table. Each run returns a :class:`ValidationOutcome`
+naming every failed expectation, and, for row-level expectations, the rows that broke them (GX's
+unexpected index list), so that good rows are kept and bad rows are rejected with a reason
+instead of silently dropped.
 """
 
 from __future__ import annotations
@@ -133,6 +134,33 @@ def validate_landed(use_case: UseCase, frame: pd.DataFrame, max_rows: int = 1_00
         expectations.append(ex.ExpectColumnValuesToNotBeNull(column=tag.name))
         expectations.append(ex.ExpectColumnValuesToBeBetween(column=tag.name, min_value=tag.min, max_value=tag.max))
     return _run(f"{use_case.id}.landed", frame, expectations, STRUCTURAL)
+
+
+def validate_landed_long(use_case: UseCase, frame: pd.DataFrame, max_rows: int = 1_000_000) -> ValidationOutcome:
+    """A NiFi-landed file in long layout, one value per row: its columns, size and (asset, tag, ts)
+    uniqueness are the file's; assets, tags, qualities and values are checked per row."""
+    import great_expectations as gx
+
+    ex = gx.expectations
+    limits = {t.name: (t.min, t.max) for t in use_case.tags_from("landing")}
+    checked = frame.assign(
+        lo=frame["tag"].map(lambda t: limits.get(t, (float("nan"),) * 2)[0]).astype(float),
+        hi=frame["tag"].map(lambda t: limits.get(t, (float("nan"),) * 2)[1]).astype(float),
+    )
+    expectations: list[Any] = [
+        ex.ExpectTableColumnsToMatchSet(column_set=["asset", "tag", "ts", "value", "quality", "lo", "hi"], exact_match=True),
+        ex.ExpectTableRowCountToBeBetween(min_value=1, max_value=max_rows),
+        ex.ExpectCompoundColumnsToBeUnique(column_list=["asset", "tag", "ts"]),
+        ex.ExpectColumnValuesToBeInTypeList(column="value", type_list=["float64", "float32", "int64", "int32"]),
+        ex.ExpectColumnValuesToNotBeNull(column="ts"),
+        ex.ExpectColumnValuesToBeInSet(column="asset", value_set=list(use_case.assets)),
+        ex.ExpectColumnValuesToBeInSet(column="tag", value_set=list(limits)),
+        ex.ExpectColumnValuesToBeInSet(column="quality", value_set=list(QUALITIES)),
+        ex.ExpectColumnValuesToNotBeNull(column="value", row_condition='quality=="good"', condition_parser="pandas"),
+        ex.ExpectColumnPairValuesAToBeGreaterThanB(column_A="value", column_B="lo", or_equal=True, ignore_row_if="either_value_is_missing"),
+        ex.ExpectColumnPairValuesAToBeGreaterThanB(column_A="hi", column_B="value", or_equal=True, ignore_row_if="either_value_is_missing"),
+    ]
+    return _run(f"{use_case.id}.landed_long", checked, expectations, STRUCTURAL)
 
 
 def validate_historian(use_case: UseCase, frame: pd.DataFrame) -> ValidationOutcome:
