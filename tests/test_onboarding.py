@@ -95,6 +95,10 @@ def test_a_pi_csv_export_drafts_a_use_case_that_loads(use_cases_dir, tmp_path, c
     assert uc.landing.naive_timezone == "Europe/Berlin" and uc.landing.folder == "line_3"
     text = (use_cases_dir / "line_3.yaml").read_text()
     assert "# DECIDE: the model kind" in text and "digital states: " in text and "constant 42 in the sample" in text
+    # The factory builds every stage of the drafted use case (no config-error DAG).
+    from plantops.orchestration.dagfactory import STAGES, build_all
+
+    assert set(build_all(use_cases_dir)) == {f"line_3__{stage}" for stage in STAGES}
 
     # --force redrafts; without --timezone the naive timestamps are read as UTC, with a question.
     code, (again,) = run_cli(capsys, "init-use-case", "line_3", "--from", str(sample), "--force")

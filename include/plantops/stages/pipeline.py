@@ -60,8 +60,8 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
     if quarantined:
         from plantops.stages import decisions, notify
 
-        listed = [{"file": f["file"], "reason": f.get("reason", "")} for f in quarantined]
-        notified = notify.send(use_case, "quarantine", f"{len(quarantined)} landed file(s) quarantined",
+        listed = quarantined_in_run(use_case_id, run_id)  # the ledger's full reasons, across the run's tries
+        notified = notify.send(use_case, "quarantine", f"{len(listed)} landed file(s) quarantined",
                                "\n".join(f"- {f['file']}: {f['reason']}" for f in listed)
                                + "\n\nNothing was lost: fix the file and release it (python -m plantops.cli "
                                f"release {use_case_id} <file>).", notify.ui_link(use_case.dag_id("ingest"), run_id))
@@ -87,10 +87,8 @@ class FilesQuarantined(RuntimeError):
     """Landed files of the run were quarantined whole: the run must not end green."""
 
 
-def report_quarantine(use_case_id: str, run_id: str) -> list[dict[str, Any]]:
-    """The files the run quarantined whole (name, reason), read from the landing ledger, so the
-    answer holds whichever way the ingest ran (in-process, a pod, a retry). Raises
-    :class:`FilesQuarantined` naming each file and its reason when there is any."""
+def quarantined_in_run(use_case_id: str, run_id: str) -> list[dict[str, str]]:
+    """The files the run quarantined whole, with the ledger's reason, in the order they were processed."""
     from sqlalchemy import select
 
     from plantops.sources.landing import ledger, state_engine
@@ -99,11 +97,18 @@ def report_quarantine(use_case_id: str, run_id: str) -> list[dict[str, Any]]:
         ledger.c.use_case == use_case_id, ledger.c.dag_run_id == run_id, ledger.c.status == "quarantined")
         .order_by(ledger.c.id))
     with state_engine().connect() as conn:
-        files = [{"file": name, "reason": reason} for name, reason in conn.execute(query)]
+        return [{"file": name, "reason": reason or ""} for name, reason in conn.execute(query)]
+
+
+def report_quarantine(use_case_id: str, run_id: str) -> list[dict[str, str]]:
+    """Raise :class:`FilesQuarantined`, naming each file and its reason, when the run quarantined a
+    whole file. Read from the landing ledger, so the answer holds however the ingest ran (in
+    process, in a pod, over retries)."""
+    files = quarantined_in_run(use_case_id, run_id)
     if files:
         raise FilesQuarantined(
             f"{use_case_id}: {len(files)} landed file(s) quarantined in run {run_id}: "
-            + "; ".join(f"{f['file']}: {f['reason']}" for f in files)
+            + "; ".join(f"{f['file']}: {f['reason'].rstrip('.')}" for f in files)
             + f". Fix each file and release it (python -m plantops.cli release {use_case_id} <file>); "
             "the run's other files were ingested.")
     return files
