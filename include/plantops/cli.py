@@ -96,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
                 datetime.strptime(args.day, "%Y-%m-%d")
             except ValueError:
                 parser.error(f"--day: expected YYYY-MM-DD, got {args.day!r}")
-        rows, code = ingest_now(args.use_case, args.day)
+        try:
+            rows, code = ingest_now(args.use_case, args.day)
+        except ConfigError as exc:
+            print(f"ingest: {exc}", file=sys.stderr)
+            return 1
     elif args.command == "quarantine":
         rows = quarantined(args.use_case)
     elif args.command == "ledger":

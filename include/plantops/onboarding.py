@@ -514,9 +514,12 @@ def init_use_case(use_case_id: str, sample_path: Path | str, out: Path | str | N
     if target.exists() and not force:
         raise FileExistsError(f"{target} exists; refusing to overwrite it (use --force)")
     if timezone:
-        from zoneinfo import ZoneInfo
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-        ZoneInfo(timezone)  # a wrong zone fails here, not in the YAML
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"--timezone {timezone!r}: not a known time zone (expected e.g. Europe/Berlin)") from exc
     sample = inspect_sample(sample_path)
     text = render(use_case_id, sample, asset, timezone)
     validate(text, str(target))
