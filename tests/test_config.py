@@ -35,7 +35,7 @@ def test_shipped_use_case_is_valid_and_frozen():
 @pytest.mark.parametrize(
     ("mutate", "field", "expected"),
     [
-        (lambda d: d.pop("approvers"), "approvers", "Field required"),
+        (lambda d: d.pop("approvers"), "approvers", "required (Airflow user ids of the process engineers)"),
         (lambda d: d["tags"][0].update(min="low"), "tags.0.min", "valid number"),
         (lambda d: d["tags"][1].update(min=10, max=1), "tags.1", "must be below max"),
         (lambda d: d["features"].update(bucket="3 fortnights"), "features.bucket", "duration"),

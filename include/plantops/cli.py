@@ -1,5 +1,7 @@
-"""plantops on the command line: inspect the quarantine and the ledger, release fixed files, replay data.
+"""plantops on the command line: draft a use case, ingest now, inspect the quarantine and the ledger, release fixed files.
 
+    python -m plantops.cli init-use-case line_3 --from export.csv --timezone Europe/Berlin
+    python -m plantops.cli ingest line_3 --day 2026-03-24  # landed files + the day's historian window, now
     python -m plantops.cli quarantine tep_reactor          # files waiting, with their reasons
     python -m plantops.cli release tep_reactor <file>      # put a fixed file back in the landing zone
     python -m plantops.cli ledger tep_reactor              # every landed file: status and row counts
@@ -13,9 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime, timedelta, timezone
 
-from plantops.config import get_use_case
+from plantops.config import ConfigError, get_use_case
 from plantops.settings import get_settings
+
+# `ingest` exits with this when a landed file was quarantined whole (the DAG run fails then too).
+QUARANTINED_EXIT_CODE = 2
 
 
 def quarantined(use_case_id: str) -> list[dict]:
@@ -28,14 +34,44 @@ def quarantined(use_case_id: str) -> list[dict]:
     return out
 
 
+def ingest_now(use_case_id: str, day: str | None = None) -> tuple[list[dict], int]:
+    """Run an ingest in this process (the embedded tier): every landed file, and the historian
+    window [day, day + 1) (default: today, UTC). The rows to print and the exit code."""
+    from plantops.stages.pipeline import ingest
+
+    get_use_case(use_case_id)  # a broken YAML fails here, naming the field
+    start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc) if day else \
+        datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    run_id = f"cli__{datetime.now(timezone.utc):%Y-%m-%dT%H:%M:%S.%f}"
+    result = ingest(use_case_id, start.isoformat(), (start + timedelta(days=1)).isoformat(), run_id)
+    rows = [{"file": f.pop("file"), **f} for f in result["files"]]
+    rows.append({"historian": result["historian"]})
+    rows.append({"run_id": run_id, "days": result["days"], "quarantined_files": result["quarantined_files"],
+                 "notified": result["notified"]})
+    return rows, QUARANTINED_EXIT_CODE if result["quarantined_files"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from plantops.stages.decisions import KINDS
+
     parser = argparse.ArgumentParser(prog="plantops", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init-use-case", help="draft include/use_cases/<id>.yaml from a sample export")
+    init.add_argument("use_case", help="the new use case's id (lowercase, digits, '_')")
+    init.add_argument("--from", dest="sample", required=True, help="a sample export: .parquet, .csv, .txt, .jsonl")
+    init.add_argument("--out", help="where to write the YAML (default: include/use_cases/<id>.yaml)")
+    init.add_argument("--asset", help="the asset the landed rows belong to (default: the use case id, or a long "
+                                      "sample's asset column)")
+    init.add_argument("--timezone", help="the zone of naive timestamps, e.g. Europe/Berlin")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    ingest = sub.add_parser("ingest", help="ingest now: every landed file and the day's historian window")
+    ingest.add_argument("use_case")
+    ingest.add_argument("--day", help="YYYY-MM-DD: the historian window [day, day + 1) (default: today, UTC)")
     for name in ("quarantine", "ledger", "decisions", "lake"):
         cmd = sub.add_parser(name)
         cmd.add_argument("use_case")
         if name == "decisions":
-            cmd.add_argument("--kind", choices=["monitor", "train", "approval", "feedback"])
+            cmd.add_argument("--kind", choices=list(KINDS))
             cmd.add_argument("--limit", type=int, default=20)
     release = sub.add_parser("release", help="move a fixed file from quarantine back to the landing folder")
     release.add_argument("use_case")
@@ -45,7 +81,27 @@ def main(argv: list[str] | None = None) -> int:
     replay.add_argument("scenario", choices=["history", "upset", "stale", "maintenance", "plant_change", "new_normal"])
     args = parser.parse_args(argv)
 
-    if args.command == "quarantine":
+    code = 0
+    if args.command == "init-use-case":
+        from plantops.onboarding import SampleError, init_use_case
+
+        try:
+            rows = [init_use_case(args.use_case, args.sample, args.out, args.asset, args.timezone, args.force)]
+        except (SampleError, ConfigError, FileExistsError) as exc:
+            print(f"init-use-case: {exc}", file=sys.stderr)
+            return 1
+    elif args.command == "ingest":
+        if args.day:
+            try:
+                datetime.strptime(args.day, "%Y-%m-%d")
+            except ValueError:
+                parser.error(f"--day: expected YYYY-MM-DD, got {args.day!r}")
+        try:
+            rows, code = ingest_now(args.use_case, args.day)
+        except ConfigError as exc:
+            print(f"ingest: {exc}", file=sys.stderr)
+            return 1
+    elif args.command == "quarantine":
         rows = quarantined(args.use_case)
     elif args.command == "ledger":
         from plantops.sources.landing import rows_of
@@ -76,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = [replayer.replay_episode(use_case, replayer.LIVE[args.scenario])]
     for row in rows:
         print(json.dumps(row, default=str))
-    return 0
+    return code
 
 
 if __name__ == "__main__":

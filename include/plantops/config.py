@@ -38,8 +38,25 @@ class Tag(_Frozen):
     @model_validator(mode="after")
     def _range(self) -> Tag:
         if self.min >= self.max:
-            raise ValueError(f"tag {self.name}: min ({self.min}) must be below max ({self.max})")
+            hint = ""
+            if self.min == self.max:
+                # A constant tag (a setpoint, a fixed speed) is fine; its range needs a width.
+                tol = abs(self.min) * 0.05 or 1.0
+                hint = (f"; for a constant tag give a tolerance around its value, e.g. "
+                        f"min: {self.min - tol:g}, max: {self.max + tol:g}")
+            raise ValueError(f"tag {self.name}: min ({self.min:g}) must be below max ({self.max:g}){hint}")
         return self
+
+
+def tag_name(header: str) -> str:
+    """A column header as a tag name (the IDENTIFIER pattern): 'FIC-101.PV' -> 'FIC_101_PV'.
+
+    Letters, digits and '_' are kept, every other run of characters becomes one '_'; a name that
+    does not start with a letter gets 'T_' in front; at most 63 characters."""
+    name = re.sub(r"[^A-Za-z0-9]+", "_", header.strip()).strip("_")
+    if not name or not name[0].isalpha():
+        name = f"T_{name}".rstrip("_") if name else "T"
+    return name[:63].rstrip("_")
 
 
 class Approver(_Frozen):
@@ -114,6 +131,8 @@ class LandedFileSource(_Frozen):
     ts_column: str = Field(default="ts", min_length=1, max_length=255)
     ts_format: str | None = None  # strptime format of text timestamps; None: ISO 8601
     naive_timezone: str | None = None  # None: landing.naive_timezone
+    # Columns of the file that hold no tag (a status text, a comment): dropped when read, not counted.
+    ignore_columns: tuple[str, ...] = ()
 
     @model_validator(mode="before")
     @classmethod
@@ -189,6 +208,8 @@ class LandingSource(_Frozen):
     pattern: str = "*.parquet"
     # The kinds of file in the folder, when there are several or they are not wide parquet.
     sources: tuple[LandedFileSource, ...] = ()
+    # The asset the landed rows belong to: the historian's asset, else this (default: the use case id).
+    asset: str | None = Field(default=None, pattern=_ASSET)
     # A file with bad rows: drop them (kept in quarantine with a reason, counted) or quarantine it whole.
     bad_rows: Literal["drop", "quarantine"] = "drop"
     # Timestamps without a zone are ambiguous (DST, site-local clocks): rejected unless a zone is named.
@@ -549,13 +570,15 @@ class UseCase(_Frozen):
     description: str = ""
     owner: str = "plantops"
     schedules: Schedules = Schedules()
-    historian: HistorianSource
+    # Optional when every tag comes from landed files (a landing-only use case).
+    historian: HistorianSource | None = None
     landing: LandingSource | None = None
     tags: tuple[Tag, ...] = Field(min_length=1)
     features: Features = Features()
     model: Model = Model()
     monitoring: Monitoring = Monitoring()
-    approvers: tuple[Approver, ...] = Field(min_length=1)
+    # Required only when the monitor policy can ask a person (see _check_approvers).
+    approvers: tuple[Approver, ...] = ()
     execution: Literal["local", "kubernetes"] = "local"
     kubernetes: Kubernetes | None = None
     notifications: Notifications = Notifications()
@@ -566,10 +589,17 @@ class UseCase(_Frozen):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"duplicate tag names: {dupes}")
-        if self.execution == "kubernetes" and self.historian.assets:
+        historian_tags = [t.name for t in self.tags if t.source == "historian"]
+        if self.historian is None and historian_tags:
+            raise ValueError(f"historian: required: tags {historian_tags[:5]}{' ...' if len(historian_tags) > 5 else ''} "
+                             "have source 'historian' (the default); name the historian asset, or give every tag "
+                             "source: landing for a landing-only use case")
+        if self.historian is None and self.landing is None:
+            raise ValueError("historian: a use case needs a historian or a landing section, or both")
+        if self.is_fleet and self.execution == "kubernetes":
             raise ValueError("execution: 'kubernetes' runs one asset per use case so far; run a fleet with "
                              "execution: local (its per-asset tasks are mapped on the Airflow workers)")
-        if self.landing is not None and self.historian.assets:
+        if self.landing is not None and self.is_fleet:
             wide = [s.name for s in self.landing.effective_sources if s.layout == "wide"]
             if wide:
                 raise ValueError(f"landing: a wide file holds one asset's tags, but this is a fleet; give the fleet's "
@@ -577,11 +607,36 @@ class UseCase(_Frozen):
                                  f"landed asset (wide sources: {wide})")
         if self.landing is None and any(t.source == "landing" for t in self.tags):
             raise ValueError("tags with source 'landing' need a 'landing' section")
+        if (self.landing is not None and self.landing.asset is not None and self.historian is not None
+                and self.landing.asset != self.historian.asset):
+            raise ValueError(f"landing.asset: landed rows belong to the historian asset {self.historian.asset!r}; "
+                             f"leave landing.asset out or make it {self.historian.asset!r}")
         self._check_model(names)
+        self._check_approvers()
         if self.execution == "kubernetes" and (self.kubernetes is None or not self.kubernetes.image):
             raise ValueError("kubernetes.image: required when execution is 'kubernetes' "
                              "(the container image holding plantops and spark_jobs)")
         return self
+
+    def _check_approvers(self) -> None:
+        """Approvers are needed when the policy can put a window to a person: a rule whose action is
+        'approval', or any rule that retrains (past guardrails.max_retrains a person decides)."""
+        if self.approvers:
+            return
+        rules = self.monitoring.policy.rules
+        asking = [n for n in Rules.model_fields if getattr(rules, n) == "approval"]
+        retraining = [n for n in Rules.model_fields if getattr(rules, n) == "retrain"]
+        if not asking and not retraining:
+            return
+        needs = []
+        if asking:
+            needs.append(f"rules with action 'approval': {asking}")
+        if retraining:
+            needs.append(f"rules with action 'retrain' {retraining} (past guardrails.max_retrains "
+                         f"({self.monitoring.policy.guardrails.max_retrains}) a person decides)")
+        raise ValueError(f"approvers: required (Airflow user ids of the process engineers): the monitor policy "
+                         f"asks a person in {'; and '.join(needs)}. Name approvers, or set those rules to "
+                         "'none' or 'notify'")
 
     def _check_model(self, names: list[str]) -> None:
         from plantops import kinds
@@ -602,12 +657,15 @@ class UseCase(_Frozen):
 
     @property
     def assets(self) -> tuple[str, ...]:
-        """The historian assets: one, or the fleet's."""
+        """The historian assets (one, or the fleet's); without a historian the landed files' asset
+        (``landing.asset``, default: the use case id)."""
+        if self.historian is None:
+            return (self.landing.asset or self.id,)
         return self.historian.assets or (self.historian.asset,)
 
     @property
     def is_fleet(self) -> bool:
-        return bool(self.historian.assets)
+        return self.historian is not None and bool(self.historian.assets)
 
     def model_name(self, asset: str | None = None) -> str:
         """The MLflow registered model of an asset: ``<uc>`` for one asset or a pooled fleet,

@@ -384,7 +384,7 @@ def main() -> int:
         train_records = decisions.latest(USE_CASE, kind="train", limit=10)
         from plantops.sources import historian
 
-        predictions = historian.read_predictions(use_case.historian.asset, replay.HISTORY[-1].start,
+        predictions = historian.read_predictions(use_case.assets[0], replay.HISTORY[-1].start,
                                                  live["new_normal"].start + timedelta(days=1))
         alarms = predictions[predictions["alarm"] == 1]
         explained = int(alarms["top_tags"].notna().sum())

@@ -30,7 +30,9 @@ START_DATE = datetime(2026, 1, 1, tzinfo=timezone.utc)
 STAGE_DOCS = {
     "ingest": "Pulls the historian window of the data interval and every file NiFi completed in the landing "
               "folder, validates both with Great Expectations and writes bronze parquet by date. Bad files go "
-              "to quarantine with a reason; rejected rows are kept beside them. Runs daily and when a file lands.",
+              "to quarantine with a reason; rejected rows are kept beside them. Runs daily and when a file lands. "
+              "A run that quarantined a whole file fails in `report_quarantine`, naming the files and reasons "
+              "(the good files' days still go on to the features).",
     "features": "Runs `spark_jobs/build_features.py` with spark-submit over the days the ingest wrote, one range "
                 "per run of consecutive days plus the built days that read them as lookback (resampling, "
                 "rolling means and standard deviations per tag), then the GX feature gate.",
@@ -138,18 +140,34 @@ NEWEST_EVENT_DAY = "(plantops_event_days(triggering_asset_events)[-1:] | join)"
 
 
 def build_ingest(use_case: UseCase, a: dict[str, Asset]) -> DAG:
+    """ingest_sources (historian window + landed files -> bronze; skipped when nothing is new) ->
+    report_quarantine, which fails the run when a landed file was quarantined whole: the good
+    files' days still reach bronze and wake the features, but the run does not end green."""
     timetable = CronTriggerTimetable(use_case.schedules.ingest, timezone="UTC", interval=timedelta(days=1))
     schedule = AssetOrTimeSchedule(timetable=timetable, assets=a["landing"]) if use_case.landing else timetable
     with _dag(use_case, "ingest", schedule, max_active_runs=1, params={
         "start": Param(None, type=["null", "string"], description="ISO start of the historian window (default: data interval)"),
         "end": Param(None, type=["null", "string"], description="ISO end of the historian window (default: data interval)"),
     }) as dag:
+        # After a success or a skip (a run whose only file was quarantined writes nothing and skips),
+        # not after a failure: that run has failed already.
+        @task(trigger_rule="none_failed")
+        def report_quarantine(run_id=None) -> list[dict]:
+            from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+            from plantops.stages.pipeline import FilesQuarantined, report_quarantine as report
+
+            try:
+                report(use_case.id, run_id)
+            except FilesQuarantined as exc:  # a verdict on the files, not a glitch: no retry
+                raise AirflowFailException(str(exc)) from exc
+            raise AirflowSkipException("no landed file was quarantined")
+
         if kube := _on_kubernetes(use_case):
             kube.pod_task(use_case, "ingest_sources", "ingest", [
                 "--start={{ params.start or (data_interval_start.isoformat() if data_interval_start else '') }}",
                 "--end={{ params.end or (data_interval_end.isoformat() if data_interval_end else '') }}",
                 "--run-id={{ run_id }}",
-            ], outlets=[a["bronze"]], outlet_days="days", skippable=True)
+            ], outlets=[a["bronze"]], outlet_days="days", skippable=True) >> report_quarantine()
             return dag
 
         @task(outlets=[a["bronze"]])
@@ -162,12 +180,13 @@ def build_ingest(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             end = params.get("end") or (data_interval_end or datetime.now(timezone.utc)).isoformat()
             result = ingest(use_case.id, start, end, run_id)
             if not result["days"]:
-                # Nothing new: skipping emits no bronze event, so features, score and monitor do not rerun.
+                # Nothing written: skipping emits no bronze event, so features, score and monitor do
+                # not rerun (report_quarantine still fails the run if a file was quarantined).
                 raise AirflowSkipException(f"nothing new to ingest: {result}")
             outlet_events[a["bronze"]].extra = {"days": result["days"]}
             return result
 
-        ingest_sources()
+        ingest_sources() >> report_quarantine()
     return dag
 
 

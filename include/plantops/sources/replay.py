@@ -124,7 +124,7 @@ def replay_episode(use_case: UseCase, episode: Episode) -> dict:
     from plantops.sources import historian
 
     frame = episode_frame(episode)
-    asset = use_case.historian.asset
+    asset = use_case.assets[0]
     dcs = [t.name for t in use_case.tags_from("historian")]
     long = frame[["ts", *dcs]].melt(id_vars="ts", var_name="tag", value_name="value")
     long = long.assign(asset=asset, quality="good")

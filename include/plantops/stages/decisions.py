@@ -1,4 +1,5 @@
-"""The decision store: every monitor, train, approval and feedback decision as a durable row.
+"""The decision store: every monitor, train, approval and feedback decision, and every ingest run
+that quarantined files, as a durable row.
 
 One table, ``decisions``, in the state database (``settings.state_url``: SQLite by default,
 PostgreSQL on the native stack). SQLAlchemy Core with portable types only; the payload (inputs,
@@ -25,7 +26,7 @@ from plantops import db
 
 log = logging.getLogger(__name__)
 
-KINDS = ("monitor", "train", "approval", "feedback")
+KINDS = ("monitor", "train", "approval", "feedback", "quarantine")
 
 metadata = sa.MetaData()
 

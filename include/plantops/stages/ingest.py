@@ -395,6 +395,7 @@ def prepare_long(use_case: UseCase, frame: pd.DataFrame, source: LandedFileSourc
     import numpy as np
     import pandas as pd
 
+    from plantops.config import tag_name
     from plantops.stages.validation import QUALITIES
 
     raw = frame.reset_index(drop=True)
@@ -404,6 +405,8 @@ def prepare_long(use_case: UseCase, frame: pd.DataFrame, source: LandedFileSourc
         return raw[name].astype("string").fillna("").str.strip().astype(object)
 
     asset, tag = text("asset"), text("tag")
+    tags = {t.name: t for t in use_case.tags_from("landing")}
+    tag = tag.map(lambda t: t if t in tags or tag_name(t) not in tags else tag_name(t))
     quality = (text("quality").str.lower() if "quality" in raw.columns
                else pd.Series("", index=raw.index, dtype=object))
     quality = quality.where(quality != "", "good")  # an empty cell is a good value, as the column's absence
@@ -415,7 +418,6 @@ def prepare_long(use_case: UseCase, frame: pd.DataFrame, source: LandedFileSourc
     elif not pd.api.types.is_numeric_dtype(value) or pd.api.types.is_bool_dtype(value):
         raise FileProblem(f"column value is not numeric: {value.dtype}")
     value = value.astype(float)
-    tags = {t.name: t for t in use_case.tags_from("landing")}
     lo = tag.map(lambda t: tags[t].min if t in tags else np.nan).to_numpy(dtype=float)
     hi = tag.map(lambda t: tags[t].max if t in tags else np.nan).to_numpy(dtype=float)
     why_out = tag.map(lambda t: range_reason(tags[t].min, tags[t].max) if t in tags else "")
@@ -514,11 +516,28 @@ def _columns_note(source: LandedFileSource, expected: list[str], seen: list,
             f"{'; '.join(wrong)}; expected {want}")
 
 
+def tag_headers(raw: pd.DataFrame, tags: list[str], keep: str) -> pd.DataFrame:
+    """A wide file's headers as tag names: a header that is no tag but whose tag name
+    (:func:`plantops.config.tag_name`, as ``init-use-case`` drafted it: ``FIC-101.PV`` ->
+    ``FIC_101_PV``) is one stands for that tag. Two headers for one tag are left as they are, and
+    the column check names them."""
+    from plantops.config import tag_name
+
+    known = set(tags)
+    names = {c: tag_name(str(c)) for c in raw.columns if c != keep and c not in known}
+    names = {c: t for c, t in names.items() if t in known}
+    taken = [t for t in names.values()] + [c for c in raw.columns if c in known]
+    clash = {t for t in taken if taken.count(t) > 1}
+    return raw.rename(columns={c: t for c, t in names.items() if t not in clash})
+
+
 def _judge_wide(use_case: UseCase, source: LandedFileSource, raw: pd.DataFrame, batch: str) -> _Judged:
     """A wide file: a timestamp column and one column per landing tag, of the use case's one asset."""
     from plantops.stages import validation
 
     tags = [t.name for t in use_case.tags_from("landing")]
+    raw = tag_headers(raw.drop(columns=[c for c in source.ignore_columns if c in raw.columns]), tags,
+                      keep=source.ts_column)
     value_columns = [c for c in raw.columns if c != source.ts_column]
     judged = _Judged(rows_in=len(raw), values_in=len(raw) * len(value_columns), notes=[])
     note = _columns_note(source, [source.ts_column, *tags], list(raw.columns))

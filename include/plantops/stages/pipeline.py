@@ -38,13 +38,19 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
     The historian window is widened to cover the days of the files this run ingested, so a day's
     bronze holds both sources whichever arrived last (a late analyzer file, a file that woke an
     event-driven run). Those days are read back from the ledger, so a retry of the run finds the
-    same window although its files are archived by then.
+    same window although its files are archived by then. A use case without historian tags (a
+    landing-only one) does not touch the historian.
+
+    Files quarantined whole are mailed to the operators and recorded in the decision store (kind
+    ``quarantine``); the DAG's ``report_quarantine`` task then fails the run (:func:`report_quarantine`).
     """
     from plantops.stages.ingest import ingest_historian, ingest_landed
 
     use_case = get_use_case(use_case_id)
     landed = ingest_landed(use_case, run_id)
-    windows = historian_windows(_day(start), _day(end), landed_days(use_case_id, run_id))
+    windows = []
+    if use_case.tags_from("historian"):
+        windows = historian_windows(_day(start), _day(end), landed_days(use_case_id, run_id))
     batches = [ingest_historian(use_case, lo, hi, run_id) for lo, hi in windows]
     days = {day for batch in batches for day in batch.get("days", {})}
     for item in landed["files"]:
@@ -52,12 +58,17 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
     quarantined = [f for f in landed["files"] if f["status"] == "quarantined"]
     notified = None
     if quarantined:
-        from plantops.stages import notify
+        from plantops.stages import decisions, notify
 
-        notified = notify.send(use_case, "quarantine", f"{len(quarantined)} landed file(s) quarantined",
-                               "\n".join(f"- {f['file']}: {f.get('reason', '')}" for f in quarantined)
+        listed = quarantined_in_run(use_case_id, run_id)  # the ledger's full reasons, across the run's tries
+        notified = notify.send(use_case, "quarantine", f"{len(listed)} landed file(s) quarantined",
+                               "\n".join(f"- {f['file']}: {f['reason']}" for f in listed)
                                + "\n\nNothing was lost: fix the file and release it (python -m plantops.cli "
                                f"release {use_case_id} <file>).", notify.ui_link(use_case.dag_id("ingest"), run_id))
+        # The operator view: which files of which run wait in quarantine, and why.
+        decisions.record(use_case_id, run_id, "quarantine", "files_quarantined",
+                         "; ".join(f"{f['file']}: {f['reason']}" for f in listed)[:2000],
+                         {"files": listed, "days_written": sorted(days)})
     return {
         "notified": notified,
         "use_case": use_case_id,
@@ -65,11 +76,42 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
         "historian": {
             **{key: sum(b[key] for b in batches) for key in ("rows_in", "rows_written", "rows_rejected")},
             "windows": [f"{lo.isoformat()}/{hi.isoformat()}" for lo, hi in windows],
-            "reason": "; ".join(str(b["reason"]) for b in batches),
+            "reason": "; ".join(str(b["reason"]) for b in batches) if windows else "no historian tags",
         },
         "files": landed["files"],
         "quarantined_files": len(quarantined),
     }
+
+
+class FilesQuarantined(RuntimeError):
+    """Landed files of the run were quarantined whole: the run must not end green."""
+
+
+def quarantined_in_run(use_case_id: str, run_id: str) -> list[dict[str, str]]:
+    """The files the run quarantined whole, with the ledger's reason, in the order they were processed."""
+    from sqlalchemy import select
+
+    from plantops.sources.landing import ledger, state_engine
+
+    query = (select(ledger.c.name, ledger.c.reason).where(
+        ledger.c.use_case == use_case_id, ledger.c.dag_run_id == run_id, ledger.c.status == "quarantined")
+        .order_by(ledger.c.id))
+    with state_engine().connect() as conn:
+        return [{"file": name, "reason": reason or ""} for name, reason in conn.execute(query)]
+
+
+def report_quarantine(use_case_id: str, run_id: str) -> list[dict[str, str]]:
+    """Raise :class:`FilesQuarantined`, naming each file and its reason, when the run quarantined a
+    whole file. Read from the landing ledger, so the answer holds however the ingest ran (in
+    process, in a pod, over retries)."""
+    files = quarantined_in_run(use_case_id, run_id)
+    if files:
+        raise FilesQuarantined(
+            f"{use_case_id}: {len(files)} landed file(s) quarantined in run {run_id}: "
+            + "; ".join(f"{f['file']}: {f['reason'].rstrip('.')}" for f in files)
+            + f". Fix each file and release it (python -m plantops.cli release {use_case_id} <file>); "
+            "the run's other files were ingested.")
+    return files
 
 
 def historian_windows(start: datetime, end: datetime, days: list[str]) -> list[tuple[datetime, datetime]]:
