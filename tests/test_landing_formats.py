@@ -132,12 +132,16 @@ def _wide_file(fmt: str, rows: list[dict], names: list[str]) -> bytes:
     for name in names:
         if name not in text:
             frame[name] = frame[name].astype(float)
-    path = Path(landing.landing_dir(FOLDER)) / ".tmp-build.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path)
-    data = path.read_bytes()
-    path.unlink()
-    return data
+    return _parquet_bytes(frame)
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """The frame as a parquet file's bytes."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer)
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
@@ -346,12 +350,7 @@ def _long_file(fmt: str, rows: list[list]) -> bytes:
     frame = pd.DataFrame(rows, columns=LONG_HEADER)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     frame["value"] = frame["value"].where(frame["value"] != "", None)
-    path = landing.landing_dir(FOLDER) / ".build.parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path)
-    data = path.read_bytes()
-    path.unlink()
-    return data
+    return _parquet_bytes(frame)
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "jsonl"])
