@@ -462,7 +462,8 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack, browser):
             href = row.get_by_role("link", name="drift report").get_attribute("href")
             assert href.startswith(f"/plantops/reports/{USE_CASE}/"), href
             report = page.context.request.get(f"{browser.base_url}{href}")
-            assert report.status == 200 and "Drift summary" in report.text()[:20000], href
+            # the summary opens the page's body (after ~2 MB of Evidently's inline scripts in the head)
+            assert report.status == 200 and "Drift summary: DRIFT" in report.text(), href
     # pipeline health: every DAG with its last success; a paused DAG says so
     assert op.ops.request("PATCH", f"/dags/{USE_CASE}__feedback", json={"is_paused": True}).status_code == 200
     page.reload()
