@@ -11,6 +11,9 @@ same session cookie or bearer token as the REST API):
 - ``/plantops/reports/<use_case>/<monitor run>[/<asset>]/drift.html``  the monitor run's drift report
 - ``/plantops/decisions/<use_case>``          the latest decision records (JSON)
 
+It also registers a listener that notes on each monitor run the day it judges and the branch taken
+(:mod:`plantops.orchestration.runnotes`), so the UI's run list shows the days.
+
 The view is an *external view* with a ``url_route``: the UI lists "Plant ML" in its navigation and
 shows the page in a frame inside its own shell. It is server-rendered HTML with a little inline CSS
 and inline SVG charts drawn here in Python, not a React app, on purpose: no npm build step in a
@@ -122,11 +125,12 @@ def num(value: float | None, fmt: str = ".3g") -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
 
-def link(href: str | None, text: str, top: bool = True) -> str:
-    """A link; pages of the Airflow UI open in the whole window (the view sits in the UI's frame)."""
+def link(href: str | None, text: str, top: bool = True, here: bool = False) -> str:
+    """A link; pages of the Airflow UI open in the whole window (the view sits in the UI's frame),
+    reports and MLflow in a new tab, and the view's own pages (``here``) in the frame itself."""
     if not href:
         return e(text)
-    target = ' target="_top"' if top else ' target="_blank" rel="noopener"'
+    target = "" if here else ' target="_top"' if top else ' target="_blank" rel="noopener"'
     return f'<a href="{e(href)}"{target}>{e(text)}</a>'
 
 
@@ -151,7 +155,7 @@ def render_index(data: dict) -> str:
             + (f"{h['queued']} queued; " if h["queued"] else "")
             + (f"stuck: {e(', '.join(h['stuck']))}" if h["stuck"] else "") or "ok")
         rows.append(
-            f"<tr><td>{link(uc['path'], uc['use_case'], top=False)}</td><td>{e(uc['asset'])}</td>"
+            f"<tr><td>{link(uc['path'], uc['use_case'], here=True)}</td><td>{e(uc['asset'])}</td>"
             f"<td>{e(uc['plant'])}</td><td>{e(uc['champion_version'] and 'v' + uc['champion_version'])}</td>"
             f"<td>{'&mdash;' if last is None else e(last['day']) + ' ' + badge(last['branch'])}</td>"
             f"<td class='small'>{'' if last is None else e(last['reason'])}</td>"
@@ -166,12 +170,12 @@ def render_index(data: dict) -> str:
 
 
 def render_use_case(v: dict) -> str:
-    parts = [f"<p class='small'>{link('/plantops/view/', '← all use cases', top=False)}</p>",
+    parts = [f"<p class='small'>{link('/plantops/view/', '← all use cases', here=True)}</p>",
              f"<h1>{e(v['use_case'])}{' / ' + e(v['asset']) if v['is_fleet'] else ''}</h1>"
              f"<p class='muted'>{e(v['plant'])}. {e(v['description'])}</p>"]
     if v["is_fleet"]:
         parts.append("<p>Assets: " + " · ".join(
-            f"<b>{e(a)}</b>" if a == v["asset"] else link(f"/plantops/view/{quote(v['use_case'])}?asset={quote(a)}", a, top=False)
+            f"<b>{e(a)}</b>" if a == v["asset"] else link(f"/plantops/view/{quote(v['use_case'])}?asset={quote(a)}", a, here=True)
             for a in v["assets"]) + "</p>")
     parts += [_champion(v["champion"]), _pending(v), _timeline(v["timeline"]), _charts(v), _landing(v), _health(v["health"])]
     return page(f"Plant ML: {v['use_case']}", "".join(parts))
@@ -354,8 +358,16 @@ def _health(h: dict) -> str:
             "<th>queued</th><th>running</th><th>cannot start because</th></tr>" + "".join(rows) + "</table>")
 
 
+def _listeners() -> list:
+    from plantops.orchestration.runnotes import listener
+
+    return [listener()]
+
+
 class PlantopsPlugin(AirflowPlugin):
     name = "plantops"
+    # In the scheduler: monitor runs get a note naming the day they judge (plantops.orchestration.runnotes).
+    listeners = _listeners()
     fastapi_apps = [{"app": app, "url_prefix": "/plantops", "name": "plantops view, reports and decisions"}]
     # In the UI's navigation; with a url_route the UI shows the page in a frame at /plugin/plant-ml.
     external_views = [{"name": "Plant ML", "href": "/plantops/view/", "destination": "nav",

@@ -302,7 +302,11 @@ def test_no_credentials_in_the_file(compose):
 def test_users_and_passwords(compose):
     services = compose["services"]
     env = _env(services["api-server"])
-    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("simple_auth_manager.SimpleAuthManager")
+    # the same auth manager and roles as the native stack (localenv.USERS)
+    from plantops.environments import localenv
+
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"] == localenv.AUTH_MANAGER
+    assert _env_example()["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == localenv.users_setting()
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].startswith("${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:?")
     # SimpleAuthManager opens the file read-write: the read-only secret is copied there at start.
     command = _command(services["api-server"])

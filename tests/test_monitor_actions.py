@@ -85,6 +85,9 @@ def test_the_approval_body_shows_numbers_or_says_why_there_are_none():
               "performance": None}
     body = approval_body("tep_reactor", record, drift)
     assert "alarm rate in the window: 74%" in body and "None" not in body
+    # who may answer comes first: the form does not tell a non-assigned user before submit
+    assert body.splitlines()[0] == ("> **Answered only by the assigned process engineers: Process engineer (demo) "
+                                    "(`eng1`).** Anyone else is refused when submitting.")
     assert "not applicable (no lab results or feedback labels" in body
     labelled = {**record, "performance": {"n_labelled": 480, "detection_rate": None, "far": 0.43,
                                           "expected_detection_rate": 0.85}}

@@ -1,6 +1,7 @@
 """Stack tests: the pipeline against real PostgreSQL, a Trino server and an MLflow tracking server,
 with Airflow's own services (api-server, scheduler, dag-processor, triggerer) on PostgreSQL, driven
-only through the REST API as an operator and a process engineer would.
+through the REST API and a real browser (Playwright driving Debian's chromium) as an operator and a
+process engineer would. Each browser step saves a screenshot to $PLANTOPS_HOME/screenshots/NN-step.png.
 
 `.ci/run` starts the stack (`make stack-up`). With CI=true a missing stack fails the run; locally
 these tests skip unless the stack is up and PLANTOPS_STACK_TESTS=1 (they reset its databases).
@@ -205,6 +206,56 @@ class Operator:
         return run["dag_run_id"], self.states(f"{USE_CASE}__monitor", run["dag_run_id"])
 
 
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+class Browser:
+    """Debian's chromium driven by Playwright (never a downloaded browser), one context per user;
+    every step saves a numbered screenshot under $PLANTOPS_HOME/screenshots."""
+
+    def __init__(self, base_url: str, passwords: dict[str, str], folder: Path) -> None:
+        from playwright.sync_api import sync_playwright
+
+        from plantops.environments import stack
+
+        chromium = stack.ensure_chromium()
+        assert chromium is not None, "no /usr/bin/chromium: `make stack-up` (as root) installs it; else apt-get install chromium"
+        self.base_url, self.passwords, self.folder = base_url, passwords, folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.shots: list[Path] = []
+        self._pw = sync_playwright().start()
+        self.browser = self._pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
+
+    def login(self, user: str):
+        """A fresh browser context signed in through Airflow's login page; returns its page."""
+        context = self.browser.new_context(viewport={"width": 1400, "height": 900})
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        page.goto(f"{self.base_url}/auth/login")
+        page.locator("input[name=username]").fill(user)
+        page.locator("input[name=password]").fill(self.passwords[user])
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(lambda url: "/auth/login" not in url)
+        return page
+
+    def shot(self, page, step: str, full_page: bool = False) -> Path:
+        path = self.folder / f"{len(self.shots) + 1:02d}-{step}.png"
+        page.screenshot(path=str(path), full_page=full_page)
+        self.shots.append(path)
+        return path
+
+    def open_approval(self, page, subject: str) -> None:
+        """Browse -> Required Actions (pending) -> the approval's subject: its form."""
+        page.goto(f"{self.base_url}/required_actions?response_received=false")
+        page.get_by_role("link", name=subject).first.click()
+        page.get_by_role("button", name="Retrain now").wait_for()
+
+    def close(self) -> None:
+        self.browser.close()
+        self._pw.stop()
+
+
 @pytest.fixture(scope="module")
 def airflow_on_stack(stack_env, tmp_path_factory):
     """api-server, scheduler, dag-processor and triggerer on the PostgreSQL metadata DB."""
@@ -245,12 +296,22 @@ def airflow_on_stack(stack_env, tmp_path_factory):
         os.environ.pop("PLANTOPS_USE_CASES", None)
 
 
-def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack):
+@pytest.fixture(scope="module")
+def browser(airflow_on_stack, stack_env):
+    _, op, _ = airflow_on_stack
+    passwords = {api.username: api.password for api in (op.ops, op.eng)}
+    chromium = Browser(op.ops.base_url, passwords, Path(stack_env["PLANTOPS_HOME"]) / "screenshots")
+    yield chromium
+    chromium.close()
+
+
+def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack, browser):
     """History lands -> the landing watcher ingests it (historian through Trino) -> features
     (spark-submit) -> the operator triggers the first training -> live days: a fault is an upset
     (operators mailed through a real SMTP server); an approval is left unanswered and the
-    scheduler's timeout records the safe default; a plant change waits for eng1, who approves over
-    REST (ops1 gets 403). The scheduler is killed with
+    scheduler's timeout records the safe default; a plant change waits for eng1, who approves in the
+    browser (ops1 gets 403 over REST and in the browser, and may not delete a DAG or write an XCom);
+    the operator's Plant ML view shows champion, days, alarms, reports and health. The scheduler is killed with
     SIGKILL and restarted while the history is being ingested."""
     from plantops.stages import decisions, registry
     from plantops.sources import historian, replay
@@ -306,20 +367,55 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack):
     answers = [r["branch"] for r in decisions.for_run(USE_CASE, waiting_run) if r["kind"] == "approval"]
     assert answers == ["timed_out"], answers
 
-    # 5. a plant change: approval; the operator may not answer, the assigned engineer does
+    # 5. a plant change: approval; the operator may not answer (REST and browser), the assigned
+    # engineer answers in the browser, on the Required Actions page.
     replay.replay_episode(use_case, replay.LIVE["plant_change"])
     detail = op.wait_pending_approval()
     ti = detail["task_instance"]
+    day = str(replay.LIVE["plant_change"].day)
+    assert detail["subject"].startswith(f"{USE_CASE}, {day}: ")
+    assert detail["body"].startswith("> **Answered only by the assigned process engineers: ")
     with pytest.raises(ApprovalError) as refused:
         op.ops.answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], "Retrain now", {}, ti["map_index"])
     assert refused.value.status == 403
-    op.eng.answer(ti["dag_id"], ti["dag_run_id"], ti["task_id"], "Retrain now",
-                  {"reason": "setpoint change is permanent", "reference_start": ""}, ti["map_index"])
+    # roles: the operator triggers (step 2) but neither deletes a DAG nor writes an XCom
+    assert op.ops.request("DELETE", f"/dags/{train}").status_code == 403
+    xcom = op.ops.request("POST", f"/dags/{monitor}/dagRuns/{ti['dag_run_id']}/taskInstances/assess_drift/xcomEntries",
+                          json={"key": "operator_edit", "value": 1, "map_index": 0})
+    assert xcom.status_code == 403, xcom.text
+    assert op.get(f"/dags/{train}")["dag_id"] == train
+
+    ops_page = browser.login("ops1")
+    browser.open_approval(ops_page, detail["subject"])
+    browser.shot(ops_page, "ops1-approval-form")
+    ops_page.get_by_role("button", name="Retrain now").click()
+    ops_page.get_by_text("You do not have permission to perform this action.").wait_for()
+    browser.shot(ops_page, "ops1-refused")
+    assert op.get(f"/dags/{monitor}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/{ti['map_index']}"
+                  "/hitlDetails")["response_received"] is False
+
+    eng_page = browser.login("eng1")
+    browser.open_approval(eng_page, detail["subject"])
+    eng_page.locator("#element_reason").fill("setpoint change is permanent")
+    browser.shot(eng_page, "eng1-approval-filled")
+    eng_page.get_by_role("button", name="Retrain now").click()
+    deadline = time.monotonic() + 60
+    while not (answered := op.get(f"/dags/{monitor}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}"
+                                  f"/{ti['map_index']}/hitlDetails"))["response_received"]:
+        assert time.monotonic() < deadline, "eng1's click in the browser recorded no answer"
+        time.sleep(1)
+    assert answered["chosen_options"] == ["Retrain now"] and answered["responded_by_user"]["id"] == "eng1"
+    assert answered["params_input"]["reason"] == "setpoint change is permanent"
+    browser.shot(eng_page, "eng1-answered")
     op.wait_settled()
     states = op.states(monitor, ti["dag_run_id"])
     assert states["record_answers"] == "success" and states["trigger_approved"] == "success", states
     approved = op.get(f"/dags/{train}/dagRuns/approved__{ti['dag_run_id']}")
     assert approved["state"] == "success" and approved["conf"]["approved_by"] == "eng1"
+    assert approved["note"].startswith(f"{USE_CASE}, {day}: retrain_now approved by eng1"), approved["note"]
+    eng_page.goto(f"{browser.base_url}/dags/{train}/runs/approved__{ti['dag_run_id']}")
+    eng_page.get_by_text("Success").first.wait_for()
+    browser.shot(eng_page, "eng1-approved-training-done")
     # The engineers were asked by mail (twice: both approvals), and told of the timeout.
     events = [(m["X-Plantops-Event"], m["X-Envelope-To"]) for m in mailsink.messages(mail_folder)]
     assert events.count(("approval", "eng1@eastman-demo.example")) == 2, events
@@ -332,3 +428,53 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack):
                                              replay.LIVE["plant_change"].start + timedelta(days=1))
     alarms = predictions[predictions["alarm"] == 1]
     assert len(alarms) > 0 and alarms["top_tags"].notna().all()
+
+    # Monitor runs name the day they judge: the scheduler's listener notes day and branch on each.
+    monitor_records = {r["dag_run_id"]: r for r in decisions.latest(USE_CASE, kind="monitor", limit=20)}
+    notes = {r["dag_run_id"]: r["note"] for r in op.runs(monitor) if r["dag_run_id"] in monitor_records}
+    assert len(notes) == 3, notes
+    for run, note in notes.items():
+        record = monitor_records[run]
+        assert (note or "").startswith(f"{USE_CASE}, {record['payload']['day']}: {record['branch']}"), (run, note)
+
+    # 6. the operator's view, in the browser: Plant ML from the navigation, then the use case.
+    page = browser.login("ops1")
+    page.get_by_role("link", name="Plant ML").click()
+    frame = page.frame_locator("iframe")
+    frame.get_by_role("link", name=USE_CASE).first.click()
+    frame.locator("h2", has_text="Champion:").wait_for()
+    browser.shot(page, "ops1-plant-ml-view")
+    started = time.monotonic()
+    resp = page.context.request.get(f"{browser.base_url}/plantops/view/{USE_CASE}")
+    print(f"Plant ML view of {USE_CASE}: HTTP {resp.status} in {time.monotonic() - started:.3f} s")
+    assert resp.status == 200
+    version, mlflow_run = registry.champion(USE_CASE)
+    assert f"v{version} " in frame.locator("h2", has_text="Champion:").inner_text() + " "
+    assert mlflow_run in frame.locator("h2:has-text('Champion:') + p").inner_text()
+    rows = frame.locator("h2:has-text('Monitor decisions') + table tr")
+    for record in monitor_records.values():
+        row = rows.filter(has_text=record["payload"]["day"]).first
+        text = row.inner_text()
+        assert record["branch"] in text, (record["payload"]["day"], text)
+        if record["branch"] == "upset":  # its alarms and the tags they name
+            top = record["payload"]["alarm_tags"][0]["tag"]
+            assert f"{top} (" in text, text
+            href = row.get_by_role("link", name="drift report").get_attribute("href")
+            assert href.startswith(f"/plantops/reports/{USE_CASE}/"), href
+            report = page.context.request.get(f"{browser.base_url}{href}")
+            # the summary opens the page's body (after ~2 MB of Evidently's inline scripts in the head)
+            assert report.status == 200 and "Drift summary: DRIFT" in report.text(), href
+    # pipeline health: every DAG with its last success; a paused DAG says so
+    assert op.ops.request("PATCH", f"/dags/{USE_CASE}__feedback", json={"is_paused": True}).status_code == 200
+    page.reload()
+    frame = page.frame_locator("iframe")
+    health = frame.locator("h2:has-text('Pipeline health') + table")
+    health.wait_for()
+    for dag_id in PLANTOPS_DAGS:
+        text = health.locator("tr", has_text=dag_id).inner_text()
+        if dag_id.endswith("__feedback"):
+            assert "paused" in text and "never" in text, text
+        else:
+            assert "active" in text and "never" not in text, text
+    health.scroll_into_view_if_needed()  # the frame scrolls, not the page: bring the table into the shot
+    browser.shot(page, "ops1-plant-ml-health")

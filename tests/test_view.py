@@ -299,3 +299,46 @@ def test_triggered_retrain_names_the_day_judged():
     (request,) = retrain_requests(UC, "manual__9", [{"asset": UC, "day": "2026-03-26", "branch": "retrain",
                                                      "reason": "false alarms"}])
     assert request["note"] == "tep_reactor, 2026-03-26: stale model: retrain asked by monitor run manual__9"
+
+
+def test_monitor_runs_are_noted_with_the_day_they_judge():
+    from plantops.orchestration.runnotes import end_note, start_note, use_case_of
+
+    assert use_case_of("tep_reactor__monitor") == "tep_reactor" and use_case_of("tep_reactor__train") is None
+    # at the start: the day param, else the newest day of the triggering asset events
+    assert start_note(UC, {"day": "2026-03-26"}, ["2026-03-28"]) == "tep_reactor, 2026-03-26: judging"
+    assert start_note(UC, {"day": None}, ["2026-03-28", "2026-03-27"]) == "tep_reactor, 2026-03-28: judging"
+    assert start_note(UC, {}, []) == "tep_reactor: judging the newest feature day"
+    # at the end: what each asset's assessment returned
+    assert end_note(UC, [{"asset": UC, "day": "2026-03-28", "branch": "approval", "rule": "plant_change"}]) == \
+        "tep_reactor, 2026-03-28: approval (plant_change)"
+    fleet = [{"asset": "R80790", "day": "2014-06-16", "branch": "ok", "rule": "ok"},
+             {"asset": "R80711", "day": "2014-06-16", "branch": "approval", "rule": "drift", "guardrail": "plant_event"}]
+    assert end_note("wind_fleet", fleet) == "wind_fleet, 2014-06-16: R80711 approval (plant_event), R80790 ok"
+    assert end_note(UC, []) is None
+
+
+def test_operators_trigger_but_neither_delete_dags_nor_write_xcoms():
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+
+    from plantops.environments import localenv
+    from plantops.orchestration.auth import PlantopsAuthManager
+
+    assert localenv.USERS == {"ops1": "user", "eng1": "user"}
+    manager = PlantopsAuthManager()
+    ops1 = SimpleAuthManagerUser(username="ops1", role=localenv.USERS["ops1"])
+    admin = SimpleAuthManagerUser(username="root", role="admin")
+    viewer = SimpleAuthManagerUser(username="guest", role="viewer")
+
+    def can(user, method, entity=None) -> bool:
+        return manager.is_authorized_dag(method=method, user=user, access_entity=entity)
+
+    assert can(ops1, "POST", DagAccessEntity.RUN) and can(ops1, "PUT")  # trigger, pause/unpause
+    assert can(ops1, "PUT", DagAccessEntity.HITL_DETAIL)  # then the assigned-users check decides
+    assert can(ops1, "GET", DagAccessEntity.XCOM) and can(ops1, "DELETE", DagAccessEntity.RUN)
+    assert not can(ops1, "DELETE") and not can(ops1, "PUT", DagAccessEntity.XCOM)
+    assert not can(ops1, "POST", DagAccessEntity.XCOM) and not can(ops1, "DELETE", DagAccessEntity.XCOM)
+    assert can(admin, "DELETE") and can(admin, "PUT", DagAccessEntity.XCOM)
+    assert not can(viewer, "POST", DagAccessEntity.RUN) and can(viewer, "GET")
+    assert manager.is_authorized_hitl_task(assigned_users={"eng1"}, user=ops1) is False

@@ -1,8 +1,10 @@
 """The embedded tier's Airflow settings, in one place for `make demo`, `make up` and the tests.
 
 Airflow keeps its metadata DB (SQLite) under ``$PLANTOPS_HOME/airflow``. Demo users come from
-SimpleAuthManager: ``ops1`` (an operator: views and triggers) and ``eng1`` (the process engineer
-assigned to approvals). Their passwords are generated once per home, never committed.
+plantops' auth manager (SimpleAuthManager where deleting a DAG and writing an XCom need ``admin``,
+see :mod:`plantops.orchestration.auth`): ``ops1`` (an operator: views and triggers) and ``eng1``
+(the process engineer assigned to approvals), both role ``user``, the smallest that may trigger or
+answer. Their passwords are generated once per home, never committed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,16 @@ from pathlib import Path
 
 from plantops.settings import REPO_ROOT, get_settings
 
-USERS = {"ops1": "op", "eng1": "admin"}
+# user -> SimpleAuthManager role; the same in the stack (this env) and docker-compose (.env.example).
+USERS = {"ops1": "user", "eng1": "user"}
+AUTH_MANAGER = "plantops.orchestration.auth.PlantopsAuthManager"
+
+
+def users_setting() -> str:
+    """AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS: ``user:role,...``."""
+    return ",".join(f"{u}:{r}" for u, r in USERS.items())
+
+
 API_PORT = int(os.environ.get("PLANTOPS_API_PORT", "28080"))
 
 
@@ -46,8 +57,8 @@ def airflow_env(home: Path | None = None, api_port: int = API_PORT) -> dict[str,
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
-        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
+        "AIRFLOW__CORE__AUTH_MANAGER": AUTH_MANAGER,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users_setting(),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(home)),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{api_port}",
         "AIRFLOW__API__PORT": str(api_port),

@@ -17,6 +17,7 @@ fetched and unpacked once. ``--fresh`` drops and recreates the plantops database
   catalog ``lake`` (Hive connector, file metastore) over the parquet under ``PLANTOPS_HOME``.
   Trino needs Java 25, which these machines have beside the default Java 17.
 - ``mlflow server`` with the PostgreSQL backend and a local artifact root it serves itself.
+- Debian's ``chromium`` (apt-get when missing and root), which the browser tests drive with Playwright.
 
 Credentials are generated once into ``$PLANTOPS_STACK_DIR/secrets.env`` (mode 600) and handed to
 the services through the environment, never written into a config file or the repository.
@@ -114,6 +115,23 @@ def _pg_bin(name: str) -> str:
         _run(["apt-get", "install", "-y", "-qq", "postgresql"], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found[-1]
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def ensure_chromium() -> Path | None:
+    """Debian's chromium for the browser tests (Playwright drives it; it never downloads a browser):
+    installed with apt-get when missing and running as root, else None with a log line saying how."""
+    if CHROMIUM.exists():
+        return CHROMIUM
+    if os.geteuid() != 0:
+        log(f"{CHROMIUM} is missing and this is not root: the browser tests need `apt-get install chromium`")
+        return None
+    log("installing chromium from the Debian packages (for the browser tests)")
+    _run(["apt-get", "update", "-qq"])
+    _run(["apt-get", "install", "-y", "-qq", "chromium"], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    return CHROMIUM if CHROMIUM.exists() else None
 
 
 def _as_pg_owner(cmd: list[str]) -> list[str]:
@@ -446,6 +464,7 @@ def up(fresh: bool = False) -> dict[str, str]:
             shutil.rmtree(folder, ignore_errors=True)
     start_trino(lake_root())
     start_mlflow()
+    ensure_chromium()
     log(f"stack up in {time.monotonic() - started:.0f} s: {status()}")
     return client_env()
 

@@ -587,8 +587,15 @@ def confirm_window(predictions: pd.DataFrame, labels: pd.DataFrame, start: datet
 
 
 def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
-    """The markdown a process engineer reads in the approval task."""
+    """The markdown a process engineer reads in the approval task. It opens with who may answer:
+    Airflow's form shows enabled buttons to every user and refuses a non-assigned one only on
+    submit (403), so the body says it before anyone fills anything in."""
+    approvers = get_use_case(use_case_id).approvers
     lines = [
+        "> **Answered only by the assigned process engineers: "
+        + ", ".join(f"{a.name} (`{a.id}`)" for a in approvers)
+        + ".** Anyone else is refused when submitting.",
+        "",
         f"**{use_case_id}**{' / asset **' + record['asset'] + '**' if record.get('asset') else ''}, "
         f"window {record['day']}: {record['reason']}",
         "",
