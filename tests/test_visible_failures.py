@@ -2,7 +2,8 @@
 
 One ``dag.test()`` of a landing-only use case with a good file and a broken one: the good file's
 days reach bronze and the bronze asset event (the features wake for them), the operator view
-records the quarantine, and the run fails in ``report_quarantine`` naming the file and its reason.
+records the quarantine, and the run fails in ``report_quarantine`` naming the file and its reason,
+in task logs the UI can read.
 A second run with nothing new skips, and does not fail.
 """
 
@@ -28,6 +29,9 @@ def test_a_quarantined_file_fails_the_run_and_the_good_days_flow_on(airflow_db, 
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
+    from airflow.utils.log.log_reader import TaskLogReader
+
+    from plantops.orchestration import tasklogs
     from plantops.orchestration.dagfactory import assets, build_ingest
     from plantops.sources import landing
     from plantops.stages import decisions
@@ -44,9 +48,19 @@ def test_a_quarantined_file_fails_the_run_and_the_good_days_flow_on(airflow_db, 
     (folder / "broken_20260324.parquet").write_bytes(b"PAR1 cut short by the export")
 
     dag = build_ingest(use_case, assets(use_case))
+    tasklogs.install()  # as the demo does: dag.test() writes no task log files of its own
+    tasklogs.install()  # idempotent: one listener, one line per record
     dr = dag.test(logical_date=datetime(2026, 3, 25, tzinfo=timezone.utc))
     assert _states(dr) == {"ingest_sources": "success", "report_quarantine": "failed"}
     assert str(dr.state) == "failed"
+    # Each task's log, read as the UI reads it: the quarantine and the failure's reason are there.
+    reader = TaskLogReader()
+    logs = {ti.task_id: [str(m.event) for m in reader.read_log_chunks(ti, ti.try_number, {})[0]]
+            for ti in dr.get_task_instances()}
+    quarantined = [e for e in logs["ingest_sources"] if e.startswith("quarantined broken_20260324.parquet")]
+    assert len(quarantined) == 1, logs["ingest_sources"]
+    assert any("broken_20260324.parquet: unreadable parquet" in e for e in logs["report_quarantine"]), \
+        logs["report_quarantine"]
 
     by_name = {row["name"]: row for row in landing.rows_of("press_9")}
     assert by_name["good_20260324.parquet"]["status"] == "ingested"

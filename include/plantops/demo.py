@@ -101,10 +101,12 @@ class Demo:
             [sys.executable, "-m", "airflow", "api-server", "--port", os.environ["AIRFLOW__API__PORT"]],
             stdout=self.log_file.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
         )
+        from plantops.orchestration import tasklogs
         from plantops.orchestration.dagfactory import build_all
 
         from airflow.sdk.definitions._internal.types import NOTSET
 
+        tasklogs.install()  # dag.test() writes no task log files; the UI would show "Log file not found"
         self.dags = build_all()
         # dag.test() keeps a run's conf in its tasks' params: each run is given every param's
         # default explicitly, so it starts from the defaults, as a run of a freshly parsed DAG does.
