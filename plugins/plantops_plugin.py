@@ -159,12 +159,13 @@ def render_index(data: dict) -> str:
             f"<td>{e(uc['plant'])}</td><td>{e(uc['champion_version'] and 'v' + uc['champion_version'])}</td>"
             f"<td>{'&mdash;' if last is None else e(last['day']) + ' ' + badge(last['branch'])}</td>"
             f"<td class='small'>{'' if last is None else e(last['reason'])}</td>"
+            f"<td class='small'>{link(last['report_path'], 'drift report', top=False) if last and last['report_path'] else ''}</td>"
             f"<td>{uc['pending_approvals'] or ''}</td><td class='small'>{health}</td></tr>")
     broken = "".join(f"<li><b>{e(stem)}</b>: {e(err)}</li>" for stem, err in data["broken"].items())
     body = ("<h1>Plant ML</h1><p class='muted'>Every use case and asset: its champion model, the monitor's last "
             "decision, approvals waiting, and the health of its DAGs.</p>"
             "<table><tr><th>use case</th><th>asset</th><th>plant</th><th>champion</th><th>last decision</th>"
-            "<th>why</th><th>approvals waiting</th><th>pipeline</th></tr>" + "".join(rows) + "</table>"
+            "<th>why</th><th>last report</th><th>approvals waiting</th><th>pipeline</th></tr>" + "".join(rows) + "</table>"
             + (f"<h2>Broken use cases</h2><ul>{broken}</ul>" if broken else ""))
     return page("Plant ML", body)
 

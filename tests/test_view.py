@@ -184,7 +184,18 @@ def test_index_lists_every_use_case_and_asset(client):
             tep["pending_approvals"]) == ("1", "2026-03-28", "approval", 1)
     page = client.get("/view/").text
     assert 'href="/plantops/view/wind_fleet?asset=R80736"' in page and "<td>v1</td>" in page
+    assert tep["last_decision"]["report_path"] is None and "drift report" not in page  # 03-28 wrote no report
     assert client.get("/view/no_such_case").status_code == 404
+    # The newest day's drift report is one click from the index (the navigation's Plant ML is the other).
+    from plantops.settings import get_settings
+
+    report = get_settings().reports_root / UC / "manual__2026-03-29T10_00_00_00_00" / "drift.html"
+    report.parent.mkdir(parents=True)
+    report.write_text("<html><body>drift of 2026-03-29</body></html>")
+    _monitor("manual__2026-03-29T10:00:00+00:00", "2026-03-29", "ok", None, "no drift", drift_share=0.0,
+             alarm_rate=0.0, n=480, report=report)
+    page = client.get("/view/").text
+    assert f'href="/plantops/reports/{UC}/manual__2026-03-29T10_00_00_00_00/drift.html"' in page
 
 
 def test_anonymous_request_is_refused(state):

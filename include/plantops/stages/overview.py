@@ -381,7 +381,7 @@ def index() -> dict[str, Any]:
                 "champion_version": None if champ is None else champ["version"],
                 "last_decision": None if last is None else {
                     "day": _day_of(last["payload"].get("day")), "branch": last["branch"], "reason": last["reason"],
-                    "at": last["created_at"].isoformat()},
+                    "at": last["created_at"].isoformat(), "report_path": report_path(use_case.id, last["payload"])},
                 "pending_approvals": len(pending_approvals(use_case.id, rows)),
                 "health": {"available": h["available"], "paused": h.get("paused", []), "queued": h.get("queued", 0),
                            "stuck": h.get("stuck", []), "error": h["error"]},
