@@ -59,6 +59,8 @@ def test_a_quarantined_file_fails_the_run_and_the_good_days_flow_on(airflow_db, 
             for ti in dr.get_task_instances()}
     quarantined = [e for e in logs["ingest_sources"] if e.startswith("quarantined broken_20260324.parquet")]
     assert len(quarantined) == 1, logs["ingest_sources"]
+    assert logs["ingest_sources"][-1] == "ingest_sources succeeded", logs["ingest_sources"]
+    assert logs["report_quarantine"][-1].startswith("report_quarantine failed: "), logs["report_quarantine"]
     assert any("broken_20260324.parquet: unreadable parquet" in e for e in logs["report_quarantine"]), \
         logs["report_quarantine"]
 

@@ -68,16 +68,22 @@ def _start(ti: Any) -> None:
     except Exception as exc:  # noqa: BLE001 - no log file is no reason to fail the task
         log.warning("no task log file for %s: %s", ti.task_id, exc)
         return
+    _note(handler, logging.INFO,
+          f"{ti.task_id} started in the dag.test() process (log by plantops.orchestration.tasklogs)")
     logging.getLogger().addHandler(handler)
     _open[_key(ti)] = handler
 
 
-def _end(ti: Any, error: Any = None) -> None:
+def _note(handler: logging.Handler, level: int, text: str) -> None:
+    handler.emit(logging.LogRecord("airflow.task", level, "", 0, text, None, None))
+
+
+def _end(ti: Any, outcome: str, error: Any = None) -> None:
     handler = _open.pop(_key(ti), None)
     if handler is None:
         return
-    if error is not None:
-        handler.emit(logging.LogRecord("airflow.task", logging.ERROR, "", 0, f"task failed: {error}", None, None))
+    _note(handler, logging.INFO if error is None else logging.ERROR,
+          f"{ti.task_id} {outcome}" + ("" if error is None else f": {error}"))
     logging.getLogger().removeHandler(handler)
     handler.close()
 
@@ -93,15 +99,15 @@ class _Listener:
 
     @hookimpl
     def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
-        _end(task_instance)
+        _end(task_instance, "succeeded")
 
     @hookimpl
     def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
-        _end(task_instance, error or "failed")
+        _end(task_instance, "failed", error or "no error given")
 
     @hookimpl
     def on_task_instance_skipped(self, previous_state: Any, task_instance: Any) -> None:
-        _end(task_instance)
+        _end(task_instance, "skipped")
 
 
 _LISTENER = _Listener()
