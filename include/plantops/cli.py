@@ -18,20 +18,9 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 from plantops.config import ConfigError, get_use_case
-from plantops.settings import get_settings
 
 # `ingest` exits with this when a landed file was quarantined whole (the DAG run fails then too).
 QUARANTINED_EXIT_CODE = 2
-
-
-def quarantined(use_case_id: str) -> list[dict]:
-    folder = get_settings().quarantine_root / use_case_id
-    out = []
-    for reason in sorted(folder.glob("*.reason.json")):
-        data = json.loads(reason.read_text())
-        out.append({"file": reason.name.removesuffix(".reason.json"), "reason": data["reason"],
-                    "quarantined_at": data.get("quarantined_at"), "counts": data.get("counts")})
-    return out
 
 
 def ingest_now(use_case_id: str, day: str | None = None) -> tuple[list[dict], int]:
@@ -102,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ingest: {exc}", file=sys.stderr)
             return 1
     elif args.command == "quarantine":
+        from plantops.sources.landing import quarantined
+
         rows = quarantined(args.use_case)
     elif args.command == "ledger":
         from plantops.sources.landing import rows_of

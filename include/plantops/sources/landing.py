@@ -354,6 +354,22 @@ def release(use_case: str, name: str, folder: str) -> Path:
     return target
 
 
+def quarantined(use_case: str) -> list[dict]:
+    """Files waiting in quarantine, with what :func:`quarantine` wrote beside each (a reason file
+    that cannot be read says so instead of hiding the file)."""
+    folder = get_settings().quarantine_root / use_case
+    out = []
+    for path in sorted(folder.glob("*.reason.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            data = {"reason": f"unreadable reason file: {exc}"}
+        out.append({"file": path.name.removesuffix(".reason.json"), "reason": data.get("reason"),
+                    "quarantined_at": data.get("quarantined_at"), "run_id": data.get("dag_run_id"),
+                    "counts": data.get("counts")})
+    return out
+
+
 def rows_of(use_case: str) -> list[dict]:
     """Every ledger row of the use case, oldest first; ``rejected_values`` parsed back into a dict."""
     query = select(ledger).where(ledger.c.use_case == use_case).order_by(ledger.c.id)

@@ -16,7 +16,6 @@ whatever host name the browser used.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
@@ -254,21 +253,6 @@ def latest_scores(asset: str, limit: int = 2000) -> dict[str, Any] | None:
 
 # -- landing -------------------------------------------------------------------------------------
 
-def quarantined(use_case_id: str) -> list[dict[str, Any]]:
-    """Files waiting in quarantine, with the reason written beside each."""
-    folder = get_settings().quarantine_root / use_case_id
-    out = []
-    for path in sorted(folder.glob("*.reason.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            data = {"reason": f"unreadable reason file: {exc}"}
-        out.append({"file": path.name.removesuffix(".reason.json"), "reason": data.get("reason"),
-                    "quarantined_at": data.get("quarantined_at"), "run_id": data.get("dag_run_id"),
-                    "counts": data.get("counts")})
-    return out
-
-
 def rejected(use_case_id: str, limit: int = 20) -> list[dict[str, Any]]:
     """The newest ledger rows of files that lost rows or values to the quality gates, or were quarantined."""
     from plantops.sources.landing import rows_of
@@ -391,6 +375,8 @@ def index() -> dict[str, Any]:
 
 def use_case_view(use_case_id: str, asset: str | None = None, days: int = DAYS) -> dict[str, Any]:
     """Everything the page of one use case (and one asset of a fleet) shows."""
+    from plantops.sources import landing
+
     use_case = get_use_case(use_case_id)
     asset = asset or use_case.assets[0]
     if asset not in use_case.assets:
@@ -405,7 +391,7 @@ def use_case_view(use_case_id: str, asset: str | None = None, days: int = DAYS) 
         "timeline": days_,
         "pending_approvals": pending_approvals(use_case.id, rows),
         "required_actions_path": required_actions_path(),
-        "quarantined": quarantined(use_case.id),
+        "quarantined": landing.quarantined(use_case.id),
         "rejected": rejected(use_case.id) if use_case.landing else [],
         "health": health(use_case),
         "scores": latest_scores(asset),
