@@ -360,14 +360,16 @@ def _health(h: dict) -> str:
 
 
 def _listeners() -> list:
-    from plantops.orchestration.runnotes import listener
+    from plantops.orchestration import preload, runnotes
 
-    return [listener()]
+    return [runnotes.listener(), preload.listener()]
 
 
 class PlantopsPlugin(AirflowPlugin):
     name = "plantops"
-    # In the scheduler: monitor runs get a note naming the day they judge (plantops.orchestration.runnotes).
+    # In the scheduler: monitor runs get a note naming the day they judge (plantops.orchestration.runnotes),
+    # and a LocalExecutor's scheduler imports the task libraries once for every task it forks
+    # (plantops.orchestration.preload).
     listeners = _listeners()
     fastapi_apps = [{"app": app, "url_prefix": "/plantops", "name": "plantops view, reports and decisions"}]
     # In the UI's navigation; with a url_route the UI shows the page in a frame at /plugin/plant-ml.
