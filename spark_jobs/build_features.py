@@ -98,6 +98,9 @@ def transform(
     the bucket start. Columns: ``asset``, ``ts``, then ``feature_columns(tags)``. A tag's last
     bucket mean is carried forward for at most ``max_gap_seconds``; the rolling windows cover the
     last ``rolling_buckets`` buckets of time, whatever rows there are in them.
+
+    The windows run on long rows partitioned by (asset, tag), so one asset's tags are spread over
+    every core and executor (see :func:`_windowed`); the result is made wide afterwards.
     """
     tags = list(tags)
     if not tags:
@@ -123,26 +126,50 @@ def transform(
     )
     # Explicit pivot values: no extra job to discover them, and the column order is the tag order.
     wide = per_tag.groupBy("asset", "bucket").pivot("tag", tags).agg(F.first(F.col("total") / F.col("n")))
+    # Back to long rows, now one per (asset, bucket of any tag, tag), null where the tag has no
+    # value in that bucket: the rows every tag's windows must see, whichever tag made the bucket.
+    grid = wide.unpivot(["asset", "bucket"], tags, "tag", "value")
+    windowed = _windowed(grid, bucket_seconds, rolling_buckets, max_gap_seconds)
 
-    # Both windows are ranges of the integer bucket epoch, not counts of rows: a months-long gap
-    # between two rows is a gap, so what a row gets never depends on how far back a run read.
-    ordered = Window.partitionBy("asset").orderBy("bucket")
-    recent = ordered.rangeBetween(-max_gap_seconds, Window.currentRow)
-    filled = wide.select(
-        "asset",
-        "bucket",
-        *[F.last(F.col(tag), ignorenulls=True).over(recent).alias(tag) for tag in tags],
-    )
-
-    rolling = ordered.rangeBetween(-(rolling_buckets - 1) * bucket_seconds, Window.currentRow)
+    # Explicit pivot values again; one row per (asset, bucket, tag), so first() is that row's value.
+    back = windowed.groupBy("asset", "bucket").pivot("tag", tags).agg(
+        F.first("value").alias("v"), F.first("rmean").alias("rmean"), F.first("rstd").alias("rstd"))
     features: list[Column] = []
     for tag in tags:
-        features.append(F.col(tag))
-        # avg and stddev_samp skip nulls, matching pandas' min_periods=1 mean and min_periods=2
-        # std; stddev_samp is null below two values, where the contract says 0.
-        features.append(F.avg(tag).over(rolling).alias(f"{tag}__rmean"))
-        features.append(F.coalesce(F.stddev_samp(tag).over(rolling), F.lit(0.0)).alias(f"{tag}__rstd"))
-    return filled.select("asset", F.timestamp_seconds("bucket").alias("ts"), *features)
+        features.append(F.col(f"{tag}_v").alias(tag))
+        features.append(F.col(f"{tag}_rmean").alias(f"{tag}__rmean"))
+        features.append(F.col(f"{tag}_rstd").alias(f"{tag}__rstd"))
+    return back.select("asset", F.timestamp_seconds("bucket").alias("ts"), *features)
+
+
+def _windowed(grid: DataFrame, bucket_seconds: int, rolling_buckets: int, max_gap_seconds: int) -> DataFrame:
+    """Carry-forward and rolling mean/std of long rows (asset, bucket, tag, value), per (asset, tag).
+
+    Partitioning by (asset, tag) rather than by asset makes one asset's 52 tags 52 window
+    partitions: with one asset (one plant, the benchmark) the stage is no longer one task.
+    """
+    ordered = Window.partitionBy("asset", "tag").orderBy("bucket")
+    # Carry-forward as pandas does it: the last value so far and the bucket it came from, kept
+    # while that bucket is at most max_gap old. This is last(ignorenulls) over
+    # rangeBetween(-max_gap, 0), but over a running frame Spark updates per row in O(1); a
+    # sliding range frame is recomputed from its whole buffer at every row (360 rows for 6 h of
+    # 60 s buckets).
+    so_far = ordered.rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    last_value = F.last("value", ignorenulls=True).over(so_far)
+    seen = F.last(F.when(F.col("value").isNotNull(), F.col("bucket")), ignorenulls=True).over(so_far)
+    filled = grid.select(
+        "asset", "bucket", "tag", F.when(F.col("bucket") - seen <= max_gap_seconds, last_value).alias("value"))
+
+    # A range of the integer bucket epoch, not a count of rows: a months-long gap between two rows
+    # is a gap, so what a row gets never depends on how far back a run read.
+    rolling = ordered.rangeBetween(-(rolling_buckets - 1) * bucket_seconds, Window.currentRow)
+    # avg and stddev_samp skip nulls, matching pandas' min_periods=1 mean and min_periods=2 std;
+    # stddev_samp is null below two values, where the contract says 0.
+    return filled.select(
+        "asset", "bucket", "tag", "value",
+        F.avg("value").over(rolling).alias("rmean"),
+        F.coalesce(F.stddev_samp("value").over(rolling), F.lit(0.0)).alias("rstd"),
+    )
 
 
 def open_bronze(spark: SparkSession, root: str) -> DataFrame:

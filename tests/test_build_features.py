@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import date
 from pathlib import Path
 
@@ -198,3 +199,67 @@ def test_arguments_are_checked_before_spark_starts():
     with pytest.raises(SystemExit):
         parse_args(["--input", "i", "--output", "o", "--start", "2024-03-01", "--end", "2024-03-02",
                     "--tags", "X,X", "--bucket-seconds", "180", "--rolling-buckets", "10"])
+
+
+def good_rows(asset: str, tag: str, ts: pd.DatetimeIndex, values) -> pd.DataFrame:
+    return pd.DataFrame({"asset": asset, "tag": tag, "ts": ts, "value": values, "quality": "good",
+                         "source": "historian", "batch": "b1"})
+
+
+def test_one_asset_with_many_tags_and_different_gaps_equals_pandas_exactly(spark):
+    """One asset, eight tags at different cadences: X every 3 min; S silent for 3 h in the middle,
+    longer than max_gap (1 h), while the others report; R only every 21 min; B in two bursts; E
+    only in the first half hour; H with bad-quality rows; plus a second asset. Values are
+    multiples of 1/4, so means and rolling means are exact in both engines and must be equal to
+    the bit; the rolling std (pandas' online variance) is compared as in assert_same."""
+    ts = T0 + pd.to_timedelta(np.arange(160) * 180, unit="s")  # 8 h of 180 s buckets
+    n = len(ts)
+    quarter = np.arange(n, dtype=float) / 4
+    silent = (ts >= T0 + pd.Timedelta(hours=2)) & (ts < T0 + pd.Timedelta(hours=5))
+    bad = pd.DataFrame({"asset": "p1", "tag": "H", "ts": ts[::5], "value": 1e9, "quality": "bad",
+                        "source": "historian", "batch": "b1"})
+    long = pd.concat([
+        good_rows("p1", "X", ts, quarter),
+        good_rows("p1", "S", ts[~silent], 100 - quarter[~silent]),
+        good_rows("p1", "R", ts[::7], quarter[::7] * 3),
+        good_rows("p1", "B", ts[10:20].append(ts[90:95]), np.r_[np.full(10, 2.5), np.full(5, -1.25)]),
+        good_rows("p1", "E", ts[:10], np.full(10, 4.0)),
+        good_rows("p1", "H", ts[::2], quarter[::2] + 0.5), bad,
+        good_rows("p1", "Q", ts[1::3], np.full(len(ts[1::3]), 0.75)),
+        good_rows("p1", "Z", ts[-3:], np.full(3, 9.0)),
+        good_rows("p2", "X", ts[::4], np.ones(len(ts[::4]))), good_rows("p2", "S", ts[2::4], np.full(len(ts[2::4]), 6.0)),
+    ], ignore_index=True)
+    tags = ["X", "S", "R", "B", "E", "H", "Q", "Z"]
+    got = spark_result(spark, long, tags, 180, 5, max_gap_seconds=3600)
+    want = wide_features_pandas(long, tags, 180, 5, max_gap_seconds=3600)
+    want = want.sort_values(["asset", "ts"]).reset_index(drop=True)
+
+    # p1 has a row in every bucket (X reports throughout); p2 one where X or S reports.
+    assert len(got[got["asset"] == "p1"]) == 160 and len(got[got["asset"] == "p2"]) == 80
+    exact = ["asset", "ts", *tags, *(f"{tag}__rmean" for tag in tags)]
+    pd.testing.assert_frame_equal(got[exact], want[exact], check_dtype=False, check_exact=True)
+    assert_same(got, want)
+
+    p1 = got[got["asset"] == "p1"].set_index("ts")
+    # S is silent from 02:00 to 05:00: its 01:57 value is carried through 02:57 (20 buckets), then
+    # missing for the 2 h until it reports again; the others keep their rows meanwhile.
+    gap = p1.loc[T0 + pd.Timedelta(hours=2):T0 + pd.Timedelta(hours=5, seconds=-1), "S"]
+    assert len(gap) == 60 and (gap.iloc[:20] == 100 - 39 / 4).all() and int(gap.isna().sum()) == 40
+    # R reports every 21 min (< max_gap): never missing; E's last value (00:27) ends at 01:27.
+    assert int(p1["R"].isna().sum()) == 0
+    assert int(p1["E"].notna().sum()) == 10 + 20
+    # Z only reports in the last 3 buckets: missing before them, constant (std 0) after.
+    assert int(p1["Z"].notna().sum()) == 3 and p1["Z__rstd"].eq(0.0).all()
+
+
+def test_the_window_stage_is_partitioned_by_asset_and_tag(spark, capsys):
+    """The windows run per (asset, tag), not per asset: one asset's tags spread over every core
+    and executor. A regression to asset-only partitioning (one task per asset) fails here."""
+    long = tep_long(["XMEAS_1", "XMEAS_2"])
+    features = transform(spark.createDataFrame(long), ["XMEAS_1", "XMEAS_2"], 180, 10)
+    features.explain(mode="simple")
+    plan = capsys.readouterr().out
+    windows = re.findall(r"\bWindow \[.*\], \[([^\]]*)\], \[[^\]]*\]", plan)
+    assert len(windows) >= 2, plan  # the carry-forward and the rolling mean/std
+    assert {re.sub(r"#\d+", "", spec) for spec in windows} == {"asset, tag"}, plan
+    assert re.search(r"Exchange hashpartitioning\(asset#\d+, tag#\d+, \d+\)", plan), plan
