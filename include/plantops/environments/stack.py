@@ -517,7 +517,10 @@ def _spark_env(name: str) -> dict[str, str]:
     home = spark_home()
     return {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": HOST,
             "SPARK_LOG_DIR": str(_spark_dir() / "logs"), "SPARK_LOCAL_DIRS": str(_spark_dir() / name / "tmp"),
-            "SPARK_DAEMON_MEMORY": "512m", "PYSPARK_PYTHON": sys.executable}
+            "SPARK_DAEMON_MEMORY": "512m", "PYSPARK_PYTHON": sys.executable,
+            # A worker that stops heartbeating is DEAD after 15 s, not 60 (a restarted worker on
+            # the same address is refused while the master still holds the old one ALIVE).
+            "SPARK_MASTER_OPTS": "-Dspark.worker.timeout=15"}
 
 
 def _json(url: str) -> dict | None:
@@ -594,6 +597,11 @@ def kill_spark_worker(n: int, sig: int = 9) -> None:
     if _daemon_pid(pid_file) is None:
         raise StackError(f"Spark worker {n} is not running (no live pid in {pid_file})")
     _kill(pid_file, sig)
+    deadline = time.monotonic() + 60
+    while _spark_worker_alive(n):  # the master sees the connection drop at once, else after the timeout
+        if time.monotonic() > deadline:
+            raise StackError(f"the Spark master still holds worker {n} ALIVE 60 s after it was killed")
+        time.sleep(0.5)
 
 
 def start_spark() -> None:
