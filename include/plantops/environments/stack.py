@@ -627,13 +627,19 @@ def airflow_env(home: Path | None = None, api_port: int | None = None) -> dict[s
 
     env = client_env()
     home = Path(home or env["PLANTOPS_HOME"])
+    base = localenv.airflow_env(home, api_port or localenv.API_PORT)
     return {
-        **localenv.airflow_env(home, api_port or localenv.API_PORT), **env, "PLANTOPS_HOME": str(home),
+        **base, **env, "PLANTOPS_HOME": str(home),
+        # stack/airflow/airflow_local_settings.py: a shim for the Celery provider on celery 5.7 (see there).
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "stack" / "airflow"), base["PYTHONPATH"]]),
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CELERY__BROKER_URL": broker_url(),
-        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + _pg_url("airflow").replace("+psycopg2", ""),
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + _pg_url("airflow"),
         # 2 workers x 1 slot: the machine's 2 cores (a feature build's driver and executors share them).
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+        # An unacknowledged message (its worker died) is redelivered after this; longer than any
+        # task here, and the dead try is retried by the scheduler long before.
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
         # A task on a worker that died stops heartbeating: fail it (and retry it elsewhere) after
         # 30 s, not the default 5 min. Heartbeats come every 5 s ([workers] min_heartbeat_interval).
         "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
