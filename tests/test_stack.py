@@ -558,11 +558,10 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack, browser):
     health.scroll_into_view_if_needed()  # the frame scrolls, not the page: bring the table into the shot
     browser.shot(page, "ops1-plant-ml-health")
 
-    # 7. every task ran on the Celery workers, on both of them: the hostname a task instance
-    # reports is the worker's (set only in the workers' environment); the scheduler is the
-    # CeleryExecutor's.
-    schedulers = op.paged("/jobs", "jobs", job_type="SchedulerJob")
-    assert schedulers and {j["executor_class"] for j in schedulers} == {"CeleryExecutor"}, schedulers
+    # 7. every task ran on the Celery workers, on both of them: a task instance reports the
+    # hostname of the worker it ran on (celery-1 / celery-2 exist only in the environment of the
+    # `airflow celery worker` processes; the REST API shows no executor for a task that uses the
+    # default one, and Airflow 3 leaves the jobs' executor_class empty).
     ran = [ti for dag_id in PLANTOPS_DAGS
            for ti in op.paged(f"/dags/{dag_id}/dagRuns/~/taskInstances", "task_instances")
            if ti["state"] in ("success", "failed")]
