@@ -30,7 +30,7 @@ test: install
 up: install
 	$(BIN)/python -m plantops.environments.up
 
-# The native stack (PostgreSQL, Trino, MLflow server) on 127.0.0.1, no Docker: see README "Three tiers".
+# The native stack (PostgreSQL, Trino, MLflow server, Redis, a Spark cluster) on 127.0.0.1, no Docker: see README "Tiers".
 stack-up: install
 	$(BIN)/python -m plantops.environments.stack up $(if $(FRESH),--fresh,)
 

@@ -1,7 +1,9 @@
 """Stack tests: the pipeline against real PostgreSQL, a Trino server and an MLflow tracking server,
-with Airflow's own services (api-server, scheduler, dag-processor, triggerer) on PostgreSQL, driven
-through the REST API and a real browser (Playwright driving Debian's chromium) as an operator and a
-process engineer would. Each browser step saves a screenshot to $PLANTOPS_HOME/screenshots/NN-step.png.
+with Airflow's own services (api-server, scheduler, dag-processor, triggerer) on PostgreSQL and its
+tasks on two Celery workers (Redis broker), features on the stack's Spark standalone cluster (a
+master and two workers), driven through the REST API and a real browser (Playwright driving
+Debian's chromium) as an operator and a process engineer would. Each browser step saves a
+screenshot to $PLANTOPS_HOME/screenshots/NN-step.png.
 
 `.ci/run` starts the stack (`make stack-up`). With CI=true a missing stack fails the run; locally
 these tests skip unless the stack is up and PLANTOPS_STACK_TESTS=1 (they reset its databases).
@@ -25,6 +27,10 @@ USE_CASE = "tep_reactor"
 API_PORT = 28281
 APPROVAL_TIMEOUT = "1min"
 PLANTOPS_DAGS = [f"{USE_CASE}__{s}" for s in ("ingest", "features", "train", "score", "monitor", "feedback")]
+FEATURES = f"{USE_CASE}__features"
+CELERY_HOSTS = {"celery-1", "celery-2"}  # [core] hostname_callable of the stack's two Celery workers
+# build_features.py names its session; spark-submit's --name (the operator's) is overridden by it.
+FEATURE_APPS = {"plantops-build-features", f"{USE_CASE}-features"}
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +207,39 @@ class Operator:
         time.sleep(10)
         return detail
 
+    def paged(self, path: str, key: str, **params) -> list[dict]:
+        """Every item of a paginated collection (the API caps a page at 100)."""
+        items: list[dict] = []
+        while True:
+            page = self.get(path, limit=100, offset=len(items), **params)
+            items += page[key]
+            if not page[key] or len(items) >= page["total_entries"]:
+                return items
+
+    def running_build(self, timeout: float = 600) -> tuple[dict, dict]:
+        """The features run's build_features task instance while its Spark application runs on
+        the cluster (the driver has its executors): (task instance, the master's application)."""
+        from plantops.environments import stack
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for run in self.runs(FEATURES):
+                if run["state"] != "running":
+                    continue
+                tis = self.get(f"/dags/{FEATURES}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
+                ti = next((t for t in tis if t["task_id"] == "build_features" and t["state"] == "running"), None)
+                apps = [a for a in (stack.spark_master_state() or {}).get("activeapps", [])
+                        if a["name"] in FEATURE_APPS and a["state"] == "RUNNING" and a["cores"] == 2]
+                if ti and ti["hostname"] in CELERY_HOSTS and apps:
+                    return ti, apps[0]
+            time.sleep(1)
+        raise TimeoutError(f"no build_features ran on the Spark cluster within {timeout:.0f} s: {self.runs(FEATURES)}")
+
+    def tries(self, ti: dict) -> list[tuple[int, str, str]]:
+        """(try number, hostname, state) of each try of a task instance."""
+        path = f"/dags/{ti['dag_id']}/dagRuns/{ti['dag_run_id']}/taskInstances/{ti['task_id']}/tries"
+        return [(t["try_number"], t["hostname"], t["state"]) for t in self.get(path)["task_instances"]]
+
     def last_monitor(self) -> tuple[str, dict[str, str]]:
         run = self.runs(f"{USE_CASE}__monitor")[-1]
         return run["dag_run_id"], self.states(f"{USE_CASE}__monitor", run["dag_run_id"])
@@ -307,12 +346,19 @@ def browser(airflow_on_stack, stack_env):
 
 def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack, browser):
     """History lands -> the landing watcher ingests it (historian through Trino) -> features
-    (spark-submit) -> the operator triggers the first training -> live days: a fault is an upset
+    (spark-submit to the Spark cluster) -> the operator triggers the first training -> live days: a fault is an upset
     (operators mailed through a real SMTP server); an approval is left unanswered and the
     scheduler's timeout records the safe default; a plant change waits for eng1, who approves in the
     browser (ops1 gets 403 over REST and in the browser, and may not delete a DAG or write an XCom);
-    the operator's Plant ML view shows champion, days, alarms, reports and health. The scheduler is killed with
-    SIGKILL and restarted while the history is being ingested."""
+    the operator's Plant ML view shows champion, days, alarms, reports and health. Every task runs on
+    the two Celery workers. Three crashes are survived: the scheduler is killed with SIGKILL and
+    restarted while the history is being ingested; the Celery worker running the upset day's
+    feature build is killed with SIGKILL (with its pool, task and driver, as when its machine dies)
+    and the task is retried on the other worker; a Spark worker is killed mid-job on the
+    maintenance day and the job completes on the executor left. Then nothing is lost or doubled:
+    bronze holds every replayed value once, every feature day equals the pandas reference on
+    bronze, one prediction per timestamp, one decision per monitor run."""
+    from plantops.environments import stack
     from plantops.stages import decisions, registry
     from plantops.sources import historian, replay
     from plantops.stages.approval import ApprovalError
@@ -322,6 +368,7 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack, browser):
 
     services, op, mail_folder = airflow_on_stack
     use_case = get_use_case(USE_CASE)
+    test_started_ms = time.time() * 1000
     ingest, monitor, train = (f"{USE_CASE}__{s}" for s in ("ingest", "monitor", "train"))
 
     # 1. the plant's history arrives; NiFi's files wake the ingest DAG through the AssetWatcher.
@@ -340,6 +387,15 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack, browser):
     assert feature_runs and all(r["state"] == "success" for r in feature_runs), feature_runs
     bronze = sorted(p.parent.name for p in (Path(os.environ["PLANTOPS_HOME"]) / "bronze" / USE_CASE).glob("date=*/historian.parquet"))
     assert len(bronze) == len(replay.HISTORY), f"historian days in bronze: {bronze}"
+    # The features ran on the cluster: the master lists each build as a finished application of 2
+    # cores, and each of the two workers (1 core each) ran one of its executors. Checked now:
+    # a worker's list of finished executors goes with it when it is killed below.
+    apps = [a for a in stack.spark_master_state()["completedapps"]
+            if a["name"] in FEATURE_APPS and a["starttime"] >= test_started_ms]
+    assert len(apps) == len(feature_runs) and {(a["state"], a["cores"]) for a in apps} == {("FINISHED", 2)}, apps
+    for n in (1, 2):
+        ran = {e["appid"] for e in stack.spark_worker_state(n)["finishedexecutors"]}
+        assert {a["id"] for a in apps} <= ran, (n, apps, ran)
 
     # 2. the operator trains the first model (score skipped until then: no champion)
     run_id = op.trigger(train, {"reason": "first model"})
@@ -348,18 +404,41 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack, browser):
     champion = registry.champion(USE_CASE)
     assert champion is not None and registry.configure().tracking_uri.startswith("http://")
 
-    # 3. a fault: the champion alarms -> an upset; the operators are mailed, nothing is retrained
+    # 3. a fault: the champion alarms -> an upset; the operators are mailed, nothing is retrained.
+    # The Celery worker building the day's features dies mid-job (SIGKILL to the worker, its pool,
+    # the task and its spark-submit driver): the scheduler notices the silent task after the
+    # heartbeat timeout and retries it on the other worker.
     replay.replay_episode(use_case, replay.LIVE["upset"])
+    build, app = op.running_build()
+    lost = build["hostname"]
+    services.kill_tree(f"celery-worker-{lost.rsplit('-', 1)[1]}")
     op.wait_settled()
+    (other,) = CELERY_HOSTS - {lost}
+    assert op.tries(build) == [(1, lost, "failed"), (2, other, "success")], op.tries(build)
+    assert op.get(f"/dags/{FEATURES}/dagRuns/{build['dag_run_id']}")["state"] == "success"
+    services.start(f"celery-worker-{lost.rsplit('-', 1)[1]}")
     monitor_run, states = op.last_monitor()
     assert states["alert_operators"] == "success" and states["trigger_retrain"] == "skipped", states
     upset_mail = [m for m in mailsink.messages(mail_folder) if m["X-Plantops-Event"] == "upset"]
     assert [m["X-Envelope-To"] for m in upset_mail] == ["control-room@eastman-demo.example"], upset_mail
     assert monitor_run.replace(":", "%3A").replace("+", "%2B") in upset_mail[0].get_body(("html", "plain")).get_content()
 
-    # 4. nobody answers: the scheduler times the approval out and the safe default (refuse) is recorded
+    # 4. nobody answers: the scheduler times the approval out and the safe default (refuse) is recorded.
+    # Spark worker 2 dies while the day's features are built (its executor with it): the job
+    # finishes on worker 1's executor, the task and its run succeed; then the worker is restarted.
     replay.replay_episode(use_case, replay.LIVE["maintenance"])
+    build, app = op.running_build()
+    deadline = time.monotonic() + 120
+    while app["id"] not in {e["appid"] for e in stack.spark_worker_state(2)["executors"]}:
+        assert time.monotonic() < deadline, f"no executor of {app['id']} on Spark worker 2"
+        time.sleep(0.5)
+    stack.kill_spark_worker(2)
     detail = op.wait_pending_approval()
+    stack.start_spark_worker(2)
+    finished = {a["id"]: a["state"] for a in stack.spark_master_state()["completedapps"]}
+    assert finished.get(app["id"]) == "FINISHED", (app, finished)
+    assert op.states(FEATURES, build["dag_run_id"])["build_features"] == "success"
+    assert op.get(f"/dags/{FEATURES}/dagRuns/{build['dag_run_id']}")["state"] == "success"
     waiting_run = detail["task_instance"]["dag_run_id"]
     op.wait_settled()
     states = op.states(monitor, waiting_run)
@@ -478,3 +557,80 @@ def test_pipeline_on_the_stack_through_the_rest_api(airflow_on_stack, browser):
             assert "active" in text and "never" not in text, text
     health.scroll_into_view_if_needed()  # the frame scrolls, not the page: bring the table into the shot
     browser.shot(page, "ops1-plant-ml-health")
+
+    # 7. every task ran on the Celery workers, on both of them: a task instance reports the
+    # hostname of the worker it ran on (celery-1 / celery-2 exist only in the environment of the
+    # `airflow celery worker` processes; the REST API shows no executor for a task that uses the
+    # default one, and Airflow 3 leaves the jobs' executor_class empty).
+    ran = [ti for dag_id in PLANTOPS_DAGS
+           for ti in op.paged(f"/dags/{dag_id}/dagRuns/~/taskInstances", "task_instances")
+           if ti["state"] in ("success", "failed")]
+    hosts = {ti["hostname"] for ti in ran if ti["start_date"] is not None}
+    assert hosts == CELERY_HOSTS, sorted(hosts)
+    assert {ti["executor"] for ti in ran} <= {None, "CeleryExecutor"}, {ti["executor"] for ti in ran}
+
+    # 8. nothing lost or doubled by the three crashes
+    assert_nothing_lost_or_doubled(use_case, decisions.latest(USE_CASE, kind="monitor", limit=100),
+                                   [r["dag_run_id"] for r in op.runs(monitor)])
+
+
+def assert_nothing_lost_or_doubled(use_case, monitor_decisions: list[dict], monitor_runs: list[str]) -> None:
+    """Bronze holds every replayed value exactly once; each feature day equals the pandas
+    reference computed from bronze (the job's own lookback); one prediction per timestamp and per
+    feature row of a scored day; exactly one monitor decision per monitor run."""
+    import numpy as np
+    import pandas as pd
+
+    from plantops.features import wide_features_pandas
+    from plantops.settings import get_settings
+    from plantops.sources import historian, replay
+    from plantops.storage import read_bronze
+
+    settings = get_settings()
+    episodes = [*replay.HISTORY, replay.LIVE["upset"], replay.LIVE["maintenance"], replay.LIVE["plant_change"]]
+    key = ["asset", "tag", "ts"]
+    bronze = read_bronze(settings.bronze_root, USE_CASE, "2000-01-01", "2100-01-01")
+    assert not bronze.duplicated(key).any(), bronze[bronze.duplicated(key, keep=False)].head(20)
+    want = pd.concat([replay.episode_frame(ep).melt(id_vars="ts", var_name="tag", value_name="value")
+                      for ep in episodes]).assign(asset=use_case.assets[0])
+    want = want[want["tag"].isin(use_case.tag_names)]
+    got = bronze[[*key, "value"]].assign(ts=pd.to_datetime(bronze["ts"], utc=True))
+    both = want.assign(ts=pd.to_datetime(want["ts"], utc=True)).merge(got, on=key, how="outer",
+                                                                     suffixes=("_replayed", "_bronze"), indicator=True)
+    assert len(both) == len(want) == len(bronze), both["_merge"].value_counts().to_dict()
+    assert (both["_merge"] == "both").all() and (both["value_replayed"] == both["value_bronze"]).all()
+
+    spec = use_case.features
+    tags = list(use_case.tag_names)
+    days = sorted(p.name.removeprefix("date=") for p in (settings.features_root / USE_CASE).glob("date=*"))
+    assert days == sorted(str(ep.day) for ep in episodes), days
+    predictions = historian.read_predictions(use_case.historian.asset, episodes[0].start,
+                                             episodes[-1].start + timedelta(days=1))
+    assert predictions["ts"].is_unique, predictions[predictions["ts"].duplicated(keep=False)]
+    for day in days:
+        built = pd.concat([pd.read_parquet(f) for f in sorted((settings.features_root / USE_CASE / f"date={day}").glob("*.parquet"))])
+        built = built.sort_values(["asset", "ts"]).reset_index(drop=True)
+        first = str((pd.Timestamp(day) - pd.Timedelta(days=spec.lookback_days)).date())
+        after = str((pd.Timestamp(day) + pd.Timedelta(days=1)).date())
+        reference = wide_features_pandas(read_bronze(settings.bronze_root, USE_CASE, first, after), tags,
+                                         spec.bucket_seconds, spec.rolling_buckets, spec.max_gap_seconds)
+        reference = reference[pd.to_datetime(reference["ts"], utc=True).dt.strftime("%Y-%m-%d") == day]
+        reference = reference.sort_values(["asset", "ts"]).reset_index(drop=True)
+        assert list(built.columns) == list(reference.columns), day
+        # Keys exactly (no bucket lost or doubled); values as tests/test_build_features.py compares
+        # Spark with pandas (summation order differs by ~1e-12, nothing else).
+        pd.testing.assert_frame_equal(built[["asset", "ts"]], reference[["asset", "ts"]], check_dtype=False,
+                                      obj=f"feature keys of {day}")
+        for column in built.columns[2:]:
+            scale = max(1.0, float(np.nanmax(np.abs(reference[column.split("__")[0]].to_numpy(dtype=float)), initial=0.0)))
+            np.testing.assert_allclose(built[column].to_numpy(dtype=float), reference[column].to_numpy(dtype=float),
+                                       rtol=1e-9, atol=1e-9 * scale, equal_nan=True, err_msg=f"{day} {column}")
+        scored = predictions[predictions["ts"].dt.strftime("%Y-%m-%d") == day]
+        assert len(scored) in (0, len(built)), (day, len(scored), len(built))
+    for episode in ("upset", "maintenance", "plant_change"):  # scored after the first training
+        day = str(replay.LIVE[episode].day)
+        assert (predictions["ts"].dt.strftime("%Y-%m-%d") == day).sum() > 0, f"no predictions for {day}"
+
+    # The three live days' monitor runs decided once each (the history's runs had no model to judge).
+    decided = sorted(r["dag_run_id"] for r in monitor_decisions)
+    assert len(decided) == len(set(decided)) == 3 and set(decided) <= set(monitor_runs), (decided, monitor_runs)

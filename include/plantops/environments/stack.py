@@ -1,4 +1,4 @@
-"""The native stack on one machine without Docker: PostgreSQL, a Trino server and an MLflow server.
+"""The native stack on one machine without Docker: PostgreSQL, Trino, MLflow, Redis and a Spark cluster.
 
     python -m plantops.environments.stack up [--fresh]   # provision and start (idempotent), wait until healthy
     python -m plantops.environments.stack env            # `eval "$(python -m plantops.environments.stack env)"`: point plantops at it
@@ -17,7 +17,16 @@ fetched and unpacked once. ``--fresh`` drops and recreates the plantops database
   catalog ``lake`` (Hive connector, file metastore) over the parquet under ``PLANTOPS_HOME``.
   Trino needs Java 25, which these machines have beside the default Java 17.
 - ``mlflow server`` with the PostgreSQL backend and a local artifact root it serves itself.
+- Debian's ``redis-server`` (apt-get when missing and root), no persistence: the Celery broker of
+  Airflow's CeleryExecutor (:class:`AirflowServices` runs two ``airflow celery worker`` processes).
+- A Spark standalone cluster from the PySpark wheel (``bin/spark-class``; the wheel has no
+  ``sbin/start-master.sh``): a master and two workers (1 core each) as separate JVMs. The stack's
+  ``plantops_spark`` connection points spark-submit at the master (client deploy mode).
 - Debian's ``chromium`` (apt-get when missing and root), which the browser tests drive with Playwright.
+
+Ports: PostgreSQL 28432, Trino 28090, MLflow 28500, Redis 28379, Spark master 28077 (web UI and
+its JSON 28078), Spark workers 28171/28172 (web UIs 28181/28182), Celery workers' log servers
+28793/28794.
 
 Credentials are generated once into ``$PLANTOPS_STACK_DIR/secrets.env`` (mode 600) and handed to
 the services through the environment, never written into a config file or the repository.
@@ -46,6 +55,15 @@ STACK_DIR = Path(os.environ.get("PLANTOPS_STACK_DIR", "/var/tmp/plantops-stack")
 PG_PORT = int(os.environ.get("PLANTOPS_PG_PORT", "28432"))
 TRINO_PORT = int(os.environ.get("PLANTOPS_TRINO_PORT", "28090"))
 MLFLOW_PORT = int(os.environ.get("PLANTOPS_MLFLOW_PORT", "28500"))
+REDIS_PORT = int(os.environ.get("PLANTOPS_REDIS_PORT", "28379"))
+SPARK_MASTER_PORT = int(os.environ.get("PLANTOPS_SPARK_MASTER_PORT", "28077"))
+SPARK_MASTER_UI_PORT = int(os.environ.get("PLANTOPS_SPARK_MASTER_UI_PORT", "28078"))
+SPARK_WORKERS = 2
+# Each worker offers 1 core (the machine has 2) and 4 GiB of the 24 GiB: an executor takes
+# spark-submit's default 1 GiB, so a second application still fits beside the first.
+SPARK_WORKER_MEMORY = os.environ.get("PLANTOPS_SPARK_WORKER_MEMORY", "4g")
+CELERY_WORKERS = 2
+CELERY_LOG_PORT = 28793  # worker n serves its task logs on CELERY_LOG_PORT + n - 1
 TRINO_VERSION = "476"
 PLUGINS = ("postgresql", "hive", "geospatial")
 DATABASES = ("airflow", "historian", "plantops", "mlflow")
@@ -355,20 +373,300 @@ def stop_mlflow() -> None:
         pid_file.unlink()
 
 
+# -- daemons this module starts itself (Redis, the Spark JVMs) -----------------------------------------
+
+def _daemon_pid(pid_file: Path) -> int | None:
+    """The pid in `pid_file` if that process still runs (a zombie is dead: a caller that started
+    and killed it in the same process may not have reaped it yet)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(int(pid_file.read_text().strip()))
+        return proc.pid if proc.status() != psutil.STATUS_ZOMBIE else None
+    except (OSError, ValueError, psutil.Error):
+        return None
+
+
+def _spawn(name: str, cmd: list[str], env: dict[str, str], log_file: Path, pid_file: Path,
+           stdin: str | None = None) -> subprocess.Popen:
+    """Start a long-running server in its own session (so `stack down`, not Ctrl-C, stops it)."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
+    if stdin is not None:
+        proc.stdin.write(stdin.encode())
+        proc.stdin.close()
+    pid_file.write_text(str(proc.pid))
+    return proc
+
+
+def _kill(pid_file: Path, sig: int = 15, timeout: float = 30) -> None:
+    """Signal the process group started by _spawn and wait until it is gone (reaping it if it is ours)."""
+    pid = _daemon_pid(pid_file)
+    if pid is not None:
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout
+        while _daemon_pid(pid_file) is not None:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            if time.monotonic() > deadline:
+                os.killpg(pid, 9)
+                deadline += timeout
+            time.sleep(0.2)
+    pid_file.unlink(missing_ok=True)
+
+
+def _apt_install(package: str, binary: Path) -> Path:
+    """Debian's package when `binary` is missing: root only; apt-get update only if needed."""
+    if binary.exists():
+        return binary
+    if os.geteuid() != 0:
+        raise StackError(f"{binary} is missing and this is not root: apt-get install {package}")
+    log(f"installing {package} from the Debian packages")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        _run(["apt-get", "install", "-y", "-qq", package], env=env)
+    except StackError:  # stale package lists
+        _run(["apt-get", "update", "-qq"])
+        _run(["apt-get", "install", "-y", "-qq", package], env=env)
+    return binary
+
+
+# -- Redis (the Celery broker) --------------------------------------------------------------------
+
+REDIS_SERVER = Path("/usr/bin/redis-server")
+
+
+def _redis_dir() -> Path:
+    return STACK_DIR / "redis"
+
+
+def broker_url() -> str:
+    return f"redis://:{password()}@{HOST}:{REDIS_PORT}/0"
+
+
+def redis_ping() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((HOST, REDIS_PORT), timeout=3) as conn:
+            conn.sendall(f"AUTH {password()}\r\nPING\r\n".encode())
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = conn.recv(256)
+                if not chunk:
+                    break
+                reply += chunk
+        return reply.endswith(b"+PONG\r\n")
+    except OSError:
+        return False
+
+
+def start_redis() -> None:
+    if redis_ping():
+        log(f"Redis already answers on {HOST}:{REDIS_PORT}")
+        return
+    server = _apt_install("redis-server", REDIS_SERVER)
+    folder = _redis_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    _kill(folder / "redis.pid")  # a hung one that no longer answers
+    # The configuration (with the password) goes in on stdin: never on a command line or in a file.
+    config = "\n".join([
+        f"bind {HOST}", f"port {REDIS_PORT}", f"dir {folder}", "daemonize no",
+        # A broker of a test stack: queued messages need not survive a restart (Airflow's
+        # scheduler re-queues what it finds queued without a worker), so no snapshots, no AOF.
+        'save ""', "appendonly no", f"requirepass {password()}", "",
+    ])
+    log(f"starting Redis on {HOST}:{REDIS_PORT}")
+    proc = _spawn("redis", [str(server), "-"], dict(os.environ), folder / "redis.log", folder / "redis.pid",
+                  stdin=config)
+    _wait("Redis", redis_ping, 60, folder / "redis.log", proc)
+
+
+def stop_redis() -> None:
+    _kill(_redis_dir() / "redis.pid")
+
+
+# -- the Spark standalone cluster -------------------------------------------------------------------
+
+def spark_home() -> Path:
+    """The installed pyspark package folder: the wheel carries bin/spark-class and the jars."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyspark")
+    if spec is None or spec.origin is None:
+        raise StackError("pyspark is not installed in this interpreter (make install)")
+    return Path(spec.origin).parent
+
+
+def spark_master_url() -> str:
+    return f"spark://{HOST}:{SPARK_MASTER_PORT}"
+
+
+def _spark_dir() -> Path:
+    return STACK_DIR / "spark"
+
+
+def _spark_env(name: str) -> dict[str, str]:
+    home = spark_home()
+    return {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": HOST,
+            "SPARK_LOG_DIR": str(_spark_dir() / "logs"), "SPARK_LOCAL_DIRS": str(_spark_dir() / name / "tmp"),
+            "SPARK_DAEMON_MEMORY": "512m", "PYSPARK_PYTHON": sys.executable,
+            # A worker that stops heartbeating is DEAD after 15 s, not 60 (a restarted worker on
+            # the same address is refused while the master still holds the old one ALIVE).
+            "SPARK_MASTER_OPTS": "-Dspark.worker.timeout=15"}
+
+
+def _json(url: str) -> dict | None:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as response:
+            return json.load(response)
+    except (OSError, ValueError):
+        return None
+
+
+def spark_master_state() -> dict | None:
+    """The master's JSON: workers (with state ALIVE / DEAD), active and completed applications."""
+    return _json(f"http://{HOST}:{SPARK_MASTER_UI_PORT}/json/")
+
+
+def spark_worker_state(n: int) -> dict | None:
+    """Worker n's own JSON: its running and finished executors (each names its application)."""
+    return _json(f"http://{HOST}:{spark_worker_ports(n)[1]}/json/")
+
+
+def spark_worker_ports(n: int) -> tuple[int, int]:
+    """(RPC port, web UI port) of worker n (1-based): fixed, so the test and a person find them."""
+    return SPARK_MASTER_PORT + 93 + n, SPARK_MASTER_PORT + 103 + n
+
+
+def spark_alive_workers() -> set[str]:
+    """host:port of the workers the master holds ALIVE."""
+    state = spark_master_state() or {}
+    return {f"{w['host']}:{w['port']}" for w in state.get("workers", []) if w.get("state") == "ALIVE"}
+
+
+def _spark_worker_alive(n: int) -> bool:
+    return f"{HOST}:{spark_worker_ports(n)[0]}" in spark_alive_workers()
+
+
+def start_spark_master() -> None:
+    pid_file = _spark_dir() / "master.pid"
+    if spark_master_state() is not None and _daemon_pid(pid_file) is not None:
+        return
+    _kill(pid_file)
+    (_spark_dir() / "master").mkdir(parents=True, exist_ok=True)
+    log(f"starting the Spark master on {spark_master_url()} (web UI {HOST}:{SPARK_MASTER_UI_PORT})")
+    proc = _spawn("spark-master", [
+        str(spark_home() / "bin" / "spark-class"), "org.apache.spark.deploy.master.Master",
+        "--host", HOST, "--port", str(SPARK_MASTER_PORT), "--webui-port", str(SPARK_MASTER_UI_PORT),
+    ], _spark_env("master"), _spark_dir() / "master.log", pid_file)
+    _wait("Spark master", lambda: spark_master_state() is not None, 120, _spark_dir() / "master.log", proc)
+
+
+def start_spark_worker(n: int, wait: bool = True) -> None:
+    """Start Spark worker n (1-based) unless it runs; with `wait`, until the master holds it ALIVE."""
+    pid_file = _spark_dir() / f"worker-{n}.pid"
+    if _daemon_pid(pid_file) is not None:
+        return
+    rpc, ui = spark_worker_ports(n)
+    work = _spark_dir() / f"worker-{n}" / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"starting Spark worker {n} on {HOST}:{rpc} (1 core, {SPARK_WORKER_MEMORY}, web UI {ui})")
+    log_file = _spark_dir() / f"worker-{n}.log"
+    proc = _spawn(f"spark-worker-{n}", [
+        str(spark_home() / "bin" / "spark-class"), "org.apache.spark.deploy.worker.Worker",
+        "--host", HOST, "--port", str(rpc), "--webui-port", str(ui), "--cores", "1",
+        "--memory", SPARK_WORKER_MEMORY, "--work-dir", str(work), spark_master_url(),
+    ], _spark_env(f"worker-{n}"), log_file, pid_file)
+    if wait:
+        _wait(f"Spark worker {n}", lambda: _spark_worker_alive(n), 120, log_file, proc)
+
+
+def kill_spark_worker(n: int, sig: int = 9) -> None:
+    """Kill worker n's process group, its JVM and the executors it launched (SIGKILL by default:
+    a lost machine). The master marks it DEAD; the driver reschedules the lost tasks on the
+    executors left."""
+    pid_file = _spark_dir() / f"worker-{n}.pid"
+    if _daemon_pid(pid_file) is None:
+        raise StackError(f"Spark worker {n} is not running (no live pid in {pid_file})")
+    _kill(pid_file, sig)
+    deadline = time.monotonic() + 60
+    while _spark_worker_alive(n):  # the master sees the connection drop at once, else after the timeout
+        if time.monotonic() > deadline:
+            raise StackError(f"the Spark master still holds worker {n} ALIVE 60 s after it was killed")
+        time.sleep(0.5)
+
+
+def start_spark() -> None:
+    start_spark_master()
+    for n in range(1, SPARK_WORKERS + 1):
+        start_spark_worker(n, wait=False)
+    _wait(f"Spark cluster ({SPARK_WORKERS} workers ALIVE)", lambda: len(spark_alive_workers()) == SPARK_WORKERS,
+          120, _spark_dir() / "worker-1.log")
+
+
+def stop_spark() -> None:
+    for n in range(1, SPARK_WORKERS + 1):
+        _kill(_spark_dir() / f"worker-{n}.pid")
+    _kill(_spark_dir() / "master.pid")
+
+
 # -- Airflow on the stack ---------------------------------------------------------------------------
 
 def airflow_env(home: Path | None = None, api_port: int | None = None) -> dict[str, str]:
-    """The embedded tier's Airflow settings with the stack's databases, Trino and MLflow server."""
+    """The embedded tier's Airflow settings with the stack's databases, Trino, MLflow server, the
+    CeleryExecutor on the stack's Redis and spark-submit to the stack's Spark master."""
     from plantops.environments import localenv
 
     env = client_env()
     home = Path(home or env["PLANTOPS_HOME"])
-    return {**localenv.airflow_env(home, api_port or localenv.API_PORT), **env, "PLANTOPS_HOME": str(home)}
+    base = localenv.airflow_env(home, api_port or localenv.API_PORT)
+    return {
+        **base, **env, "PLANTOPS_HOME": str(home),
+        # stack/airflow/airflow_local_settings.py: a shim for the Celery provider on celery 5.7 (see there).
+        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "stack" / "airflow"), base["PYTHONPATH"]]),
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CELERY__BROKER_URL": broker_url(),
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + _pg_url("airflow"),
+        # 2 workers x 1 slot: the machine's 2 cores (a feature build's driver and executors share them).
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
+        # An unacknowledged message (its worker died) is redelivered after this; longer than any
+        # task here, and the dead try is retried by the scheduler long before.
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
+        # A task on a worker that died stops heartbeating: fail it (and retry it elsewhere) after
+        # 30 s, not the default 5 min. Heartbeats come every 5 s ([workers] min_heartbeat_interval).
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "30",
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+        # Features run on the standalone cluster; the driver stays in the task (client mode) so
+        # the task's log, exit code and kill follow the job.
+        "AIRFLOW_CONN_PLANTOPS_SPARK": json.dumps({"conn_type": "spark", "host": spark_master_url(),
+                                                   "extra": {"deploy-mode": "client"}}),
+        # The driver binds and advertises loopback, where the executors reach it.
+        "SPARK_LOCAL_IP": HOST,
+    }
+
+
+def worker_hostname() -> str:
+    """``[core] hostname_callable`` of the stack's Celery workers: the name of the worker a task
+    ran on (both share this machine, so the FQDN would not tell them apart). Logs are still
+    found: the workers write them into the shared AIRFLOW_HOME/logs, which the api-server reads."""
+    import socket
+
+    return os.environ.get("PLANTOPS_WORKER_HOSTNAME") or socket.getfqdn()
 
 
 class AirflowServices:
     """Airflow's own services as separate processes, as on a server: api-server, scheduler,
-    dag-processor, triggerer, sharing the PostgreSQL metadata database."""
+    dag-processor, triggerer, sharing the PostgreSQL metadata database, and with the
+    CeleryExecutor two Celery workers (``celery-worker-1``, ``celery-worker-2``; task instances
+    show hostname ``celery-1`` / ``celery-2``)."""
 
     COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
@@ -378,10 +676,26 @@ class AirflowServices:
         self.procs: dict[str, subprocess.Popen] = {}
         self.orphans: list[int] = []
 
+    @property
+    def components(self) -> tuple[str, ...]:
+        if self.env.get("AIRFLOW__CORE__EXECUTOR") != "CeleryExecutor":
+            return self.COMPONENTS
+        return self.COMPONENTS + tuple(f"celery-worker-{n}" for n in range(1, CELERY_WORKERS + 1))
+
     def airflow(self, *args: str) -> None:
         with (self.log_dir / "airflow-cli.log").open("a") as out:
             subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, check=True, stdout=out,
                            stderr=subprocess.STDOUT)
+
+    def _command(self, component: str) -> tuple[list[str], dict[str, str]]:
+        if not component.startswith("celery-worker-"):
+            return [component], self.env
+        n = int(component.rsplit("-", 1)[1])
+        name = f"celery-{n}"
+        return (["celery", "worker", "--celery-hostname", f"{name}@%h", "--pid", str(self.log_dir / f"{component}.pid")],
+                {**self.env, "PLANTOPS_WORKER_HOSTNAME": name,
+                 "AIRFLOW__CORE__HOSTNAME_CALLABLE": "plantops.environments.stack.worker_hostname",
+                 "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(CELERY_LOG_PORT + n - 1)})
 
     def start(self, component: str | None = None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -390,9 +704,10 @@ class AirflowServices:
             raise StackError(f"port {port} is in use (another api-server?): stop it first")
         if component is None:
             self.airflow("db", "migrate")
-        for name in [component] if component else self.COMPONENTS:
+        for name in [component] if component else self.components:
+            args, env = self._command(name)
             out = (self.log_dir / f"{name}.log").open("a")
-            self.procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", name], env=self.env, stdout=out,
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", "airflow", *args], env=env, stdout=out,
                                                 stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self, component: str, sig: int = 9) -> None:
@@ -405,6 +720,22 @@ class AirflowServices:
         self.orphans += [child.pid for child in psutil.Process(proc.pid).children(recursive=True)]
         os.kill(proc.pid, sig)
         proc.wait(timeout=60)
+
+    def kill_tree(self, component: str, sig: int = 9) -> list[int]:
+        """Kill a component with every process under it at once, as when its machine dies: for a
+        Celery worker that is its pool, the task processes it runs and their spark-submit driver
+        (killing the worker's main process alone leaves the pool finishing its task)."""
+        import psutil
+
+        proc = self.procs.pop(component)
+        tree = [proc.pid, *(child.pid for child in psutil.Process(proc.pid).children(recursive=True))]
+        for pid in tree:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=60)
+        return tree
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -450,7 +781,7 @@ def _wait(name: str, healthy, timeout: float, log_file: Path, proc: subprocess.P
 
 def status() -> dict[str, bool]:
     return {"postgres": pg_running(), "trino": bool((trino_info() or {}).get("starting") is False),
-            "mlflow": mlflow_healthy()}
+            "mlflow": mlflow_healthy(), "redis": redis_ping(), "spark": len(spark_alive_workers()) == SPARK_WORKERS}
 
 
 def up(fresh: bool = False) -> dict[str, str]:
@@ -459,17 +790,22 @@ def up(fresh: bool = False) -> dict[str, str]:
     start_postgres()
     if fresh:
         stop_mlflow()  # it holds connections to the database about to be dropped
+        stop_redis()  # queued Celery messages of the dropped metadata DB's task instances go with it
         _create_databases(fresh=True)
         for folder in (STACK_DIR / "mlartifacts", lake_root()):
             shutil.rmtree(folder, ignore_errors=True)
     start_trino(lake_root())
     start_mlflow()
+    start_redis()
+    start_spark()
     ensure_chromium()
     log(f"stack up in {time.monotonic() - started:.0f} s: {status()}")
     return client_env()
 
 
 def down() -> None:
+    stop_spark()
+    stop_redis()
     stop_mlflow()
     stop_trino()
     stop_postgres()

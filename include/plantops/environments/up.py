@@ -2,10 +2,13 @@
 
 Uses the same PLANTOPS_HOME as `make demo`, so the demo's runs, decisions and approvals are there
 to look at. `make stack-airflow` (``--stack``) runs the same on the native stack instead: metadata
-on PostgreSQL, historian reads through Trino, models in the MLflow server (`make stack-up` first).
+on PostgreSQL, historian reads through Trino, models in the MLflow server, tasks on two Celery
+workers (Redis broker) and features on the stack's Spark cluster (`make stack-up` first).
 Prints the URL and the demo users with their generated passwords, starts the local mail sink
-(:mod:`plantops.environments.mailsink`), then runs `airflow standalone` in the foreground (Ctrl-C
-stops everything).
+(:mod:`plantops.environments.mailsink`), then runs Airflow in the foreground (Ctrl-C stops
+everything): `airflow standalone` on the embedded tier; on the stack the services one by one
+(:class:`plantops.environments.stack.AirflowServices`), because `airflow standalone` forces the
+LocalExecutor and starts no Celery worker.
 """
 
 from __future__ import annotations
@@ -46,8 +49,31 @@ def main(argv: list[str] | None = None) -> int:
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print(f"  mail: every notification is a file in {mail} (local SMTP server on 127.0.0.1:{port})")
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "airflow", "standalone"])
-    return 0
+    if "--stack" not in (sys.argv[1:] if argv is None else argv):
+        os.execv(sys.executable, [sys.executable, "-m", "airflow", "standalone"])
+    return _serve_stack(env)
+
+
+def _serve_stack(env: dict[str, str]) -> int:
+    """api-server, scheduler, dag-processor, triggerer and the Celery workers until Ctrl-C."""
+    import time
+
+    from plantops.environments import stack
+
+    logs = Path(env["PLANTOPS_HOME"]) / "airflow-logs"
+    services = stack.AirflowServices(env, logs)
+    services.start()
+    print(f"  services: {', '.join(services.components)} (logs in {logs}); Ctrl-C stops them", flush=True)
+    try:
+        while all(proc.poll() is None for proc in services.procs.values()):
+            time.sleep(2)
+        dead = [name for name, proc in services.procs.items() if proc.poll() is not None]
+        print(f"stopping: {', '.join(dead)} exited (see {logs})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        services.stop()
 
 
 if __name__ == "__main__":
