@@ -630,11 +630,11 @@ def airflow_env(home: Path | None = None, api_port: int | None = None) -> dict[s
     base = localenv.airflow_env(home, api_port or localenv.API_PORT)
     return {
         **base, **env, "PLANTOPS_HOME": str(home),
-        # stack/airflow/airflow_local_settings.py: a shim for the Celery provider on celery 5.7 (see there).
-        "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "stack" / "airflow"), base["PYTHONPATH"]]),
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CELERY__BROKER_URL": broker_url(),
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + _pg_url("airflow"),
+        # Airflow's Celery config plus the workers' preload of the task libraries before they fork.
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "plantops.orchestration.celery_config.CELERY_CONFIG",
         # 2 workers x 1 slot: the machine's 2 cores (a feature build's driver and executors share them).
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
         # An unacknowledged message (its worker died) is redelivered after this; longer than any

@@ -9,7 +9,8 @@ GX gate of a one-day feature build cost more than the warm Spark job it checks, 
 
 :func:`preload` is called by the scheduler's ``on_starting`` listener hook when the executor is the
 LocalExecutor (:mod:`plantops.orchestration.runnotes`) and by the Celery workers' ``worker_init``
-signal (:mod:`plantops.orchestration.celery_config`). Never in the dag-processor or the api-server:
+signal (:mod:`plantops.orchestration.celery_config`, which the native stack's
+``[celery] celery_config_options`` names). Never in the dag-processor or the api-server:
 parsing must stay light (``tests/test_dag_integrity.py``). What is preloaded is imports only: no
 thread, connection, session or file handle is opened here, so a fork inherits nothing that breaks in
 a child (the Spark Connect client, which holds gRPC channels, is left to the task).
