@@ -248,7 +248,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--max-gap-seconds", type=_positive, default=DEFAULT_MAX_GAP_SECONDS,
         help="how long a tag's last bucket mean is carried forward before the tag counts as missing")
     add("--master", default=None, help="Spark master; default: spark-submit's, else local[*]")
+    # Explicit only, not SPARK_REMOTE: the Airflow connection chooses the engine, and an ambient
+    # variable must not silently send a spark-submit'ed or in-test run to another server.
+    add("--remote", default=None, metavar="sc://HOST:PORT",
+        help="run on this Spark Connect server (a new client session, released at the end) instead of "
+             "a local or spark-submit session")
     args = parser.parse_args(argv)
+    if args.remote:
+        # The server resolves relative paths against its own working directory, not ours.
+        args.input, args.output = (_absolute(p) for p in (args.input, args.output))
+        if args.master:
+            parser.error("give either --master or --remote, not both")
     if args.ranges is not None:
         if args.start or args.end:
             parser.error("give either --ranges or --start/--end, not both")
@@ -273,8 +283,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _session(master: str | None) -> tuple[SparkSession, bool]:
-    """The active session (tests, notebooks) or a new one; True when this job created it."""
+def _absolute(path: str) -> str:
+    local = local_folder(path)
+    return str(local.absolute()) if local is not None else path
+
+
+def _session(master: str | None, remote: str | None = None) -> tuple[SparkSession, bool]:
+    """The active session (tests, notebooks) or a new one; True when this job created it.
+
+    With ``remote`` always a new Spark Connect session of its own (never the classic active one,
+    nor another job's Connect session in the same process): stopping it releases only that
+    session on the server, which keeps running for the next job.
+    """
+    if remote:
+        from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+        return RemoteSession.builder.remote(remote).create(), True
     active = SparkSession.getActiveSession()
     if active is not None:
         if master:
@@ -284,6 +308,21 @@ def _session(master: str | None) -> tuple[SparkSession, bool]:
     if master:
         builder = builder.master(master)
     return builder.getOrCreate(), True
+
+
+@contextmanager
+def _connect_mode(remote: bool) -> Iterator[None]:
+    """While a remote job runs, pyspark's ``functions``, ``Window`` and ``Column`` build Spark
+    Connect expressions: they choose by ``SPARK_CONNECT_MODE_ENABLED`` at each call, not by the
+    session. Scoped, so a classic session in the same process (the tests) keeps working after."""
+    if not remote or "SPARK_CONNECT_MODE_ENABLED" in os.environ:
+        yield
+        return
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
 
 def _epoch_seconds(day: date) -> int:
@@ -355,7 +394,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, int]:
             sweep_staging(local)
             staging = local / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
             try:
-                writer.mode("errorifexists").parquet(str(staging))
+                # "error", not "errorifexists": the one spelling Spark Connect's client accepts.
+                writer.mode("error").parquet(str(staging))
                 days = publish(staging, local)
                 log.info("published %d days into %s: %s", len(days), local, ", ".join(days))
             finally:
@@ -440,16 +480,19 @@ def _swap(new: Path, current: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    spark, owned = _session(args.master)
     began = time.monotonic()
-    try:
-        counts = run(spark, args)
-    except NoDataError as exc:
-        log.error("build_features: %s", exc)
-        return 1
-    finally:
-        if owned:
-            spark.stop()
+    with _connect_mode(bool(args.remote)):
+        spark, owned = _session(args.master, args.remote)
+        try:
+            counts = run(spark, args)
+        except NoDataError as exc:
+            log.error("build_features: %s", exc)
+            return 1
+        finally:
+            if owned:
+                # Classic: ends the JVM this job started. Connect: releases this client's session
+                # on the server (and interrupts what it still runs), never the shared server.
+                spark.stop()
     log.info(
         "build_features: %d bronze rows in (with %d lookback days per range), %d feature rows out for %s -> %s "
         "in %.1f s",
