@@ -298,7 +298,13 @@ def _session(master: str | None, remote: str | None = None) -> tuple[SparkSessio
     if remote:
         from pyspark.sql.connect.session import SparkSession as RemoteSession
 
-        return RemoteSession.builder.remote(remote).create(), True
+        from pyspark.sql.connect.client.retries import DefaultPolicy
+
+        session = RemoteSession.builder.remote(remote).create()
+        # The client's default retries ride out ~10 min of a server that went away; here a dead
+        # server fails the job within ~10 s and the task's own retries take over.
+        session.client.set_retry_policies([DefaultPolicy(max_retries=5, max_backoff=4000)])
+        return session, True
     active = SparkSession.getActiveSession()
     if active is not None:
         if master:

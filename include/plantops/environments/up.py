@@ -3,6 +3,8 @@
 Uses the same PLANTOPS_HOME as `make demo`, so the demo's runs, decisions and approvals are there
 to look at. `make stack-airflow` (``--stack``) runs the same on the native stack instead: metadata
 on PostgreSQL, historian reads through Trino, models in the MLflow server (`make stack-up` first).
+Starts the warm Spark Connect server of the home (:mod:`plantops.environments.sparkconnect`; the
+features run on it; `PLANTOPS_SPARK_CONNECT_PORT=off` keeps spark-submit) and stops it on exit.
 Prints the URL and the demo users with their generated passwords, starts the local mail sink
 (:mod:`plantops.environments.mailsink`), then runs `airflow standalone` in the foreground (Ctrl-C
 stops everything).
@@ -26,8 +28,10 @@ def main(argv: list[str] | None = None) -> int:
 
         env = stack.airflow_env()
         os.environ.update(env)
+        spark = None
     else:
-        env = localenv.apply()
+        spark = _start_spark()
+        env = localenv.apply()  # plantops_spark -> the warm server while it runs
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
     passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
     print(f"Airflow UI: {env['AIRFLOW__API__BASE_URL']}")
@@ -45,9 +49,36 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.Popen([sys.executable, "-m", "plantops.environments.mailsink", str(mail), str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print(f"  mail: every notification is a file in {mail} (local SMTP server on 127.0.0.1:{port})")
+    if spark is not None:
+        print(f"  spark: the features run on the Spark Connect server {spark.url} (log {spark.log_file})")
     sys.stdout.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "airflow", "standalone"])
-    return 0
+    if spark is None:
+        os.execv(sys.executable, [sys.executable, "-m", "airflow", "standalone"])
+    # Not exec'd: this process stays to stop the server (its own process group, so Ctrl-C does
+    # not reach it) once Airflow has stopped.
+    airflow = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"])
+    try:
+        while True:
+            try:
+                return airflow.wait()
+            except KeyboardInterrupt:  # Ctrl-C reached Airflow too; wait for it to finish stopping
+                continue
+    finally:
+        if not spark.reused:
+            from plantops.environments import sparkconnect
+
+            sparkconnect.stop(spark.folder)
+
+
+def _start_spark():
+    """The warm Spark Connect server of the embedded home (None with PLANTOPS_SPARK_CONNECT_PORT=off)."""
+    from plantops.environments import sparkconnect
+
+    port = sparkconnect.configured_port()
+    if port is None:
+        return None
+    print(f"starting the Spark Connect server on port {port} (PLANTOPS_SPARK_CONNECT_PORT; 'off' to spark-submit)")
+    return sparkconnect.start(port, folder=sparkconnect.default_folder())
 
 
 if __name__ == "__main__":
