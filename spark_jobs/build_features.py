@@ -316,6 +316,17 @@ def _session(master: str | None, remote: str | None = None) -> tuple[SparkSessio
     return builder.getOrCreate(), True
 
 
+def stop_session(spark: SparkSession) -> None:
+    """``spark.stop()``; on Connect after the client's pending ReleaseExecute calls are done
+    (pyspark 4.3 releases the session first and each of them then logs SESSION_CLOSED)."""
+    pending = getattr(getattr(spark, "client", None), "_release_futures", None)
+    if pending:
+        import concurrent.futures
+
+        concurrent.futures.wait(list(pending), timeout=10)
+    spark.stop()
+
+
 @contextmanager
 def _connect_mode(remote: bool) -> Iterator[None]:
     """While a remote job runs, pyspark's ``functions``, ``Window`` and ``Column`` build Spark
@@ -397,8 +408,10 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, int]:
         writer.mode("overwrite").option("partitionOverwriteMode", "dynamic").parquet(args.output)
     else:
         with exclusive(local):
-            sweep_staging(local)
-            staging = local / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+            sweep_staging(local, args.remote)
+            # Over Spark Connect the folder is named by the client's session id: a later run can
+            # then find the dead client's session on the server and interrupt its orphaned write.
+            staging = local / f"{STAGING_PREFIX}{spark.session_id if args.remote else uuid.uuid4().hex}"
             try:
                 # "error", not "errorifexists": the one spelling Spark Connect's client accepts.
                 writer.mode("error").parquet(str(staging))
@@ -433,12 +446,66 @@ def exclusive(output: Path) -> Iterator[None]:
         yield
 
 
-def sweep_staging(output: Path) -> None:
-    """Remove what killed runs left: their staging folders (hidden, so no reader ever saw them)."""
+def sweep_staging(output: Path, remote: str | None = None) -> None:
+    """Remove what killed runs left: their staging folders (hidden, so no reader ever saw them).
+
+    Only a holder of :func:`exclusive` sweeps, so a live run's folder is never swept. Over Spark
+    Connect a killed client's write may still run on the server (an orphan: it can never publish,
+    that is the client's step, but it could write on into the folder being removed); its session
+    is interrupted first.
+    """
     for path in output.iterdir():
         if path.is_dir() and path.name.startswith(STALE_PREFIXES):
+            if remote and path.name.startswith(STAGING_PREFIX):
+                _interrupt_orphan(remote, path.name.removeprefix(STAGING_PREFIX), path)
             log.warning("removing %s, left by a feature job that did not finish", path)
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _interrupt_orphan(remote: str, session_id: str, staging: Path) -> None:
+    """Interrupt and release the server session ``session_id`` of a dead client, then wait until
+    its staging folder stops changing. Nothing to do when the server no longer knows it."""
+    try:
+        uuid.UUID(session_id)
+    except ValueError:
+        return  # a spark-submit run's folder
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+    from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+    base, _, params = remote.partition(";")
+    url = f"{base.rstrip('/')}/;{params + ';' if params else ''}session_id={session_id}"
+    try:
+        orphan = RemoteSession.builder.remote(url).create()
+        orphan.client.set_retry_policies([DefaultPolicy(max_retries=2, max_backoff=1000)])
+        try:
+            interrupted = orphan.interruptAll()
+        finally:
+            stop_session(orphan)  # releases the session: the server forgets it
+    except Exception as exc:  # noqa: BLE001 - closed, expired or from an earlier server
+        log.info("no live server session %s of %s (%s)", session_id, staging.name, type(exc).__name__)
+        return
+    if not interrupted:
+        return
+    log.warning("interrupted %d orphaned operations of dead client session %s", len(interrupted), session_id)
+    # Its tasks stop asynchronously: wait until no file under the folder changes for a second.
+    seen, deadline = None, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = _listing(staging)
+        if now == seen:
+            return
+        seen = now
+        time.sleep(1.0)
+
+
+def _listing(folder: Path) -> list[tuple[str, int]]:
+    found = []
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            try:
+                found.append((name, os.stat(os.path.join(parent, name)).st_size))
+            except FileNotFoundError:  # removed while listing
+                pass
+    return sorted(found)
 
 
 def publish(staging: Path, output: Path) -> list[str]:
@@ -498,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
             if owned:
                 # Classic: ends the JVM this job started. Connect: releases this client's session
                 # on the server (and interrupts what it still runs), never the shared server.
-                spark.stop()
+                stop_session(spark)
     log.info(
         "build_features: %d bronze rows in (with %d lookback days per range), %d feature rows out for %s -> %s "
         "in %.1f s",

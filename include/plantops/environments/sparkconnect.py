@@ -156,6 +156,11 @@ def healthy(remote: str, timeout: float = 60.0) -> bool:
             try:
                 result["count"] = session.range(1).count()
             finally:
+                pending = list(getattr(session.client, "_release_futures", ()))
+                if pending:  # else they race the session release and log SESSION_CLOSED
+                    import concurrent.futures
+
+                    concurrent.futures.wait(pending, timeout=10)
                 session.stop()
         except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
             result["error"] = exc
