@@ -316,10 +316,21 @@ def _session(master: str | None, remote: str | None = None) -> tuple[SparkSessio
     return builder.getOrCreate(), True
 
 
+def _reachable(remote: str) -> bool:
+    import socket
+
+    parsed = urlparse(remote)
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex((parsed.hostname or "127.0.0.1", parsed.port or 15002)) == 0
+
+
 def stop_session(spark: SparkSession) -> None:
     """``spark.stop()``; on Connect after the client's pending ReleaseExecute calls are done
     (pyspark 4.3 releases the session first and each of them then logs SESSION_CLOSED)."""
-    pending = getattr(getattr(spark, "client", None), "_release_futures", None)
+    # The classic session's `client` property raises: look at the class, not the attribute.
+    remote = type(spark).__module__.startswith("pyspark.sql.connect")
+    pending = getattr(spark.client, "_release_futures", None) if remote else None
     if pending:
         import concurrent.futures
 
@@ -561,6 +572,12 @@ def main(argv: list[str] | None = None) -> int:
         except NoDataError as exc:
             log.error("build_features: %s", exc)
             return 1
+        except Exception as exc:
+            if args.remote and not _reachable(args.remote):
+                raise RuntimeError(f"lost the Spark Connect server at {args.remote} during the job; nothing was "
+                                   "published. Check its log (python -m plantops.environments.sparkconnect "
+                                   "status) and restart it (make up, or ... sparkconnect start)") from exc
+            raise
         finally:
             if owned:
                 # Classic: ends the JVM this job started. Connect: releases this client's session

@@ -124,6 +124,45 @@ def test_the_embedded_tier_points_plantops_spark_at_the_running_server(server, t
     assert json.loads(localenv.spark_connection(tmp_path)) == {"conn_type": "spark", "host": "local[*]"}
 
 
+ORPHAN = """
+import sys
+from pyspark.sql.connect.session import SparkSession
+spark = SparkSession.builder.remote(sys.argv[1]).create()
+# A write that runs for minutes, into the staging folder a feature job of this session would use.
+spark.range(0, 10**11, numPartitions=2).selectExpr("id", "sha2(cast(id as string), 256) AS h").write.parquet(
+    f"{sys.argv[2]}/.staging-{spark.session_id}")
+"""
+
+
+def test_a_later_sweep_interrupts_the_orphaned_write_of_a_killed_client(server, tmp_path, caplog):
+    """Kill -9 of a client mid-write leaves its write running on the server; the next run's sweep
+    (under the output lock) interrupts that session before removing its staging folder, so the
+    orphan can neither write on into a removed folder nor hold the server's cores."""
+    import logging
+    import signal
+    import subprocess
+    import sys
+
+    from spark_jobs.build_features import sweep_staging
+
+    client = subprocess.Popen([sys.executable, "-c", ORPHAN, server.url, str(tmp_path)], start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".staging-*/**/*.parquet")) and time.monotonic() < deadline:
+        assert client.poll() is None, "the client ended before writing"
+        time.sleep(0.2)
+    os.killpg(client.pid, signal.SIGKILL)
+    client.wait()
+    (staging,) = tmp_path.glob(".staging-*")
+    with caplog.at_level(logging.INFO):
+        sweep_staging(tmp_path, server.url)
+    assert "interrupted 1 orphaned operations of dead client session" in caplog.text
+    assert not staging.exists()
+    time.sleep(2)
+    assert list(tmp_path.iterdir()) == [], "the orphaned write wrote on after the sweep"
+    assert sparkconnect.healthy(server.url)
+
+
 def test_start_is_idempotent_and_stop_is_clean(server):
     again = sparkconnect.start(server.port, folder=server.folder)
     assert (again.reused, again.pid, again.url) == (True, server.pid, server.url)

@@ -264,16 +264,26 @@ def stop(folder: Path | None = None, grace: float = 20.0) -> bool:
         except ProcessLookupError:
             break
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _alive(server.pid):
-            _reap(server.pid)
+        while time.monotonic() < deadline and not _gone(server.pid):
             time.sleep(0.2)
-        if not _alive(server.pid):
+        if _gone(server.pid):
             break
         log.warning("the Spark Connect server (pid %d) ignored SIGTERM for %.0f s; killing it", server.pid, grace)
     _reap(server.pid)
     (folder / PID_FILE).unlink(missing_ok=True)
     log.info("Spark Connect server on port %d (pid %d) stopped", server.port, server.pid)
     return True
+
+
+def _gone(pid: int) -> bool:
+    """True once the process has exited (reaped, or a zombie). Not :func:`_alive`: an exiting JVM's
+    cmdline reads empty while it still holds its port."""
+    _reap(pid)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
 
 
 def _reap(pid: int) -> None:
