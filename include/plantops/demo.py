@@ -133,10 +133,12 @@ class Demo:
 
     def stop(self) -> None:
         if self.spark is not None:
-            from plantops.environments import sparkconnect
+            from plantops.environments import localenv, sparkconnect
 
             sparkconnect.stop(self.spark.folder)
             self.spark = None
+            # Later runs in this process (tests) spark-submit again instead of calling a stopped server.
+            os.environ["AIRFLOW_CONN_PLANTOPS_SPARK"] = localenv.spark_connection(self.home)
         if self.mail is not None:
             from plantops.environments import mailsink
 
