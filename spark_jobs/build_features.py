@@ -477,9 +477,11 @@ def _interrupt_orphan(remote: str, session_id: str, staging: Path) -> None:
     """Interrupt and release the server session ``session_id`` of a dead client, then wait until
     its staging folder stops changing. Nothing to do when the server no longer knows it."""
     try:
-        uuid.UUID(session_id)
+        dashed = str(uuid.UUID(session_id)) == session_id
     except ValueError:
-        return  # a spark-submit run's folder
+        dashed = False
+    if not dashed:
+        return  # a spark-submit run's folder (uuid4().hex), never a Connect session id
     from pyspark.sql.connect.client.retries import DefaultPolicy
     from pyspark.sql.connect.session import SparkSession as RemoteSession
 
