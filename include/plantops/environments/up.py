@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from plantops.environments import localenv
 
@@ -28,10 +30,19 @@ def main(argv: list[str] | None = None) -> int:
 
         env = stack.airflow_env()
         os.environ.update(env)
-        spark = None
-    else:
-        spark = _start_spark()
-        env = localenv.apply()  # plantops_spark -> the warm server while it runs
+        return _serve(env, None)
+    spark = _start_spark()
+    try:
+        return _serve(localenv.apply(), spark)  # plantops_spark -> the warm server while it runs
+    finally:
+        # Whatever ends `make up` (Ctrl-C, SIGTERM, a failed migration), the server it started stops.
+        if spark is not None and not spark.reused:
+            from plantops.environments import sparkconnect
+
+            sparkconnect.stop(spark.folder)
+
+
+def _serve(env: dict[str, str], spark: Any) -> int:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
     passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
     print(f"Airflow UI: {env['AIRFLOW__API__BASE_URL']}")
@@ -54,23 +65,23 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     if spark is None:
         os.execv(sys.executable, [sys.executable, "-m", "airflow", "standalone"])
-    # Not exec'd: this process stays to stop the server (its own process group, so Ctrl-C does
-    # not reach it) once Airflow has stopped.
+    # Not exec'd: this process stays to stop the server (its own process group, which Ctrl-C
+    # does not reach) once Airflow has stopped.
     airflow = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"])
-    try:
-        while True:
-            try:
-                return airflow.wait()
-            except KeyboardInterrupt:  # Ctrl-C reached Airflow too; wait for it to finish stopping
-                continue
-    finally:
-        if not spark.reused:
-            from plantops.environments import sparkconnect
 
-            sparkconnect.stop(spark.folder)
+    def terminate(signum: int, frame: Any) -> None:
+        airflow.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    while True:
+        try:
+            return airflow.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached Airflow too; wait for it to finish stopping
+            continue
 
 
-def _start_spark():
+def _start_spark() -> Any:
     """The warm Spark Connect server of the embedded home (None with PLANTOPS_SPARK_CONNECT_PORT=off)."""
     from plantops.environments import sparkconnect
 
