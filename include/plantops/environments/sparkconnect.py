@@ -270,6 +270,9 @@ def stop(folder: Path | None = None, grace: float = 20.0) -> bool:
             break
         log.warning("the Spark Connect server (pid %d) ignored SIGTERM for %.0f s; killing it", server.pid, grace)
     _reap(server.pid)
+    deadline = time.monotonic() + 10
+    while _port_open(server.port) and time.monotonic() < deadline:  # the kernel closing its sockets
+        time.sleep(0.1)
     (folder / PID_FILE).unlink(missing_ok=True)
     log.info("Spark Connect server on port %d (pid %d) stopped", server.port, server.pid)
     return True
@@ -281,9 +284,12 @@ def _gone(pid: int) -> bool:
     _reap(pid)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        threads = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return True
-    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    # A JVM's main thread can be a zombie while its other threads still shut down (and hold the
+    # port): gone only when no thread is left but the dead leader.
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X") and threads in ([], [str(pid)])
 
 
 def _reap(pid: int) -> None:
