@@ -275,7 +275,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--max-gap-seconds", type=_positive, default=DEFAULT_MAX_GAP_SECONDS,
         help="how long a tag's last bucket mean is carried forward before the tag counts as missing")
     add("--master", default=None, help="Spark master; default: spark-submit's, else local[*]")
+    # Explicit only, not SPARK_REMOTE: the Airflow connection chooses the engine, and an ambient
+    # variable must not silently send a spark-submit'ed or in-test run to another server.
+    add("--remote", default=None, metavar="sc://HOST:PORT",
+        help="run on this Spark Connect server (a new client session, released at the end) instead of "
+             "a local or spark-submit session")
     args = parser.parse_args(argv)
+    if args.remote:
+        # The server resolves relative paths against its own working directory, not ours.
+        args.input, args.output = (_absolute(p) for p in (args.input, args.output))
+        if args.master:
+            parser.error("give either --master or --remote, not both")
     if args.ranges is not None:
         if args.start or args.end:
             parser.error("give either --ranges or --start/--end, not both")
@@ -300,8 +310,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _session(master: str | None) -> tuple[SparkSession, bool]:
-    """The active session (tests, notebooks) or a new one; True when this job created it."""
+def _absolute(path: str) -> str:
+    local = local_folder(path)
+    return str(local.absolute()) if local is not None else path
+
+
+def _session(master: str | None, remote: str | None = None) -> tuple[SparkSession, bool]:
+    """The active session (tests, notebooks) or a new one; True when this job created it.
+
+    With ``remote`` always a new Spark Connect session of its own (never the classic active one,
+    nor another job's Connect session in the same process): stopping it releases only that
+    session on the server, which keeps running for the next job.
+    """
+    if remote:
+        from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+        from pyspark.sql.connect.client.retries import DefaultPolicy
+
+        session = RemoteSession.builder.remote(remote).create()
+        # The client's default retries ride out ~10 min of a server that went away; here a dead
+        # server fails the job within ~10 s and the task's own retries take over.
+        session.client.set_retry_policies([DefaultPolicy(max_retries=5, max_backoff=4000)])
+        return session, True
     active = SparkSession.getActiveSession()
     if active is not None:
         if master:
@@ -311,6 +341,43 @@ def _session(master: str | None) -> tuple[SparkSession, bool]:
     if master:
         builder = builder.master(master)
     return builder.getOrCreate(), True
+
+
+def _reachable(remote: str) -> bool:
+    import socket
+
+    parsed = urlparse(remote)
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex((parsed.hostname or "127.0.0.1", parsed.port or 15002)) == 0
+
+
+def stop_session(spark: SparkSession) -> None:
+    """``spark.stop()``; on Connect after the client's pending ReleaseExecute calls are done
+    (pyspark 4.3 releases the session first and each of them then logs SESSION_CLOSED)."""
+    # The classic session's `client` property raises: look at the class, not the attribute.
+    remote = type(spark).__module__.startswith("pyspark.sql.connect")
+    pending = getattr(spark.client, "_release_futures", None) if remote else None
+    if pending:
+        import concurrent.futures
+
+        concurrent.futures.wait(list(pending), timeout=10)
+    spark.stop()
+
+
+@contextmanager
+def _connect_mode(remote: bool) -> Iterator[None]:
+    """While a remote job runs, pyspark's ``functions``, ``Window`` and ``Column`` build Spark
+    Connect expressions: they choose by ``SPARK_CONNECT_MODE_ENABLED`` at each call, not by the
+    session. Scoped, so a classic session in the same process (the tests) keeps working after."""
+    if not remote or "SPARK_CONNECT_MODE_ENABLED" in os.environ:
+        yield
+        return
+    os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("SPARK_CONNECT_MODE_ENABLED", None)
 
 
 def _epoch_seconds(day: date) -> int:
@@ -379,10 +446,13 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, int]:
         writer.mode("overwrite").option("partitionOverwriteMode", "dynamic").parquet(args.output)
     else:
         with exclusive(local):
-            sweep_staging(local)
-            staging = local / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+            sweep_staging(local, args.remote)
+            # Over Spark Connect the folder is named by the client's session id: a later run can
+            # then find the dead client's session on the server and interrupt its orphaned write.
+            staging = local / f"{STAGING_PREFIX}{spark.session_id if args.remote else uuid.uuid4().hex}"
             try:
-                writer.mode("errorifexists").parquet(str(staging))
+                # "error", not "errorifexists": the one spelling Spark Connect's client accepts.
+                writer.mode("error").parquet(str(staging))
                 days = publish(staging, local)
                 log.info("published %d days into %s: %s", len(days), local, ", ".join(days))
             finally:
@@ -414,12 +484,68 @@ def exclusive(output: Path) -> Iterator[None]:
         yield
 
 
-def sweep_staging(output: Path) -> None:
-    """Remove what killed runs left: their staging folders (hidden, so no reader ever saw them)."""
+def sweep_staging(output: Path, remote: str | None = None) -> None:
+    """Remove what killed runs left: their staging folders (hidden, so no reader ever saw them).
+
+    Only a holder of :func:`exclusive` sweeps, so a live run's folder is never swept. Over Spark
+    Connect a killed client's write may still run on the server (an orphan: it can never publish,
+    that is the client's step, but it could write on into the folder being removed); its session
+    is interrupted first.
+    """
     for path in output.iterdir():
         if path.is_dir() and path.name.startswith(STALE_PREFIXES):
+            if remote and path.name.startswith(STAGING_PREFIX):
+                _interrupt_orphan(remote, path.name.removeprefix(STAGING_PREFIX), path)
             log.warning("removing %s, left by a feature job that did not finish", path)
             shutil.rmtree(path, ignore_errors=True)
+
+
+def _interrupt_orphan(remote: str, session_id: str, staging: Path) -> None:
+    """Interrupt and release the server session ``session_id`` of a dead client, then wait until
+    its staging folder stops changing. Nothing to do when the server no longer knows it."""
+    try:
+        dashed = str(uuid.UUID(session_id)) == session_id
+    except ValueError:
+        dashed = False
+    if not dashed:
+        return  # a spark-submit run's folder (uuid4().hex), never a Connect session id
+    from pyspark.sql.connect.client.retries import DefaultPolicy
+    from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+    base, _, params = remote.partition(";")
+    url = f"{base.rstrip('/')}/;{params + ';' if params else ''}session_id={session_id}"
+    try:
+        orphan = RemoteSession.builder.remote(url).create()
+        orphan.client.set_retry_policies([DefaultPolicy(max_retries=2, max_backoff=1000)])
+        try:
+            interrupted = orphan.interruptAll()
+        finally:
+            stop_session(orphan)  # releases the session: the server forgets it
+    except Exception as exc:  # noqa: BLE001 - closed, expired or from an earlier server
+        log.info("no live server session %s of %s (%s)", session_id, staging.name, type(exc).__name__)
+        return
+    if not interrupted:
+        return
+    log.warning("interrupted %d orphaned operations of dead client session %s", len(interrupted), session_id)
+    # Its tasks stop asynchronously: wait until no file under the folder changes for a second.
+    seen, deadline = None, time.monotonic() + 30
+    while time.monotonic() < deadline:
+        now = _listing(staging)
+        if now == seen:
+            return
+        seen = now
+        time.sleep(1.0)
+
+
+def _listing(folder: Path) -> list[tuple[str, int]]:
+    found = []
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            try:
+                found.append((name, os.stat(os.path.join(parent, name)).st_size))
+            except FileNotFoundError:  # removed while listing
+                pass
+    return sorted(found)
 
 
 def publish(staging: Path, output: Path) -> list[str]:
@@ -467,16 +593,25 @@ def _swap(new: Path, current: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    spark, owned = _session(args.master)
     began = time.monotonic()
-    try:
-        counts = run(spark, args)
-    except NoDataError as exc:
-        log.error("build_features: %s", exc)
-        return 1
-    finally:
-        if owned:
-            spark.stop()
+    with _connect_mode(bool(args.remote)):
+        spark, owned = _session(args.master, args.remote)
+        try:
+            counts = run(spark, args)
+        except NoDataError as exc:
+            log.error("build_features: %s", exc)
+            return 1
+        except Exception as exc:
+            if args.remote and not _reachable(args.remote):
+                raise RuntimeError(f"lost the Spark Connect server at {args.remote} during the job; nothing was "
+                                   "published. Check its log (python -m plantops.environments.sparkconnect "
+                                   "status) and restart it (make up, or ... sparkconnect start)") from exc
+            raise
+        finally:
+            if owned:
+                # Classic: ends the JVM this job started. Connect: releases this client's session
+                # on the server (and interrupts what it still runs), never the shared server.
+                stop_session(spark)
     log.info(
         "build_features: %d bronze rows in (with %d lookback days per range), %d feature rows out for %s -> %s "
         "in %.1f s",

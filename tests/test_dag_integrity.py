@@ -132,13 +132,14 @@ def test_broken_yaml_breaks_only_its_own_dags(tmp_path, monkeypatch):
 
 
 def test_features_spark_task_submits_through_the_provider_hook(dagbag):
-    """The light SparkSubmit operator hands the rendered job to the Spark provider's hook at run time."""
+    """On a `spark` connection the light SparkJob operator hands the rendered job to the Spark provider's hook
+    at run time (the `spark_connect` path: tests/test_spark_connect.py)."""
     import copy
     from unittest import mock
 
     # A copy: rendering replaces the templates, and the dagbag is shared by the module's tests.
     task = copy.deepcopy(dagbag.dags["tep_reactor__features"].get_task("build_features"))
-    assert task.task_type == "SparkSubmit" and task.conn_id == "plantops_spark"
+    assert task.task_type == "SparkJob" and task.conn_id == "plantops_spark"
     assert {"application", "conf", "name", "application_args", "env_vars"} <= set(task.template_fields)
 
     class TI:

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -341,9 +342,25 @@ def test_unreachable_mlflow_fails_scoring_clearly_and_keeps_predictions(plantops
     assert len(kept) == 3 and set(kept["model_version"]) == {"1"}
 
 
-def _feature_job_command(use_case, start: str, end: str) -> tuple[list[str], dict[str, str]]:
+@pytest.fixture(scope="module")
+def connect_server(tmp_path_factory):
+    """One Spark Connect server for the kill tests over Connect (started only when they run)."""
+    from plantops.environments import sparkconnect
+
+    folder = tmp_path_factory.mktemp("home") / "spark-connect"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    yield sparkconnect.start(port, folder=folder)
+    sparkconnect.stop(folder)
+
+
+def _feature_job_command(use_case, start: str, end: str, remote: str | None = None
+                         ) -> tuple[list[str], dict[str, str]]:
     """The spark-submit command line and environment of <uc>__features' build_features task for
-    [start, end), built by the Spark provider's hook from the task's own settings."""
+    [start, end), built by the Spark provider's hook from the task's own settings. With ``remote``
+    the client the task runs over Spark Connect instead: the same application and arguments in a
+    Python process of its own (in Airflow it is the task process), ``--remote`` appended."""
     from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
     from plantops.orchestration.dagfactory import assets, build_features
@@ -351,6 +368,9 @@ def _feature_job_command(use_case, start: str, end: str) -> tuple[list[str], dic
     task = build_features(use_case, assets(use_case)).get_task("build_features")
     # plan_window's XCom, rendered: the only templated argument is --ranges.
     args = [f"{start}:{end}" if "['ranges']" in arg else arg for arg in task.application_args]
+    if remote:
+        return ([sys.executable, task.application, *args, "--remote", remote],
+                {**os.environ, **(task.env_vars or {})})
     hook = SparkSubmitHook(conf=dict(task.conf or {}), conn_id=task.conn_id, name=task.name,
                            application_args=args, env_vars=dict(task.env_vars or {}))
     return hook._build_spark_submit_command(task.application), {**os.environ, **(task.env_vars or {})}
@@ -435,11 +455,16 @@ def _visible_days(root) -> dict[str, pd.DataFrame]:
     return {day: rows.drop(columns="date").reset_index(drop=True) for day, rows in frame.groupby("date")}
 
 
-def test_kill_9_of_the_feature_job_leaves_every_day_complete_old_or_new(plantops_home):
+@pytest.mark.parametrize("engine", ["spark-submit", "spark-connect"])
+def test_kill_9_of_the_feature_job_leaves_every_day_complete_old_or_new(plantops_home, engine, request):
     """The real feature job, as the DAG submits it, killed at two points: while Spark writes, and as
     soon as the first day folder changes (the commit). After each kill every
     day a reader sees is the complete old day or the complete new one; a rerun then equals the
-    uninterrupted run."""
+    uninterrupted run.
+
+    Over Spark Connect the kill hits the client only: the server's write of the dead client goes
+    on as an orphan in its staging folder (it can never publish; publishing is the client's step)
+    until the next run's sweep interrupts it, and the server stays up for that next run."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -452,8 +477,9 @@ def test_kill_9_of_the_feature_job_leaves_every_day_complete_old_or_new(plantops
     start, end = str(episodes[0].day), str(episodes[-1].day + timedelta(days=1))
     pipeline.ingest(UC, start, end, "kill-test")
     root = get_settings().features_root / UC
-    job = _feature_job_command(use_case, start, end)
-    log_path = plantops_home / "spark-submit.log"
+    server = request.getfixturevalue("connect_server") if engine == "spark-connect" else None
+    job = _feature_job_command(use_case, start, end, server.url if server else None)
+    log_path = plantops_home / f"{engine}.log"
 
     marks: dict[str, float] = {}
 
@@ -518,5 +544,54 @@ def test_kill_9_of_the_feature_job_leaves_every_day_complete_old_or_new(plantops
     again = _visible_days(root)
     assert all(again[d].equals(new[d]) for d in days), "a rerun after kills differs from the uninterrupted run"
     assert not [p.name for p in root.iterdir() if p.name.startswith((".staging-", ".spark-staging-", "_temporary"))]
-    print(json.dumps({"reference_seconds": round(seconds, 1), "first_write": round(marks["write"], 1),
+    if server is not None:
+        from plantops.environments import sparkconnect
+
+        assert sparkconnect.status(server.folder).pid == server.pid, "the kills of clients reached the server"
+    print(json.dumps({"engine": engine, "reference_seconds": round(seconds, 1), "first_write": round(marks["write"], 1),
                       **outcomes}, indent=1))
+
+
+def test_kill_9_of_the_spark_connect_server_fails_the_job_clearly_and_a_restart_serves(plantops_home, connect_server):
+    """The server JVM SIGKILLed while a client writes: the job fails within seconds naming the server
+    (the task would then be retried), every day stays complete; the next start() on the same folder
+    starts a fresh server and the rerun publishes every day."""
+    from plantops.environments import sparkconnect
+
+    use_case = get_use_case(UC)
+    episodes = replay.HISTORY[-2:]
+    for episode in episodes:
+        replay.replay_episode(use_case, episode)
+    start, end = str(episodes[0].day), str(episodes[-1].day + timedelta(days=1))
+    pipeline_ingest(start, end)
+    root = get_settings().features_root / UC
+    job = _feature_job_command(use_case, start, end, connect_server.url)
+    log_path = plantops_home / "client.log"
+    killed: dict[str, float] = {}
+
+    def kill_server_when_writing(elapsed: float) -> bool:
+        if not killed and _staged_files(root):
+            os.killpg(connect_server.pid, signal.SIGKILL)
+            killed["at"] = elapsed
+        return False
+
+    code, seconds = _run_job(job, log_path, kill_server_when_writing, timeout=120)
+    assert killed and code == 1, (killed, code, log_path.read_text()[-3000:])
+    # Failed within seconds of the kill (the client's retries are capped), naming the server.
+    assert seconds - killed["at"] < 30, (seconds, killed)
+    assert f"lost the Spark Connect server at {connect_server.url}" in log_path.read_text()
+    assert not list(root.glob("date=*")), "a day was published although the server died mid-write"
+    assert sparkconnect.status(connect_server.folder) is None  # the stale pid file is gone
+
+    restarted = sparkconnect.start(connect_server.port, folder=connect_server.folder)
+    assert not restarted.reused and restarted.pid != connect_server.pid
+    code, _ = _run_job(job, log_path, timeout=300)
+    assert code == 0, log_path.read_text()[-3000:]
+    assert sorted(_visible_days(root)) == [str(e.day) for e in episodes]
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".staging-")]
+
+
+def pipeline_ingest(start: str, end: str) -> None:
+    from plantops.stages import pipeline
+
+    pipeline.ingest(UC, start, end, "kill-test")

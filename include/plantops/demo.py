@@ -79,6 +79,7 @@ class Demo:
         self.branches: dict[str, list] = {}
         self.api_proc: subprocess.Popen | None = None
         self.mail: Any = None
+        self.spark: Any = None  # the warm Spark Connect server this demo started (not one it reused)
 
     # -- services ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -88,7 +89,8 @@ class Demo:
         self.mail, port = mailsink.start(self.mail_folder)
         os.environ.pop("AIRFLOW_CONN_PLANTOPS_SMTP", None)
         os.environ["PLANTOPS_SMTP_PORT"] = str(port)  # localenv points the connection at it
-        localenv.apply(self.home)
+        self.start_spark()
+        localenv.apply(self.home)  # plantops_spark -> the warm server while it runs
         port = int(os.environ["AIRFLOW__API__PORT"])
         with socket.socket() as probe:
             # Another api-server on the port would answer for a different metadata DB and users.
@@ -114,7 +116,29 @@ class Demo:
                                   if dag.params.get_param(k).value is not NOTSET}
                          for dag_id, dag in self.dags.items()}
 
+    def start_spark(self) -> None:
+        """The warm Spark Connect server of this home (PLANTOPS_SPARK_CONNECT_PORT, default 28715;
+        ``off``: every features run spark-submits): the JVM starts once, not once per features run."""
+        from plantops.environments import sparkconnect
+
+        port = sparkconnect.configured_port()
+        if port is None:
+            return
+        began = time.monotonic()
+        server = sparkconnect.start(port, folder=sparkconnect.default_folder(self.home))
+        if not server.reused:
+            self.spark = server
+        say(f"  Spark Connect server {server.url} {'reused' if server.reused else 'up'} in "
+            f"{time.monotonic() - began:.0f}s (log {server.log_file})")
+
     def stop(self) -> None:
+        if self.spark is not None:
+            from plantops.environments import localenv, sparkconnect
+
+            sparkconnect.stop(self.spark.folder)
+            self.spark = None
+            # Later runs in this process (tests) spark-submit again instead of calling a stopped server.
+            os.environ["AIRFLOW_CONN_PLANTOPS_SPARK"] = localenv.spark_connection(self.home)
         if self.mail is not None:
             from plantops.environments import mailsink
 

@@ -70,7 +70,7 @@ def airflow_env(home: Path | None = None, api_port: int = API_PORT) -> dict[str,
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         # Retries stay (>= 2) but wait seconds, not minutes, on a laptop and in tests.
         "PLANTOPS_RETRY_DELAY_SECONDS": os.environ.get("PLANTOPS_RETRY_DELAY_SECONDS", "5"),
-        "AIRFLOW_CONN_PLANTOPS_SPARK": json.dumps({"conn_type": "spark", "host": "local[*]"}),
+        "AIRFLOW_CONN_PLANTOPS_SPARK": spark_connection(home),
         # Mail goes to the local sink (plantops.environments.mailsink): plain SMTP on loopback.
         "AIRFLOW_CONN_PLANTOPS_SMTP": os.environ.get("AIRFLOW_CONN_PLANTOPS_SMTP") or json.dumps({
             "conn_type": "smtp", "host": "127.0.0.1", "port": int(os.environ.get("PLANTOPS_SMTP_PORT", "28025")),
@@ -86,6 +86,17 @@ def airflow_env(home: Path | None = None, api_port: int = API_PORT) -> dict[str,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT / "include"), str(REPO_ROOT),
                                                     os.environ.get("PYTHONPATH", "")])),
     }
+
+
+def spark_connection(home: Path) -> str:
+    """The features' engine: the home's warm Spark Connect server while one runs (`make up` and the
+    demo start it, :mod:`plantops.environments.sparkconnect`), else spark-submit on ``local[*]``."""
+    from plantops.environments import sparkconnect
+
+    server = sparkconnect.status(sparkconnect.default_folder(home))
+    if server is not None:
+        return json.dumps({"conn_type": "spark_connect", "host": f"sc://{sparkconnect.HOST}", "port": server.port})
+    return json.dumps({"conn_type": "spark", "host": "local[*]"})
 
 
 def _stable_secret(folder: Path, name: str) -> str:

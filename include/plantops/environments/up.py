@@ -4,6 +4,9 @@ Uses the same PLANTOPS_HOME as `make demo`, so the demo's runs, decisions and ap
 to look at. `make stack-airflow` (``--stack``) runs the same on the native stack instead: metadata
 on PostgreSQL, historian reads through Trino, models in the MLflow server, tasks on two Celery
 workers (Redis broker) and features on the stack's Spark cluster (`make stack-up` first).
+On the embedded tier it starts the warm Spark Connect server of the home
+(:mod:`plantops.environments.sparkconnect`; the features run on it; `PLANTOPS_SPARK_CONNECT_PORT=off`
+keeps spark-submit) and stops it on exit.
 Prints the URL and the demo users with their generated passwords, starts the local mail sink
 (:mod:`plantops.environments.mailsink`), then runs Airflow in the foreground (Ctrl-C stops
 everything): `airflow standalone` on the embedded tier; on the stack the services one by one
@@ -15,10 +18,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from plantops.environments import localenv
 
@@ -29,8 +34,22 @@ def main(argv: list[str] | None = None) -> int:
 
         env = stack.airflow_env()
         os.environ.update(env)
-    else:
-        env = localenv.apply()
+        _welcome(env, None)
+        return _serve_stack(env)
+    spark = _start_spark()
+    try:
+        env = localenv.apply()  # plantops_spark -> the warm server while it runs
+        _welcome(env, spark)
+        return _serve(spark)
+    finally:
+        # Whatever ends `make up` (Ctrl-C, SIGTERM, a failed migration), the server it started stops.
+        if spark is not None and not spark.reused:
+            from plantops.environments import sparkconnect
+
+            sparkconnect.stop(spark.folder)
+
+
+def _welcome(env: dict[str, str], spark: Any) -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
     passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
     print(f"Airflow UI: {env['AIRFLOW__API__BASE_URL']}")
@@ -48,10 +67,29 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.Popen([sys.executable, "-m", "plantops.environments.mailsink", str(mail), str(port)],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         print(f"  mail: every notification is a file in {mail} (local SMTP server on 127.0.0.1:{port})")
+    if spark is not None:
+        print(f"  spark: the features run on the Spark Connect server {spark.url} (log {spark.log_file})")
     sys.stdout.flush()
-    if "--stack" not in (sys.argv[1:] if argv is None else argv):
+
+
+def _serve(spark: Any) -> int:
+    """`airflow standalone` until Ctrl-C."""
+    if spark is None:
         os.execv(sys.executable, [sys.executable, "-m", "airflow", "standalone"])
-    return _serve_stack(env)
+    # Not exec'd: this process stays to stop the server (its own process group, which Ctrl-C
+    # does not reach) once Airflow has stopped.
+    airflow = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"])
+
+    def terminate(signum: int, frame: Any) -> None:
+        airflow.terminate()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+    while True:
+        try:
+            return airflow.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached Airflow too; wait for it to finish stopping
+            continue
 
 
 def _serve_stack(env: dict[str, str]) -> int:
@@ -74,6 +112,17 @@ def _serve_stack(env: dict[str, str]) -> int:
         return 0
     finally:
         services.stop()
+
+
+def _start_spark() -> Any:
+    """The warm Spark Connect server of the embedded home (None with PLANTOPS_SPARK_CONNECT_PORT=off)."""
+    from plantops.environments import sparkconnect
+
+    port = sparkconnect.configured_port()
+    if port is None:
+        return None
+    print(f"starting the Spark Connect server on port {port} (PLANTOPS_SPARK_CONNECT_PORT; 'off' to spark-submit)")
+    return sparkconnect.start(port, folder=sparkconnect.default_folder())
 
 
 if __name__ == "__main__":

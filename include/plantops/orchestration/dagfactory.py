@@ -194,7 +194,7 @@ SPARK_CONF = {"spark.sql.session.timeZone": "UTC", "spark.ui.enabled": "false", 
 
 
 def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
-    from plantops.orchestration.operators import SparkSubmit
+    from plantops.orchestration.operators import SparkJob
 
     kube = _on_kubernetes(use_case)
     with _dag(use_case, "features", [a["bronze"]], max_active_runs=1, params={
@@ -235,7 +235,7 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             publish_features(check.output, window)
             return dag
 
-        build = SparkSubmit(
+        build = SparkJob(
             task_id="build_features",
             application=str(REPO_ROOT / "spark_jobs" / "build_features.py"),
             conn_id="plantops_spark",
