@@ -8,6 +8,8 @@ then times, each as a fresh process from start to exit:
 - ``warm``: ``python spark_jobs/build_features.py ... --remote sc://...`` against a Spark Connect
   server started once beforehand (its start is reported apart), ``--runs`` times (the first run
   after a server start also pays the server's first planning and code generation);
+- ``forked``: the same client as the executors run the task: forked from a parent that preloaded
+  the task libraries (plantops.orchestration.preload), the job's module loaded fresh in the fork;
 - ``spark_submit``: the same job through ``spark-submit --master local[2]`` with the DAG's conf;
 - ``duckdb``: ``python -m bench.engines duckdb`` over the same two bronze days (its process start
   included).
@@ -78,6 +80,11 @@ def warm_features_day(work: Path, port: int, runs: int = 3) -> dict[str, Any]:
     try:
         job = [PYTHON, str(REPO / "spark_jobs" / "build_features.py"), *args, "--remote", server.url]
         result["warm_s"] = [_timed(job, env, log_path) for _ in range(runs)]
+        # As the executors run the task: forked from a parent that preloaded the task libraries
+        # (the LocalExecutor's scheduler, a Celery worker), the job's module loaded fresh.
+        forked = subprocess.run([PYTHON, "-m", "bench.warm", "--forked", json.dumps([*args, "--remote", server.url]),
+                                 "--runs", str(runs)], env=env, capture_output=True, text=True, check=True, cwd=REPO)
+        result["forked_s"] = json.loads(forked.stdout.strip().splitlines()[-1])
     finally:
         sparkconnect.stop(server.folder)
     conf = [arg for key, value in SPARK_CONF.items() for arg in ("--conf", f"{key}={value}")]
@@ -92,8 +99,37 @@ def warm_features_day(work: Path, port: int, runs: int = 3) -> dict[str, Any]:
     result["duckdb_s"] = _timed(duck, env, log_path)
     best_warm = min(result["warm_s"][1:] or result["warm_s"])
     result["warm_vs_duckdb"] = round(best_warm / result["duckdb_s"], 2)
+    result["forked_vs_duckdb"] = round(min(result["forked_s"]) / result["duckdb_s"], 2)
     result["spark_submit_vs_warm"] = round(result["spark_submit_s"] / best_warm, 1)
     return result
+
+
+def forked_runs(job_args: list[str], runs: int) -> list[float]:
+    """Preload the task libraries, then time ``runs`` forks that each load the job's module and run
+    its ``main`` (as plantops.orchestration.operators.SparkJob does in the task process)."""
+    import importlib.util
+
+    from plantops.orchestration.preload import preload
+
+    preload()
+    times = []
+    for _ in range(runs):
+        began = time.monotonic()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                spec = importlib.util.spec_from_file_location("plantops_job", REPO / "spark_jobs" / "build_features.py")
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                code = module.main(job_args)
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        if status:
+            raise RuntimeError(f"the forked job failed (wait status {status})")
+        times.append(round(time.monotonic() - began, 2))
+    return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,8 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=28700)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--forked", metavar="JOB_ARGS_JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.forked:
+        print(json.dumps(forked_runs(json.loads(args.forked), args.runs)))
+        return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="plantops-warm-"))
     print(json.dumps(warm_features_day(work, args.port, args.runs)))
     return 0

@@ -13,7 +13,7 @@ signal (:mod:`plantops.orchestration.celery_config`, which the native stack's
 ``[celery] celery_config_options`` names). Never in the dag-processor or the api-server:
 parsing must stay light (``tests/test_dag_integrity.py``). What is preloaded is imports only: no
 thread, connection, session or file handle is opened here, so a fork inherits nothing that breaks in
-a child (the Spark Connect client, which holds gRPC channels, is left to the task).
+a child (the Spark Connect client's module is imported, but its gRPC channel is opened by the task).
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ MODULES = (
     "mlflow.models",
     "evidently",  # monitor
     "evidently.metrics",
+    # The features task's Spark Connect client (imports only: its gRPC channel is opened by the
+    # task, after the fork) and the job's PySpark API.
+    "pyspark.sql.connect.session",
+    "pyspark.sql.functions",
+    "airflow.providers.apache.spark.hooks.spark_connect",
     "plantops.stages.pipeline",
     "plantops.stages.validation",
     "plantops.stages.monitoring",
