@@ -975,8 +975,8 @@ def _limit(b: dict[str, Any]) -> str:
 def table(results: dict[str, Any]) -> str:
     """Markdown: one row per budget, then the feature job's raw figures."""
     lines = ["| figure | measured | budget | verdict |", "|---|---|---|---|"]
-    for key in ("dag_parsing", "feature_job", "validation_overhead", "drift", "latency", "monitor", "detectors",
-                "wind_nbm"):
+    for key in ("dag_parsing", "feature_job", "validation_overhead", "drift", "latency", "monitor", "warm_day",
+                "daily_cycle", "celery_tier", "detectors", "wind_nbm"):
         for b in results.get(key, {}).get("budgets", []):
             if b["met"] is None:
                 verdict = f"not measured ({b['why']})" if b.get("why") else "not measured"
@@ -1002,12 +1002,14 @@ def table(results: dict[str, Any]) -> str:
         lines += ["", "| points | engine | wall | points/s | peak RSS | same as Spark |",
                   "|---:|---|---:|---:|---:|---|"]
         for size in features["by_points"].values():
-            for engine in ("spark", "duckdb", "pandas"):
+            for engine in ("spark", "spark_cluster", "duckdb", "pandas"):
                 rec = size.get(engine, {})
-                match = size.get(f"{engine}_matches_spark", {})
+                match = rec.get("matches_local", {}) if engine == "spark_cluster" else size.get(f"{engine}_matches_spark", {})
                 same = "yes" if match.get("same") else (match.get("reason") or "-")
                 same = "" if engine == "spark" else same
                 label = points_label(size["points"])
+                if not rec:
+                    continue
                 if rec.get("skipped"):
                     lines.append(f"| {label} | {engine} | - | - | - | {rec['skipped']} |")
                     continue
