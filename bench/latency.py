@@ -225,6 +225,23 @@ class Standalone:
         self.proc = None
 
 
+def start_healthy(standalone: "Standalone", env: dict[str, str], timeout_s: float) -> "Api":
+    """Start ``airflow standalone`` and wait until its scheduler and triggerer report healthy;
+    returns an API client logged in as eng1."""
+    passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
+    api = Api(env["AIRFLOW__API__BASE_URL"], "eng1", passwords["eng1"])
+    standalone.start()
+
+    def healthy() -> bool:
+        if not standalone.alive():
+            raise RuntimeError(f"airflow standalone exited: see {standalone.log_path}")
+        health = api.health() or {}
+        return all((health.get(c) or {}).get("status") == "healthy" for c in ("scheduler", "triggerer"))
+
+    wait_for("standalone healthy", healthy, timeout_s, 2.0)
+    return api
+
+
 # -- the measurement ----------------------------------------------------------------------------
 
 

@@ -9,6 +9,8 @@ Figures (each its own function below; budgets from the performance issue):
 2. ``features``   spark_jobs/build_features.py through spark-submit (local[2], the DAG's conf)
                   next to the same features in DuckDB SQL and in pandas
                   (plantops.features.wide_features_pandas) on 10M, 50M, 200M synthetic points.
+                  At the largest size the same job also runs on the native stack's standalone
+                  cluster (a master and two 1-core workers; started for it when not running).
                   Budgets: Spark <= 6 x DuckDB at the largest size; Spark faster than pandas from
                   50M up with <= 1/4 of its peak memory; Spark time grows no worse than linearly.
 3. ``validation`` the GX feature gate (pipeline.check_features, as the DAG task runs it: in a process
@@ -26,6 +28,15 @@ Figures (each its own function below; budgets from the performance issue):
                   demo's history (replay, ingest, features, train, score); the normal day
                   (no_action) and the drifting live day (alert_operators: an upset), each timed in a fresh
                   process with its per-task split: each <= 60 s.
+7. ``warm``       one TEP plant day of one asset through the feature job on a warm Spark Connect
+                  server (bench/warm.py): as the executors run it (forked from a worker with the task
+                  libraries preloaded) and as a fresh client process, beside a cold spark-submit and
+                  DuckDB (its process start included): <= 10 s and <= 5 x DuckDB.
+8. ``cycle``      a whole daily cycle (ingest, features, score, monitor) of one use case under
+                  ``airflow standalone`` on the embedded tier, event-driven from NiFi's rename to the
+                  monitor's decision (bench/cycle.py): <= 60 s; the features DAG run in it <= 10 s.
+9. ``celery``     50 use cases' monitor runs queued at once on the native stack's two Celery workers
+                  (bench/celery_tier.py; needs `make stack-up`): no failed task, the time reported.
 
 Benchmarks are not timed tests: they report raw times and ratios measured in one run.
 
@@ -34,6 +45,9 @@ Benchmarks are not timed tests: they report raw times and ratios measured in one
     python -m bench.run --only drift    # one figure (repeatable); other figures' results are kept
     python -m bench.run --only latency  # starts its own airflow standalone (API port $BENCH_LATENCY_PORT)
     python -m bench.run --only monitor  # ~5 min: prepares data/bench/monitor/ as the demo, then times the DAG
+    python -m bench.run --only warm     # ~2 min: its own Spark Connect server
+    python -m bench.run --only cycle    # ~7 min: its own airflow standalone and Spark Connect server
+    python -m bench.run --only celery   # ~15 min on the native stack (make stack-up first)
     BENCH_SCALE=0.1 python -m bench.run --only features   # 1M, 5M, 20M points
 """
 
@@ -630,19 +644,9 @@ def figure_latency(ctx: Context) -> dict[str, Any]:
         child("migrate", "-m", "airflow", "db", "migrate")
         replayed = child("replay", "-m", "bench.latency", "replay")
         imports = child("imports", "-m", "bench.latency", "imports")
-        passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
-        api = latency.Api(env["AIRFLOW__API__BASE_URL"], "eng1", passwords["eng1"])
         log.info("latency: airflow standalone on port %d, home %s", port, home)
-        standalone.start()
         t0 = time.perf_counter()
-
-        def healthy() -> bool:
-            if not standalone.alive():
-                raise RuntimeError(f"airflow standalone exited: see {standalone.log_path}")
-            health = api.health() or {}
-            return all((health.get(c) or {}).get("status") == "healthy" for c in ("scheduler", "triggerer"))
-
-        latency.wait_for("standalone healthy", healthy, LATENCY_TIMEOUT_S, 2.0)
+        api = latency.start_healthy(standalone, env, LATENCY_TIMEOUT_S)
         steps["standalone_healthy"] = round(time.perf_counter() - t0, 1)
         latency.wait_for(f"unpause {latency.DAG_ID}",
                          lambda: api.call("PATCH", f"/api/v2/dags/{latency.DAG_ID}", {"is_paused": False})[0] == 200,
@@ -735,18 +739,8 @@ def figure_cycle(ctx: Context) -> dict[str, Any]:
         env.update(latency.standalone_env(home, port, base=base))
         if json.loads(env["AIRFLOW_CONN_PLANTOPS_SPARK"])["conn_type"] != "spark_connect":
             raise RuntimeError(f"cycle: plantops_spark does not point at the warm server: {env['AIRFLOW_CONN_PLANTOPS_SPARK']}")
-        passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
-        api = latency.Api(env["AIRFLOW__API__BASE_URL"], "eng1", passwords["eng1"])
-        standalone.start()
         t0 = time.perf_counter()
-
-        def healthy() -> bool:
-            if not standalone.alive():
-                raise RuntimeError(f"airflow standalone exited: see {standalone.log_path}")
-            health = api.health() or {}
-            return all((health.get(c) or {}).get("status") == "healthy" for c in ("scheduler", "triggerer"))
-
-        latency.wait_for("standalone healthy", healthy, LATENCY_TIMEOUT_S, 2.0)
+        api = latency.start_healthy(standalone, env, LATENCY_TIMEOUT_S)
         for stage in cycle.STAGES:
             dag_id = f"{cycle.USE_CASE}__{stage}"
             latency.wait_for(f"unpause {dag_id}",
