@@ -45,11 +45,10 @@ def _demo(home: Path):
     from plantops.environments import localenv
 
     localenv.apply(home)
-    from plantops.orchestration.dagfactory import build_all
     from plantops.demo import Demo
 
     demo = Demo(home, home / "bench-monitor.log")
-    demo.dags = build_all()
+    demo.build_dags()
     return demo
 
 

@@ -76,6 +76,7 @@ class Demo:
         self.home = home
         self.log_file = log_file
         self.dags: dict[str, Any] = {}
+        self.defaults: dict[str, dict[str, Any]] = {}
         self.branches: dict[str, list] = {}
         self.api_proc: subprocess.Popen | None = None
         self.mail: Any = None
@@ -104,11 +105,16 @@ class Demo:
             stdout=self.log_file.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         from plantops.orchestration import tasklogs
+
+        tasklogs.install()  # dag.test() writes no task log files; the UI would show "Log file not found"
+        self.build_dags()
+
+    def build_dags(self) -> None:
+        """Every use case's DAGs, and each DAG's param defaults for :meth:`run`."""
         from plantops.orchestration.dagfactory import build_all
 
         from airflow.sdk.definitions._internal.types import NOTSET
 
-        tasklogs.install()  # dag.test() writes no task log files; the UI would show "Log file not found"
         self.dags = build_all()
         # dag.test() keeps a run's conf in its tasks' params: each run is given every param's
         # default explicitly, so it starts from the defaults, as a run of a freshly parsed DAG does.
