@@ -62,7 +62,16 @@ def make_copies(home: Path, folder: Path, count: int) -> list[str]:
 def prepare(home: Path, folder: Path, count: int) -> dict[str, Any]:
     from bench import monitor
 
+    import subprocess
+    import sys
+
+    from plantops.environments import localenv
+
     began = time.perf_counter()
+    # The history runs with dag.test() on the embedded tier's SQLite metadata DB of the home (the
+    # stack's own Airflow, on PostgreSQL, only runs the monitor runs later).
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env={**os.environ, **localenv.airflow_env(home)},
+                   check=True, capture_output=True)
     prepared = monitor.prepare(home)
     t0 = time.perf_counter()
     ids = make_copies(home, folder, count)

@@ -28,14 +28,14 @@ Figures (each its own function below; budgets from the performance issue):
                   demo's history (replay, ingest, features, train, score); the normal day
                   (no_action) and the drifting live day (alert_operators: an upset), each timed in a fresh
                   process with its per-task split: each <= 60 s.
-7. ``warm``       one TEP plant day of one asset through the feature job on a warm Spark Connect
+8. ``warm``       one TEP plant day of one asset through the feature job on a warm Spark Connect
                   server (bench/warm.py): as the executors run it (forked from a worker with the task
                   libraries preloaded) and as a fresh client process, beside a cold spark-submit and
                   DuckDB (its process start included): <= 10 s and <= 5 x DuckDB.
-8. ``cycle``      a whole daily cycle (ingest, features, score, monitor) of one use case under
+9. ``cycle``      a whole daily cycle (ingest, features, score, monitor) of one use case under
                   ``airflow standalone`` on the embedded tier, event-driven from NiFi's rename to the
                   monitor's decision (bench/cycle.py): <= 60 s; the features DAG run in it <= 10 s.
-9. ``celery``     50 use cases' monitor runs queued at once on the native stack's two Celery workers
+10. ``celery``     50 use cases' monitor runs queued at once on the native stack's two Celery workers
                   (bench/celery_tier.py; needs `make stack-up`): no failed task, the time reported.
 
 Benchmarks are not timed tests: they report raw times and ratios measured in one run.
@@ -837,7 +837,10 @@ def figure_celery(ctx: Context) -> dict[str, Any]:
     out = cfg.logs / "celery-prepare.json"
     log.info("celery: preparing %d use cases on the stack", count)
     m = measure.run([PYTHON, "-m", "bench.celery_tier", "prepare", "--count", str(count), "--use-cases",
-                     str(use_cases), "--out", str(out)], env=child_env(**env), log_path=cfg.logs / "celery-prepare.log",
+                     str(use_cases), "--out", str(out)],
+                    # The history is prepared with the repository's use cases; Airflow then parses the copies only.
+                    env=child_env(**{k: v for k, v in env.items() if k != "PLANTOPS_USE_CASES"}),
+                    log_path=cfg.logs / "celery-prepare.log",
                     cwd=REPO)
     if not m.ok:
         raise RuntimeError(f"celery: prepare failed, see {m.log_path}")
