@@ -829,7 +829,9 @@ def figure_celery(ctx: Context) -> dict[str, Any]:
 
     cfg = ctx.config
     count = cfg.celery_runs
-    stack.up()  # starts what is not running; the stack's databases are kept
+    # Empty databases (as the stack test does): the history is replayed into the stack's historian,
+    # and rows another run left for the same asset and days would be second values of each point.
+    stack.up(fresh=True)
     home = Path(tempfile.mkdtemp(prefix="plantops-bench-celery-"))
     use_cases = home / "use_cases"
     env = {**stack.airflow_env(home, api_port=cfg.celery_port), "PLANTOPS_USE_CASES": str(use_cases),
@@ -843,7 +845,10 @@ def figure_celery(ctx: Context) -> dict[str, Any]:
                     log_path=cfg.logs / "celery-prepare.log",
                     cwd=REPO)
     if not m.ok:
-        raise RuntimeError(f"celery: prepare failed, see {m.log_path}")
+        if (home / "bench-monitor.log").exists():
+            shutil.copy(home / "bench-monitor.log", cfg.logs / "celery-prepare-dags.log")
+        shutil.rmtree(home, ignore_errors=True)
+        raise RuntimeError(f"celery: prepare failed, see {m.log_path} and {cfg.logs / 'celery-prepare-dags.log'}")
     prepared = json.loads(out.read_text())
     services = stack.AirflowServices(env, cfg.logs / "celery-airflow")
     try:

@@ -65,6 +65,8 @@ def preload(modules: tuple[str, ...] = MODULES) -> dict[str, float]:
     """Import ``modules`` (seconds per module). A module that fails to import is logged and
     skipped: the task that needs it will raise the real error in its own log."""
     spent: dict[str, float] = {}
+    if all(name in sys.modules for name in modules):  # the hook fires for every Job this process starts
+        return spent
     if not enabled():
         log.info("task libraries not preloaded (%s=0)", ENV_SWITCH)
         return spent
