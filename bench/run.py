@@ -835,7 +835,11 @@ def figure_celery(ctx: Context) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="plantops-bench-celery-"))
     use_cases = home / "use_cases"
     env = {**stack.airflow_env(home, api_port=cfg.celery_port), "PLANTOPS_USE_CASES": str(use_cases),
-           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "10"}
+           # 50 use cases are 300 DAGs: a parse every few seconds would take a core from the workers.
+           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "300",
+           # Only the monitor DAGs are switched on: the copies' scheduled ingest and train runs would
+           # otherwise start with them and compete for the workers.
+           "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"}
     out = cfg.logs / "celery-prepare.json"
     log.info("celery: preparing %d use cases on the stack", count)
     m = measure.run([PYTHON, "-m", "bench.celery_tier", "prepare", "--count", str(count), "--use-cases",
