@@ -51,6 +51,7 @@ from pyspark.sql.types import LongType, TimestampType
 
 from plantops.config import IDENTIFIER
 from plantops.features import DEFAULT_MAX_GAP_SECONDS, parse_ranges
+from plantops.net import url_answers
 
 log = logging.getLogger(__name__)
 
@@ -343,15 +344,6 @@ def _session(master: str | None, remote: str | None = None) -> tuple[SparkSessio
     return builder.getOrCreate(), True
 
 
-def _reachable(remote: str) -> bool:
-    import socket
-
-    parsed = urlparse(remote)
-    with socket.socket() as probe:
-        probe.settimeout(2)
-        return probe.connect_ex((parsed.hostname or "127.0.0.1", parsed.port or 15002)) == 0
-
-
 def stop_session(spark: SparkSession) -> None:
     """``spark.stop()``; on Connect after the client's pending ReleaseExecute calls are done
     (pyspark 4.3 releases the session first and each of them then logs SESSION_CLOSED)."""
@@ -602,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error("build_features: %s", exc)
             return 1
         except Exception as exc:
-            if args.remote and not _reachable(args.remote):
+            if args.remote and not url_answers(args.remote, 15002, timeout=2):
                 raise RuntimeError(f"lost the Spark Connect server at {args.remote} during the job; nothing was "
                                    "published. Check its log (python -m plantops.environments.sparkconnect "
                                    "status) and restart it (make up, or ... sparkconnect start)") from exc

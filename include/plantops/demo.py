@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -44,6 +43,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from plantops.net import port_open
 from plantops.settings import get_settings
 
 log = logging.getLogger("plantops.demo")
@@ -93,11 +93,10 @@ class Demo:
         self.start_spark()
         localenv.apply(self.home)  # plantops_spark -> the warm server while it runs
         port = int(os.environ["AIRFLOW__API__PORT"])
-        with socket.socket() as probe:
-            # Another api-server on the port would answer for a different metadata DB and users.
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                raise RuntimeError(f"port {port} is already in use (another Airflow api-server?); stop it or set "
-                                   "PLANTOPS_API_PORT")
+        # Another api-server on the port would answer for a different metadata DB and users.
+        if port_open(port):
+            raise RuntimeError(f"port {port} is already in use (another Airflow api-server?); stop it or set "
+                               "PLANTOPS_API_PORT")
         with self.log_file.open("a") as out:
             subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=out, stderr=out)
         self.api_proc = subprocess.Popen(

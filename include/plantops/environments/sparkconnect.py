@@ -22,12 +22,13 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from plantops.net import port_open, url_answers
 
 log = logging.getLogger(__name__)
 
@@ -129,22 +130,13 @@ def status(folder: Path | None = None) -> Server | None:
     return Server(int(state["pid"]), int(state["port"]), str(state["master"]), folder)
 
 
-def _port_open(port: int, host: str = HOST) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex((host, port)) == 0
-
-
 def healthy(remote: str, timeout: float = 60.0) -> bool:
     """True when a real client session on ``remote`` (sc://host:port) runs ``spark.range(1).count()``.
 
     The port is probed first: the Connect client itself retries a refused connection with backoff
     for minutes, which is no health check.
     """
-    from urllib.parse import urlparse
-
-    parsed = urlparse(remote)
-    if not _port_open(parsed.port or 15002, parsed.hostname or HOST):
+    if not url_answers(remote, 15002):
         return False
     from pyspark.sql.connect.session import SparkSession as RemoteSession
 
@@ -202,7 +194,7 @@ def start(port: int = DEFAULT_PORT, master: str = "local[2]", folder: Path | Non
             return Server(running.pid, running.port, running.master, folder, reused=True)
         log.warning("the Spark Connect server of %s (pid %d) does not answer; restarting it", folder, running.pid)
         stop(folder)
-    if _port_open(port):
+    if port_open(port):
         raise RuntimeError(f"port {port} is already in use by something that is not the Spark Connect server of "
                            f"{folder}; stop it or set PLANTOPS_SPARK_CONNECT_PORT")
     home = spark_home()
@@ -245,7 +237,7 @@ def _wait_healthy(server: Server, timeout: float, proc: subprocess.Popen | None 
             return False
         if proc is None and not _alive(server.pid):
             return False
-        if _port_open(server.port) and healthy(server.url, timeout=max(1.0, deadline - time.monotonic())):
+        if port_open(server.port) and healthy(server.url, timeout=max(1.0, deadline - time.monotonic())):
             return True
         time.sleep(0.5)
     return False
@@ -271,7 +263,7 @@ def stop(folder: Path | None = None, grace: float = 20.0) -> bool:
         log.warning("the Spark Connect server (pid %d) ignored SIGTERM for %.0f s; killing it", server.pid, grace)
     _reap(server.pid)
     deadline = time.monotonic() + 10
-    while _port_open(server.port) and time.monotonic() < deadline:  # the kernel closing its sockets
+    while port_open(server.port) and time.monotonic() < deadline:  # the kernel closing its sockets
         time.sleep(0.1)
     (folder / PID_FILE).unlink(missing_ok=True)
     log.info("Spark Connect server on port %d (pid %d) stopped", server.port, server.pid)

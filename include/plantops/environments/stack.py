@@ -49,6 +49,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from plantops.net import port_open
 from plantops.settings import REPO_ROOT
 
 STACK_DIR = Path(os.environ.get("PLANTOPS_STACK_DIR", "/var/tmp/plantops-stack"))
@@ -497,12 +498,12 @@ def stop_redis() -> None:
 
 def spark_home() -> Path:
     """The installed pyspark package folder: the wheel carries bin/spark-class and the jars."""
-    import importlib.util
+    from plantops.environments import sparkconnect
 
-    spec = importlib.util.find_spec("pyspark")
-    if spec is None or spec.origin is None:
-        raise StackError("pyspark is not installed in this interpreter (make install)")
-    return Path(spec.origin).parent
+    try:
+        return sparkconnect.spark_home()
+    except RuntimeError as exc:
+        raise StackError(f"{exc} (make install)") from exc
 
 
 def spark_master_url() -> str:
@@ -700,7 +701,7 @@ class AirflowServices:
     def start(self, component: str | None = None) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         port = int(self.env.get("AIRFLOW__API__PORT", "8080"))
-        if component in (None, "api-server") and _port_open(port):
+        if component in (None, "api-server") and port_open(port):
             raise StackError(f"port {port} is in use (another api-server?): stop it first")
         if component is None:
             self.airflow("db", "migrate")
@@ -752,13 +753,6 @@ class AirflowServices:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
         self.procs.clear()
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as probe:
-        return probe.connect_ex((HOST, port)) == 0
 
 
 # -- the whole stack ------------------------------------------------------------------------------

@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from plantops.environments import localenv
+from plantops.net import port_open
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,9 +58,7 @@ def _welcome(env: dict[str, str], spark: Any) -> None:
     print(f"  state: {env['PLANTOPS_HOME']}")
     port = int(os.environ.get("PLANTOPS_SMTP_PORT", "28025"))
     mail = Path(env["PLANTOPS_HOME"]) / "mail"
-    with socket.socket() as probe:
-        taken = probe.connect_ex(("127.0.0.1", port)) == 0
-    if taken:
+    if port_open(port):
         print(f"  mail: something already listens on 127.0.0.1:{port}; plantops mails it there")
     else:
         # Same process group: Ctrl-C stops it with Airflow.

@@ -84,18 +84,14 @@ class SparkJob(BaseOperator):
     def _run_connect(self) -> None:
         import importlib.util
         import os
-        import socket
-        from urllib.parse import urlparse
 
         from airflow.providers.apache.spark.hooks.spark_connect import SparkConnectHook
 
+        from plantops.net import url_answers
+
         remote = SparkConnectHook(self.conn_id).get_connection_url()
-        parsed = urlparse(remote)
-        with socket.socket() as probe:
-            probe.settimeout(5)
-            # Checked here: the Connect client itself would retry a refused port for minutes.
-            reachable = probe.connect_ex((parsed.hostname or "127.0.0.1", parsed.port or 15002)) == 0
-        if not reachable:
+        # Checked here: the Connect client itself would retry a refused port for minutes.
+        if not url_answers(remote, 15002, timeout=5):
             raise RuntimeError(
                 f"no Spark Connect server answers at {remote} (connection {self.conn_id!r}): start it with "
                 "`make up` or `python -m plantops.environments.sparkconnect start`, or point the connection at "
@@ -148,6 +144,3 @@ class SparkJob(BaseOperator):
         if self._hook is not None:
             self._hook.on_kill()
 
-
-# The earlier name, for code written against it.
-SparkSubmit = SparkJob
