@@ -25,7 +25,7 @@ fetched and unpacked once. ``--fresh`` drops and recreates the plantops database
 - Debian's ``chromium`` (apt-get when missing and root), which the browser tests drive with Playwright.
 
 Ports: PostgreSQL 28432, Trino 28090, MLflow 28500, Redis 28379, Spark master 28077 (web UI and
-its JSON 28078), Spark workers 28171/28172 (web UIs 28181/28182), Celery workers' log servers
+its JSON 28078), Spark workers 28171/28172 (web UIs 28173/28174), Celery workers' log servers
 28793/28794.
 
 Credentials are generated once into ``$PLANTOPS_STACK_DIR/secrets.env`` (mode 600) and handed to
@@ -544,7 +544,19 @@ def spark_worker_state(n: int) -> dict | None:
 
 def spark_worker_ports(n: int) -> tuple[int, int]:
     """(RPC port, web UI port) of worker n (1-based): fixed, so the test and a person find them."""
-    return SPARK_MASTER_PORT + 93 + n, SPARK_MASTER_PORT + 103 + n
+    return SPARK_MASTER_PORT + 93 + n, SPARK_MASTER_PORT + 95 + n
+
+
+def ports() -> dict[str, int]:
+    """Every fixed port the stack listens on while it runs (``.ci/run`` keeps it up for the whole
+    test run, so the tests' and the demo's own servers must avoid all of them)."""
+    fixed = {"postgresql": PG_PORT, "trino": TRINO_PORT, "mlflow": MLFLOW_PORT, "redis": REDIS_PORT,
+             "spark-master": SPARK_MASTER_PORT, "spark-master-ui": SPARK_MASTER_UI_PORT}
+    for n in range(1, SPARK_WORKERS + 1):
+        fixed[f"spark-worker-{n}"], fixed[f"spark-worker-{n}-ui"] = spark_worker_ports(n)
+    for n in range(1, CELERY_WORKERS + 1):
+        fixed[f"celery-{n}-logs"] = CELERY_LOG_PORT + n - 1
+    return fixed
 
 
 def spark_alive_workers() -> set[str]:
