@@ -6,6 +6,9 @@ YAML, and a broken YAML yields a visible `<id>__config_error` DAG instead of hid
 
 from __future__ import annotations
 
+from airflow.sdk import get_parsing_context
+
 from plantops.orchestration.dagfactory import build_all
 
-globals().update(build_all())
+# A worker parsing this file to run one task sets the context's dag_id: only that use case is built.
+globals().update(build_all(dag_id=get_parsing_context().dag_id))

@@ -131,6 +131,33 @@ def test_broken_yaml_breaks_only_its_own_dags(tmp_path, monkeypatch):
     assert "tags.0.min" in dags["line_2__config_error"].doc_md
 
 
+def test_a_task_parse_builds_only_its_own_use_case(tmp_path, monkeypatch):
+    """A worker parsing the DAG file to run one task (Airflow's parsing context names the DAG)
+    builds that use case alone; an id that names no use-case file builds them all."""
+    import runpy
+
+    # What the task runner's parsing context sets (its context manager leaves them set afterwards).
+    from airflow.sdk.definitions.context import _AIRFLOW_PARSING_CONTEXT_DAG_ID as DAG_ID_VAR
+
+    spec = yaml.safe_load((REPO / "include" / "use_cases" / "tep_reactor.yaml").read_text())
+    for uc in ("line_1", "line_2", "line_3"):
+        (tmp_path / f"{uc}.yaml").write_text(yaml.safe_dump({**spec, "id": uc}))
+    monkeypatch.setenv("PLANTOPS_USE_CASES", str(tmp_path))
+
+    def dag_ids(dag_id):
+        if dag_id is None:
+            monkeypatch.delenv(DAG_ID_VAR, raising=False)
+        else:
+            monkeypatch.setenv(DAG_ID_VAR, dag_id)
+        names = runpy.run_path(str(REPO / "dags" / "plantops_dags.py"))
+        return {n.rpartition("__")[0] for n, v in names.items() if type(v).__name__ == "DAG"}
+
+    assert dag_ids("line_2__monitor") == {"line_2"}
+    assert dag_ids("line_3__ingest") == {"line_3"}
+    assert dag_ids("not_a_use_case__monitor") == {"line_1", "line_2", "line_3"}
+    assert dag_ids(None) == {"line_1", "line_2", "line_3"}
+
+
 def test_features_spark_task_submits_through_the_provider_hook(dagbag):
     """On a `spark` connection the light SparkJob operator hands the rendered job to the Spark provider's hook
     at run time (the `spark_connect` path: tests/test_spark_connect.py)."""

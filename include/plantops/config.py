@@ -730,11 +730,12 @@ def load_use_case(path: Path | str) -> UseCase:
     return use_case
 
 
-def discover(directory: Path | str) -> tuple[dict[str, UseCase], dict[str, ConfigError]]:
-    """All use cases in a folder: the valid ones by id, and the broken ones by file stem."""
+def discover(directory: Path | str, pattern: str = "*.yaml") -> tuple[dict[str, UseCase], dict[str, ConfigError]]:
+    """All use cases in a folder (or those whose file matches ``pattern``): the valid ones by id,
+    and the broken ones by file stem."""
     good: dict[str, UseCase] = {}
     bad: dict[str, ConfigError] = {}
-    for path in sorted(Path(directory).glob("*.yaml")):
+    for path in sorted(Path(directory).glob(pattern)):
         try:
             good[path.stem] = load_use_case(path)
         except ConfigError as exc:

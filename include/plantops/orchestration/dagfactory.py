@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, Param, task
@@ -545,9 +546,16 @@ def config_error_dag(stem: str, error: ConfigError) -> DAG:
     return dag
 
 
-def build_all(directory=None) -> dict[str, DAG]:
-    """Every DAG of every use case in the folder; a broken YAML yields its config-error DAG only."""
-    use_cases, broken = discover(directory or get_settings().use_cases_dir)
+def build_all(directory=None, dag_id: str | None = None) -> dict[str, DAG]:
+    """Every DAG of every use case in the folder; a broken YAML yields its config-error DAG only.
+
+    With ``dag_id`` (Airflow's parsing context when a worker parses the file to run one task of
+    that DAG) only its use case's YAML is read and built: a task of one of 50 use cases then pays
+    for one, not 50. An id that names no use-case file falls back to building every one."""
+    folder = Path(directory or get_settings().use_cases_dir)
+    stem = (dag_id or "").rpartition("__")[0]
+    one = f"{stem}.yaml"
+    use_cases, broken = discover(folder, one if stem and (folder / one).is_file() else "*.yaml")
     dags: dict[str, DAG] = {}
     for stem, error in broken.items():
         log.error("use case %s is broken and gets no DAGs: %s", stem, error)
