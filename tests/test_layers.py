@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "include" / "plantops"
 RANKS = {
-    "units": 0, "settings": 0, "features": 0, "db": 0, "storage": 0, "provenance": 0, "net": 0,
+    "units": 0, "settings": 0, "features": 0, "db": 0, "storage": 0, "provenance": 0, "net": 0, "image_features": 0,
     "kinds": 1, "config": 2, "sources": 3, "stages": 4, "orchestration": 5, "environments": 6,
     "onboarding": 3, "demo": 7, "cli": 7, "plantops": 7,
 }
