@@ -1,0 +1,110 @@
+"""Great Expectations 1.x suites for landed inspection images: the manifest rows and the images.
+
+Two suites over the same rows (one per image of an inspection run that passed the decode checks
+of :mod:`plantops.stages.inspection_ingest`), in the pattern of :mod:`plantops.stages.validation`:
+each returns a :class:`~plantops.stages.validation.ValidationOutcome` naming every failed
+expectation and the rows that broke it, so ingest rejects those rows with the expectation as their
+reason and reports the failure in its result.
+
+- ``<uc>.inspection_manifest``: the manifest's columns; ids, line, camera and capture time
+  present; ``module_type`` mono or poly; ``captured_at`` inside the run's day (UTC).
+- ``<uc>.inspection_images``: width and height, mode, mean and spread of the 0..255 values in the
+  ranges :class:`ImageChecks` gives, and, when inspectors' labels are present, the defect
+  probability one of 0, 1/3, 2/3, 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, datetime, time, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from plantops.stages.validation import ValidationOutcome
+
+log = logging.getLogger(__name__)
+
+MODULE_TYPES = ("mono", "poly")
+# The defect probabilities inspectors give (elpv: 0, 1/3, 2/3, 1), compared at 4 decimals because
+# a csv carries 0.3333333.
+LABEL_DOMAIN = (0.0, 0.3333, 0.6667, 1.0)
+ID_COLUMNS = ("file_name", "cell_id", "module_id", "line", "camera_id")
+
+
+class ImageChecks(BaseModel):
+    """What a landed cell image must be. Thresholds measured once over all 2,624 elpv images
+    (mode L, 300x300 each): the smallest standard deviation is 4.73 (cell1836, a dead cell,
+    labelled defective; 1 % are below 16.3), the largest share of pixels >= 250 is 0.537
+    (cell0639; the 99th percentile is 0.028), the means span 13.8..228.2. So ``min_std`` 2.0 and
+    ``max_saturated_share`` 0.95 reject no real cell, and an exposure change of gain 1.3, offset
+    +20 (at most 0.89 saturated on a tenth of the cells) is still accepted: that is drift for the
+    monitor to see, not a broken frame."""
+
+    model_config = ConfigDict(frozen=True)
+
+    width: int = 300
+    height: int = 300
+    mode: str = "L"
+    min_std: float = 2.0  # below: a blank frame (near-constant), measured min 4.73
+    saturated_at: int = 250  # a pixel value this high is clipped
+    max_saturated_share: float = 0.95  # at or above: a saturated frame, measured max 0.537
+    min_mean: float = 5.0  # GX range of the mean grey level, measured 13.8..228.2
+    max_mean: float = 250.0
+
+
+def _outcome(name: str, frame: pd.DataFrame, expectations: list[Any], structural: set[str]) -> ValidationOutcome:
+    from plantops.stages import validation
+
+    return validation._run(name, frame, expectations, validation.STRUCTURAL | structural)
+
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time(0), tzinfo=timezone.utc)
+    return start, start + timedelta(days=1)
+
+
+def validate_manifest(use_case_id: str, frame: pd.DataFrame, run_day: date,
+                      labels: bool = False) -> ValidationOutcome:
+    """Manifest rows: ``captured_at`` parsed (UTC, NaT where it was not a zoned ISO time), other
+    columns as text with empty cells as null."""
+    import great_expectations as gx
+
+    from plantops.sources.elpv_replay import LABEL_COLUMN, MANIFEST_COLUMNS
+
+    ex = gx.expectations
+    start, end = day_bounds(run_day)
+    expectations: list[Any] = [
+        ex.ExpectTableColumnsToMatchSet(column_set=[*MANIFEST_COLUMNS, *([LABEL_COLUMN] if labels else [])],
+                                        exact_match=True),
+        ex.ExpectTableRowCountToBeBetween(min_value=1),
+        *(ex.ExpectColumnValuesToNotBeNull(column=c) for c in (*ID_COLUMNS, "module_type", "captured_at")),
+        ex.ExpectColumnValuesToBeInSet(column="module_type", value_set=list(MODULE_TYPES)),
+        ex.ExpectColumnValuesToBeBetween(column="captured_at", min_value=start, max_value=end, strict_max=True),
+    ]
+    return _outcome(f"{use_case_id}.inspection_manifest", frame, expectations, set())
+
+
+def validate_images(use_case_id: str, frame: pd.DataFrame, checks: ImageChecks | None = None) -> ValidationOutcome:
+    """Per-image properties: ``width``, ``height``, ``mode``, ``mean``, ``std`` and, when the
+    column is there (inspectors' labels), ``defect_probability``."""
+    import great_expectations as gx
+
+    checks = checks or ImageChecks()
+    ex = gx.expectations
+    expectations: list[Any] = [
+        ex.ExpectTableRowCountToBeBetween(min_value=1),
+        ex.ExpectColumnValuesToBeBetween(column="width", min_value=checks.width, max_value=checks.width),
+        ex.ExpectColumnValuesToBeBetween(column="height", min_value=checks.height, max_value=checks.height),
+        ex.ExpectColumnValuesToBeInSet(column="mode", value_set=[checks.mode]),
+        ex.ExpectColumnValuesToBeBetween(column="mean", min_value=checks.min_mean, max_value=checks.max_mean),
+        ex.ExpectColumnValuesToBeBetween(column="std", min_value=checks.min_std),
+        ex.ExpectColumnValuesToNotBeNull(column="mean"),
+    ]
+    if "defect_probability" in frame.columns:
+        frame = frame.assign(defect_probability=frame["defect_probability"].astype(float).round(4))
+        expectations.append(ex.ExpectColumnValuesToBeInSet(column="defect_probability", value_set=list(LABEL_DOMAIN)))
+    return _outcome(f"{use_case_id}.inspection_images", frame, expectations, set())
