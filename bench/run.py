@@ -47,7 +47,7 @@ Benchmarks are not timed tests: they report raw times and ratios measured in one
     python -m bench.run --only monitor  # ~5 min: prepares data/bench/monitor/ as the demo, then times the DAG
     python -m bench.run --only warm     # ~2 min: its own Spark Connect server
     python -m bench.run --only cycle    # ~7 min: its own airflow standalone and Spark Connect server
-    python -m bench.run --only celery   # ~15 min on the native stack (make stack-up first)
+    python -m bench.run --only celery   # ~28 min on the native stack (make stack-up first)
     BENCH_SCALE=0.1 python -m bench.run --only features   # 1M, 5M, 20M points
 """
 
