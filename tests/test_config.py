@@ -86,3 +86,35 @@ def test_durations():
     assert parse_duration("1d").total_seconds() == 86400
     with pytest.raises(ValueError):
         parse_duration("soon")
+
+
+def inspection_use_case(**changes) -> dict:
+    data = {"id": "pv_cells", "plant": "Module line 2, EL inspection", "approvers": [{"id": "eng1", "name": "Q. E."}],
+            "inspection": {"folder": "pv_cells", "line": "line-2"}}
+    data.update(changes)
+    return data
+
+
+def test_an_inspection_use_case_needs_no_tags(tmp_path):
+    uc = load_use_case(write(tmp_path, "pv_cells", inspection_use_case()))
+    assert uc.tags == () and uc.assets == ("pv_cells",)
+    assert (uc.inspection.input_size, uc.inspection.images.width, uc.inspection.images.min_std) == (60, 300, 2.0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "expected"),
+    [
+        ({"tags": shipped()["tags"][:1]}, "tags", "reads images only"),
+        ({"historian": {"asset": "R1"}}, "historian", "reads images only"),
+        ({"inspection": {"folder": "pv_cells", "input_size": 64}}, "inspection.input_size", "must divide the images' 300x300"),
+        ({"inspection": {"folder": "pv_cells", "images": {"mode": "RGB"}}}, "inspection.images.mode", "'L'"),
+        ({"inspection": {"folder": "pv_cells", "images": {"min_mean": 200, "max_mean": 100}}},
+         "inspection.images.min_mean", "must be below max_mean"),
+        ({"inspection": None}, "tags", "at least one tag (or an 'inspection' section"),
+    ],
+)
+def test_inspection_errors_name_the_field(tmp_path, changes, field, expected):
+    path = write(tmp_path, "pv_cells", inspection_use_case(**changes))
+    with pytest.raises(ConfigError) as err:
+        load_use_case(path)
+    assert field in str(err.value) and expected in str(err.value), str(err.value)

@@ -252,6 +252,51 @@ class LandingSource(_Frozen):
         return source.naive_timezone or self.naive_timezone
 
 
+class ImageChecks(_Frozen):
+    """What a landed cell image must be (``inspection.images``). Defaults measured once over all
+    2,624 elpv images (mode L, 300x300 each): the smallest standard deviation is 4.73 (cell1836, a
+    dead cell, labelled defective; 1 % are below 16.3), the largest share of pixels >= 250 is 0.537
+    (cell0639; the 99th percentile is 0.028), the means span 13.8..228.2. So ``min_std`` 2.0 and
+    ``max_saturated_share`` 0.95 reject no real cell, and an exposure change of gain 1.3, offset
+    +20 (at most 0.89 saturated on a tenth of the cells) is still accepted: that is drift for the
+    monitor to see, not a broken frame."""
+
+    width: int = Field(default=300, ge=8, le=8192)
+    height: int = Field(default=300, ge=8, le=8192)
+    mode: Literal["L"] = "L"  # 8-bit greyscale, what an EL camera delivers
+    min_std: float = Field(default=2.0, ge=0)  # below: a blank frame (near-constant), measured min 4.73
+    saturated_at: int = Field(default=250, ge=1, le=255)  # a pixel value this high is clipped
+    max_saturated_share: float = Field(default=0.95, gt=0, le=1)  # at or above: a saturated frame, measured max 0.537
+    min_mean: float = Field(default=5.0, ge=0, le=255)  # GX range of the mean grey level, measured 13.8..228.2
+    max_mean: float = Field(default=250.0, ge=0, le=255)
+
+    @model_validator(mode="after")
+    def _mean_range(self) -> ImageChecks:
+        if self.min_mean >= self.max_mean:
+            raise ValueError(f"min_mean: must be below max_mean ({self.min_mean} >= {self.max_mean})")
+        return self
+
+
+class InspectionSource(_Frozen):
+    """Images that NiFi lands per inspection run (visual inspection use cases): the run's PNGs in
+    ``<landing>/<folder>/<run_id>/`` and, written last, ``<landing>/<folder>/<run_id>.manifest.csv``
+    (see the README's "Inspection images")."""
+
+    folder: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    line: str = Field(default="line", min_length=1, max_length=64)  # the inspection line, as the manifest names it
+    images: ImageChecks = ImageChecks()
+    # The side of the model input: each image is reduced to input_size x input_size block means,
+    # so it must divide the image's width and height.
+    input_size: int = Field(default=60, ge=4, le=1024)
+
+    @model_validator(mode="after")
+    def _input_size(self) -> InspectionSource:
+        if self.images.width % self.input_size or self.images.height % self.input_size:
+            raise ValueError(f"input_size: must divide the images' {self.images.width}x{self.images.height} "
+                             f"(e.g. 50, 60, 75, 100, 150 for 300x300)")
+        return self
+
+
 class Features(_Frozen):
     """How bronze becomes features (the contract is in :mod:`plantops.features`).
 
@@ -573,7 +618,9 @@ class UseCase(_Frozen):
     # Optional when every tag comes from landed files (a landing-only use case).
     historian: HistorianSource | None = None
     landing: LandingSource | None = None
-    tags: tuple[Tag, ...] = Field(min_length=1)
+    # A visual inspection use case: images per inspection run instead of tag values (no tags then).
+    inspection: InspectionSource | None = None
+    tags: tuple[Tag, ...] = ()
     features: Features = Features()
     model: Model = Model()
     monitoring: Monitoring = Monitoring()
@@ -585,6 +632,10 @@ class UseCase(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> UseCase:
+        if self.inspection is not None:
+            return self._consistent_inspection()
+        if not self.tags:
+            raise ValueError("tags: at least one tag (or an 'inspection' section for a visual inspection use case)")
         names = [t.name for t in self.tags]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -616,6 +667,18 @@ class UseCase(_Frozen):
         if self.execution == "kubernetes" and (self.kubernetes is None or not self.kubernetes.image):
             raise ValueError("kubernetes.image: required when execution is 'kubernetes' "
                              "(the container image holding plantops and spark_jobs)")
+        return self
+
+    def _consistent_inspection(self) -> UseCase:
+        """An inspection use case reads images only: no tags, historian or landed tag files."""
+        for field in ("tags", "historian", "landing"):
+            if getattr(self, field):
+                raise ValueError(f"{field}: a use case with an 'inspection' section reads images only; "
+                                 f"move the {field} to a use case of their own")
+        if self.execution == "kubernetes":
+            raise ValueError("execution: an inspection use case runs with execution: local so far")
+        self._check_model([])
+        self._check_approvers()
         return self
 
     def _check_approvers(self) -> None:
@@ -660,7 +723,7 @@ class UseCase(_Frozen):
         """The historian assets (one, or the fleet's); without a historian the landed files' asset
         (``landing.asset``, default: the use case id)."""
         if self.historian is None:
-            return (self.landing.asset or self.id,)
+            return (self.landing.asset if self.landing and self.landing.asset else self.id,)
         return self.historian.assets or (self.historian.asset,)
 
     @property

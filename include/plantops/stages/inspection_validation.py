@@ -19,7 +19,7 @@ import logging
 from datetime import date, datetime, time, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from plantops.config import ImageChecks
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,27 +33,6 @@ MODULE_TYPES = ("mono", "poly")
 # a csv carries 0.3333333.
 LABEL_DOMAIN = (0.0, 0.3333, 0.6667, 1.0)
 ID_COLUMNS = ("file_name", "cell_id", "module_id", "line", "camera_id")
-
-
-class ImageChecks(BaseModel):
-    """What a landed cell image must be. Thresholds measured once over all 2,624 elpv images
-    (mode L, 300x300 each): the smallest standard deviation is 4.73 (cell1836, a dead cell,
-    labelled defective; 1 % are below 16.3), the largest share of pixels >= 250 is 0.537
-    (cell0639; the 99th percentile is 0.028), the means span 13.8..228.2. So ``min_std`` 2.0 and
-    ``max_saturated_share`` 0.95 reject no real cell, and an exposure change of gain 1.3, offset
-    +20 (at most 0.89 saturated on a tenth of the cells) is still accepted: that is drift for the
-    monitor to see, not a broken frame."""
-
-    model_config = ConfigDict(frozen=True)
-
-    width: int = 300
-    height: int = 300
-    mode: str = "L"
-    min_std: float = 2.0  # below: a blank frame (near-constant), measured min 4.73
-    saturated_at: int = 250  # a pixel value this high is clipped
-    max_saturated_share: float = 0.95  # at or above: a saturated frame, measured max 0.537
-    min_mean: float = 5.0  # GX range of the mean grey level, measured 13.8..228.2
-    max_mean: float = 250.0
 
 
 def _outcome(name: str, frame: pd.DataFrame, expectations: list[Any], structural: set[str]) -> ValidationOutcome:
