@@ -37,6 +37,9 @@ Figures (each its own function below; budgets from the performance issue):
                   monitor's decision (bench/cycle.py): <= 60 s; the features DAG run in it <= 10 s.
 10. ``celery``     50 use cases' monitor runs queued at once on the native stack's two Celery workers
                   (bench/celery_tier.py; needs `make stack-up`): no failed task, the time reported.
+11. ``vision``     elpv solar cells (bench/vision.py): cell_texture_svm (300x300 and the demo side) and
+                  cell_cnn (demo side) on the fixed 1968/656 split, held-out four-class accuracy
+                  against the published 82.44 % (SVM) and 88.42 % (CNN), plus a timed CNN epoch at 150.
 
 Benchmarks are not timed tests: they report raw times and ratios measured in one run.
 
@@ -85,7 +88,7 @@ SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 USE_CASE_YAML = REPO / "include" / "use_cases" / "tep_reactor.yaml"
 RESULTS = REPO / "bench" / "results.json"
 FIGURES = ("parsing", "features", "validation", "drift", "latency", "monitor", "warm", "cycle", "celery",
-           "detectors", "wind")
+           "detectors", "wind", "vision")
 
 # The features DAG's SparkSubmitOperator conf (plantops.orchestration.dagfactory.build_features) and the
 # issue's job arguments: the job is measured as the DAG runs it.
@@ -982,7 +985,7 @@ def table(results: dict[str, Any]) -> str:
     """Markdown: one row per budget, then the feature job's raw figures."""
     lines = ["| figure | measured | budget | verdict |", "|---|---|---|---|"]
     for key in ("dag_parsing", "feature_job", "validation_overhead", "drift", "latency", "monitor", "warm_day",
-                "daily_cycle", "celery_tier", "detectors", "wind_nbm"):
+                "daily_cycle", "celery_tier", "detectors", "wind_nbm", "vision"):
         for b in results.get(key, {}).get("budgets", []):
             if b["met"] is None:
                 verdict = f"not measured ({b['why']})" if b.get("why") else "not measured"
@@ -1069,6 +1072,23 @@ def figure_wind(ctx: Context) -> dict[str, Any]:
     }
 
 
+def figure_vision(ctx: Context) -> dict[str, Any]:
+    """Model quality, visual inspection: cell_texture_svm and cell_cnn on the elpv hold-out (bench.vision)."""
+    from bench import vision
+
+    out = vision.main(["--out", str(ctx.config.logs / "vision.json")])
+    published = out["published"]
+    budgets = []
+    for key, r in out["results"].items():
+        reference = published["cnn" if key.startswith("cell_cnn") else "svm"]
+        budgets.append(budget(f"elpv held-out four-class accuracy, {key} / published {reference:.2%}",
+                              round(r["accuracy"] / reference, 3), 1.0, "x", higher_is_better=True,
+                              why=f"{r['accuracy']:.2%} (balanced {r['balanced_accuracy']:.2%}); defect recall "
+                                  f"{r['defect_recall']:.2%} at {r['false_reject_rate']:.2%} false rejects; "
+                                  f"fit {r['fit_seconds']:.0f} s"))
+    return {**out, "budgets": budgets}
+
+
 RUNNERS: dict[str, tuple[str, Callable[[Context], dict[str, Any]]]] = {
     "parsing": ("dag_parsing", figure_parsing),
     "features": ("feature_job", figure_features),
@@ -1081,6 +1101,7 @@ RUNNERS: dict[str, tuple[str, Callable[[Context], dict[str, Any]]]] = {
     "celery": ("celery_tier", figure_celery),
     "detectors": ("detectors", figure_detectors),
     "wind": ("wind_nbm", figure_wind),
+    "vision": ("vision", figure_vision),
 }
 
 

@@ -14,6 +14,10 @@ without touching this file. Each kind runs on data that suits it, built once per
 
 Both go through :func:`plantops.stages.training.select_training_data` as training does, so the
 fit, held-out normal and held-out fault rows are exactly the training stage's.
+
+Classifier kinds (``output == "classifier"``: image rows, four inspector classes) have their own
+contract suite on real solar-cell images, ``tests/test_vision_kinds.py``, parametrised over every
+registered classifier kind in the same way.
 """
 
 from __future__ import annotations
@@ -214,7 +218,15 @@ def cases():
     return get
 
 
-kinds = pytest.mark.parametrize("name", sorted(KINDS))
+TABULAR = sorted(k for k, kind in KINDS.items() if kind.output in ("detector", "regression"))
+kinds = pytest.mark.parametrize("name", TABULAR)
+
+
+def test_every_kind_has_a_contract_suite():
+    """Tabular kinds here; classifier kinds in tests/test_vision_kinds.py."""
+    outputs = {name: kind.output for name, kind in KINDS.items()}
+    assert set(outputs.values()) <= {"detector", "regression", "classifier"}, outputs
+    assert sorted(TABULAR + [k for k, o in outputs.items() if o == "classifier"]) == sorted(KINDS)
 
 
 def _fault_labels(case: Case) -> list[str]:

@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from plantops.kinds.base import KindParams, ModelKind
+from plantops.kinds.cell_cnn import CellCnn
+from plantops.kinds.cell_texture_svm import CellTextureSvm
 from plantops.kinds.mspm_early import MspmEarly
 from plantops.kinds.mspm_pca import MspmPca
 from plantops.kinds.normal_behaviour import NormalBehaviour
@@ -22,7 +24,8 @@ from plantops.kinds.normal_behaviour import NormalBehaviour
 if TYPE_CHECKING:
     from plantops.config import UseCase
 
-KINDS: dict[str, type[ModelKind]] = {kind.name: kind for kind in (MspmPca, MspmEarly, NormalBehaviour)}
+KINDS: dict[str, type[ModelKind]] = {kind.name: kind for kind in (MspmPca, MspmEarly, NormalBehaviour,
+                                                                  CellTextureSvm, CellCnn)}
 
 
 class UnknownKind(KeyError):

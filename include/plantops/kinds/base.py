@@ -16,6 +16,12 @@ kind, from those few pieces:
   baselines, and the rule that promotes;
 - ``drift_columns``: the columns the monitor compares with the champion's reference sample.
 
+A :class:`ClassifierKind` (``output = "classifier"``, visual inspection) reads image-feature rows
+(``pixels``, ``size``, the image statistics) instead of tag columns, and keeps the same methods:
+``score`` gives the predicted class and the defect probability beside ``score``/``alarm`` (1.0 = the
+reject threshold), ``evaluate`` the held-out four-class accuracy and the defect recall and
+false-reject rate at the operating point, ``gate`` compares those.
+
 The modules that use a kind never ask which kind they have: they call these methods. Kind modules
 import only the light core at import time (DAG parsing validates ``model.params``); numpy, pandas
 and scikit-learn are imported inside the methods.
@@ -26,9 +32,9 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from plantops.features import base_columns, feature_columns
 
@@ -58,8 +64,9 @@ class ModelKind:
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    # "detector": the score is an anomaly statistic; "regression": it is a residual of a predicted target.
-    output: ClassVar[Literal["detector", "regression"]] = "detector"
+    # "detector": the score is an anomaly statistic; "regression": it is a residual of a predicted target;
+    # "classifier": it is a defect probability over the reject threshold (image rows, ClassifierKind).
+    output: ClassVar[Literal["detector", "regression", "classifier"]] = "detector"
     params_model: ClassVar[type[KindParams]] = KindParams
     # Dotted path of the estimator class: skops loads only classes it is told to trust.
     estimator: ClassVar[str]
@@ -230,7 +237,7 @@ class ModelKind:
 class RegressionKind(ModelKind):
     """A kind that predicts a target tag from its drivers; the residual is the anomaly score."""
 
-    output: ClassVar[Literal["detector", "regression"]] = "regression"
+    output: ClassVar[Literal["detector", "regression", "classifier"]] = "regression"
 
     def compare(self, challenger: dict[str, Any], champion: dict[str, Any], champion_version: str,
                 limit: float) -> tuple[bool, str]:
@@ -252,6 +259,195 @@ class RegressionKind(ModelKind):
             return True, (f"held-out RMSE {rmse:.4g} < champion v{champion_version} {best:.4g} "
                           f"at false-alarm rate {far:.4f} <= {allowed:.4f}")
         return False, f"held-out RMSE {rmse:.4g} not below champion v{champion_version} {best:.4g}"
+
+
+# The inspectors' defect probabilities, one per class index (as plantops.sources.elpv.PROBABILITIES;
+# repeated here because kinds sit below sources).
+CLASS_PROBABILITIES = (0.0, 1 / 3, 2 / 3, 1.0)
+
+
+class ClassifierParams(KindParams):
+    """What every classifier kind shares: the operating point.
+
+    ``defective_from``: a cell is defective when its inspector defect probability is at least this
+    (default 2/3: classes 2 and 3; the 1/3 class is "probably fine"). ``reject_threshold``: the line
+    rejects a cell when the model's defect probability (its probability that the cell is defective,
+    see :meth:`ClassifierKind.score`) is above this. Below 0.5 because a missed defect costs more
+    than a false reject (a defective cell in a module costs the module, a rejected good cell a
+    re-inspection)."""
+
+    defective_from: float = Field(default=2 / 3, gt=0.0, le=1.0)
+    reject_threshold: float = Field(default=0.4, gt=0.0, lt=1.0)
+
+
+class ImageSplit(NamedTuple):
+    """Labelled image-feature rows split for one training run: ``fit`` and the fixed ``holdout``
+    (each with ``label`` 0..3 or ``defect_probability``)."""
+
+    fit: pd.DataFrame
+    holdout: pd.DataFrame
+
+
+class ClassifierKind(ModelKind):
+    """A kind that classifies images into the four inspector classes (visual inspection).
+
+    Rows are image-feature rows (``pixels``: ``size`` x ``size`` floats 0..1, row-major; ``size``;
+    ``module_type``; the image statistics). The estimator has ``fit(rows, classes)``,
+    ``predict_proba(rows)`` (n x 4, the class probabilities) and ``columns_`` (the columns it reads).
+    """
+
+    output: ClassVar[Literal["detector", "regression", "classifier"]] = "classifier"
+    params_model: ClassVar[type[KindParams]] = ClassifierParams
+
+    @staticmethod
+    def classes(rows: pd.DataFrame) -> Any:
+        """The class index (0..3) of each labelled row: ``label``, else the nearest class of
+        ``defect_probability``."""
+        import numpy as np
+
+        if "label" in rows.columns:
+            classes = rows["label"].to_numpy()
+        elif "defect_probability" in rows.columns:
+            probability = rows["defect_probability"].to_numpy(dtype=float)
+            classes = np.abs(probability[:, None] - np.asarray(CLASS_PROBABILITIES)[None, :]).argmin(axis=1)
+        else:
+            raise ValueError("labelled image rows need a 'label' (0..3) or 'defect_probability' column; "
+                             f"got {list(rows.columns)}")
+        classes = np.asarray(classes, dtype=np.int64)
+        if len(classes) and (classes.min() < 0 or classes.max() >= len(CLASS_PROBABILITIES)):
+            raise ValueError(f"label must be a class index 0..{len(CLASS_PROBABILITIES) - 1}, got "
+                             f"{sorted(set(classes.tolist()))}")
+        return classes
+
+    def defective_classes(self) -> list[int]:
+        cut = self.params.defective_from - 1e-6
+        return [k for k, p in enumerate(CLASS_PROBABILITIES) if p >= cut]
+
+    def fit(self, estimator: Any, rows: pd.DataFrame) -> Any:
+        return estimator.fit(rows, self.classes(rows))
+
+    @staticmethod
+    def model_input(model: Any, rows: pd.DataFrame) -> pd.DataFrame:
+        """The columns the model reads, plus ``cell_id`` (named in errors about a row)."""
+        keys = [c for c in ("cell_id",) if c in rows.columns]
+        return rows[keys + [c for c in model.columns_ if c in rows.columns]]
+
+    def drift_columns(self) -> list[str]:
+        """The image statistics (a camera or lighting change moves them first)."""
+        from plantops.image_features import STATS
+
+        return list(STATS)
+
+    def score(self, model: Any, rows: pd.DataFrame) -> pd.DataFrame:
+        """Per row (index of ``rows``): ``p_class_0..3`` (class probabilities), ``predicted_class``
+        (the most probable), ``defect_probability`` (the probability that the cell is defective: the
+        summed probabilities of the classes at or above ``defective_from``), ``expected`` (the
+        expected inspector defect probability, sum of p_k x 0, 1/3, 2/3, 1), ``score`` = defect
+        probability / ``reject_threshold`` (1.0 = the threshold) and ``alarm`` (1 = reject, score
+        above 1.0). ``residual`` is NaN (no target)."""
+        import numpy as np
+        import pandas as pd
+
+        proba = np.asarray(model.predict_proba(self.model_input(model, rows)), dtype=float)
+        defect = proba[:, self.defective_classes()].sum(axis=1)
+        score = defect / self.params.reject_threshold
+        out = pd.DataFrame({"score": score, "alarm": (score > 1.0).astype(int)}, index=rows.index)
+        out["expected"] = proba @ np.asarray(CLASS_PROBABILITIES)
+        out["residual"] = np.nan
+        out["predicted_class"] = proba.argmax(axis=1).astype(int)
+        out["defect_probability"] = defect
+        for k in range(proba.shape[1]):
+            out[f"p_class_{k}"] = proba[:, k]
+        return out
+
+    def tag_contributions(self, model: Any, rows: pd.DataFrame) -> pd.DataFrame:
+        """The image is the one input: its part is the whole score (where on the cell: the
+        explanations' heat maps)."""
+        import pandas as pd
+
+        return pd.DataFrame({"pixels": self.score(model, rows)["score"].clip(lower=0)}, index=rows.index)
+
+    def evaluate(self, model: Any, data: Any) -> dict[str, Any]:
+        """Held-out metrics on ``data.holdout`` (:class:`ImageSplit`, or a frame of held-out rows):
+
+        - ``accuracy``: four-class accuracy, the share of held-out cells whose predicted class is
+          the inspectors' (the figure Deitsch et al. 2019 report as average accuracy: 82.44 % SVM,
+          88.42 % CNN); ``balanced_accuracy``: the mean of the per-class recalls (``recall``, by
+          class index); ``confusion``: 4 x 4 counts, rows the true class, columns the predicted;
+        - ``defect_recall``: the share of defective cells (``defective_from``) rejected;
+          ``false_reject_rate``: the share of the other cells rejected; ``detection_rates``: the
+          share rejected per defective class; ``far``/``detection_rate`` repeat the last two
+          under the names the training stage logs.
+
+        NaN where the held-out set has no cell to measure on."""
+        import numpy as np
+
+        holdout = data if hasattr(data, "columns") else data.holdout
+        n_classes = len(CLASS_PROBABILITIES)
+        confusion = np.zeros((n_classes, n_classes), dtype=int)
+        rejected = np.zeros(0, dtype=bool)
+        truth = np.zeros(0, dtype=int)
+        if len(holdout):
+            truth = self.classes(holdout)
+            scored = self.score(model, holdout)
+            np.add.at(confusion, (truth, scored["predicted_class"].to_numpy()), 1)
+            rejected = scored["alarm"].to_numpy() == 1
+        defective = np.isin(truth, self.defective_classes())
+        support = confusion.sum(axis=1)
+        recall = {str(k): (float(confusion[k, k] / support[k]) if support[k] else math.nan) for k in range(n_classes)}
+        present = [r for r in recall.values() if not math.isnan(r)]
+
+        def share(mask: Any) -> float:
+            return float(rejected[mask].mean()) if mask.any() else math.nan
+
+        defect_recall, false_reject = share(defective), share(~defective)
+        return {
+            "accuracy": float(np.trace(confusion) / len(truth)) if len(truth) else math.nan,
+            "balanced_accuracy": float(np.mean(present)) if present else math.nan,
+            "recall": recall,
+            "confusion": confusion.tolist(),
+            "defect_recall": defect_recall,
+            "false_reject_rate": false_reject,
+            "far": false_reject,
+            "detection_rate": defect_recall,
+            "detection_rates": {f"class_{k}": share(truth == k) for k in self.defective_classes() if (truth == k).any()},
+            "reject_threshold": self.params.reject_threshold,
+            "n_fit": len(getattr(data, "fit", ())),
+            "n_holdout": len(truth),
+            "n_holdout_defective": int(defective.sum()),
+        }
+
+    def gate(self, challenger: dict[str, Any], champion: dict[str, Any] | None,
+             champion_version: str | None, new_normal: dict[str, Any] | None = None) -> tuple[bool, str]:
+        """Both evaluated on the same held-out cells. Promote when the defect recall at the
+        operating point is not lower than the champion's (a missed defect is the costly error) and
+        the four-class accuracy is higher; on equal accuracy, a higher defect recall wins. Without
+        a champion, or with one that cannot score these rows, the challenger wins. ``new_normal``
+        does not apply: inspectors' labels, not normal operation, judge a classifier."""
+        if champion_version is None:
+            return True, "no champion to compare with"
+        if champion is None:
+            return True, f"champion v{champion_version} cannot score the current image rows"
+        return self.compare(challenger, champion, champion_version, math.nan)
+
+    def compare(self, challenger: dict[str, Any], champion: dict[str, Any], champion_version: str,
+                limit: float) -> tuple[bool, str]:
+        accuracy, recall = challenger.get("accuracy", math.nan), challenger.get("defect_recall", math.nan)
+        if math.isnan(accuracy):
+            return False, "held-out set lacks labelled cells: nothing to compare on"
+        if math.isnan(recall):
+            return False, "held-out set lacks defective cells: nothing to compare on"
+        best, best_recall = champion.get("accuracy", math.nan), champion.get("defect_recall", math.nan)
+        if not math.isnan(best_recall) and recall < best_recall:
+            return False, (f"defect recall {recall:.4f} below champion v{champion_version} {best_recall:.4f} "
+                           f"(four-class accuracy {accuracy:.4f} vs {best:.4f})")
+        if math.isnan(best) or accuracy > best:
+            return True, (f"four-class accuracy {accuracy:.4f} > champion v{champion_version} {best:.4f} "
+                          f"at defect recall {recall:.4f} >= {best_recall:.4f}")
+        if accuracy == best and not math.isnan(best_recall) and recall > best_recall:
+            return True, (f"four-class accuracy {accuracy:.4f} equal to champion v{champion_version}, defect "
+                          f"recall {recall:.4f} > {best_recall:.4f}")
+        return False, f"four-class accuracy {accuracy:.4f} not above champion v{champion_version} {best:.4f}"
 
 
 def _median_delay(rows: pd.DataFrame, alarms: Sequence[int], bucket_seconds: int) -> float:

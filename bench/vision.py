@@ -1,0 +1,144 @@
+"""Visual inspection quality on elpv: ``cell_texture_svm`` and ``cell_cnn`` against Deitsch et al. 2019.
+
+    PYTHONPATH=include:. .venv/bin/python -m bench.vision [--out bench/vision.json]
+    python -m bench.run --only vision
+
+The fixed split of :func:`plantops.sources.elpv.holdout_mask` (1,968 fit cells, 656 held out,
+stratified by class and module type, as the published figures). Each kind is fitted through the
+kind contract (``kind.fit(kind.build(), fit_rows)``, ``kind.evaluate``) on image-feature rows
+built as the feature job builds them (:func:`plantops.image_features.downsample`):
+
+- ``cell_texture_svm`` at the full 300 x 300 image and at the demo side;
+- ``cell_cnn`` at the demo side (``--cnn-size``, ``--cnn-epochs``), and one timed epoch at each of
+  ``--epoch-sizes`` (what a full-resolution training would cost on this machine).
+
+Reported per model: held-out four-class accuracy (the published figures' measure), balanced
+accuracy, per-class recall, the confusion matrix, defect recall and false-reject rate at the
+kinds' default operating point (defective: inspector probability >= 2/3; reject: defect
+probability > 0.4), and the fit time. Published: SVM 82.44 %, fine-tuned VGG-19 88.42 %.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger("bench.vision")
+
+PV_CELLS: dict[str, Any] = {
+    "id": "pv_cells",
+    "plant": "EL inspection line of solar-cell modules (elpv)",
+    "historian": {"asset": "el_line_1"},
+    "tags": [{"name": s, "description": f"image {s}", "min": 0, "max": 255} for s in ("mean", "std", "p01", "p99")],
+    "model": {"kind": "cell_texture_svm", "params": {}},
+    "approvers": [{"id": "qe1", "name": "Quality engineer"}],
+}
+
+
+def images() -> tuple[pd.DataFrame, np.ndarray]:
+    from plantops.sources import elpv
+
+    cells = elpv.labels()
+    return cells, np.stack([elpv.read(f) for f in cells["file"]])
+
+
+def rows_at(cells: pd.DataFrame, raw: np.ndarray, size: int) -> pd.DataFrame:
+    from plantops.image_features import downsample
+
+    return cells.assign(size=size, pixels=[downsample(image, size).ravel() for image in raw])
+
+
+def run_kind(name: str, params: dict[str, Any], rows: pd.DataFrame, held: np.ndarray) -> dict[str, Any]:
+    from plantops.config import UseCase
+    from plantops.kinds import get_kind
+    from plantops.kinds.base import ImageSplit
+
+    use_case = UseCase.model_validate({**PV_CELLS, "model": {**PV_CELLS["model"], "kind": name, "params": params}})
+    kind = get_kind(use_case)
+    data = ImageSplit(rows[~held], rows[held])
+    t0 = time.perf_counter()
+    model = kind.fit(kind.build(), data.fit)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    result = kind.evaluate(model, data)
+    result.update(fit_seconds=round(fit_s, 1), score_seconds=round(time.perf_counter() - t0, 1),
+                  size=int(model.size_), params=params, **kind.log_params(model))
+    if hasattr(model, "history_"):
+        result["history"] = model.history_
+    log.info("%s at %d: accuracy %.4f, defect recall %.4f, false rejects %.4f, fit %.0f s", name, model.size_,
+             result["accuracy"], result["defect_recall"], result["false_reject_rate"], fit_s)
+    return result
+
+
+def epoch_seconds(rows: pd.DataFrame, held: np.ndarray, size: int, share: int = 4) -> dict[str, Any]:
+    """Two epochs of cell_cnn at ``size`` (no validation, no TTA) on every ``share``-th fit cell; the
+    second epoch's time x ``share`` is the epoch over all 1,968 fit cells (the first compiles)."""
+    from plantops.kinds._cell_cnn_model import CellCNN
+
+    fit = rows[~held].iloc[::share]
+    model = CellCNN(size=size, epochs=2, validation_share=0.0, tta=False)
+    model.fit(fit, fit["label"].to_numpy())
+    first, second = model.history_[0]["seconds"], model.history_[1]["seconds"] - model.history_[0]["seconds"]
+    return {"size": size, "cells": len(fit), "first_epoch_s": first, "epoch_s": round(second, 1),
+            "full_epoch_s_estimate": round(second * len(rows[~held]) / len(fit), 1)}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    from plantops.sources import elpv
+
+    parser = argparse.ArgumentParser(prog="bench.vision", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--demo-size", type=int, default=60)
+    parser.add_argument("--cnn-epochs", type=int, default=15)
+    parser.add_argument("--epoch-sizes", default="150", help="comma-separated sides to time one CNN epoch at")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: svm_full, svm_demo, cnn, epochs")
+    args = parser.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
+    began = time.perf_counter()
+    cells, raw = images()
+    held = elpv.holdout_mask(cells).to_numpy()
+    out: dict[str, Any] = {
+        "split": {"fit": int((~held).sum()), "holdout": int(held.sum())},
+        "published": {"svm": elpv.PUBLISHED_ACCURACY["svm"], "cnn": elpv.PUBLISHED_ACCURACY["cnn"]},
+        "cores": os.cpu_count(), "results": {},
+    }
+    results = out["results"]
+    demo = rows_at(cells, raw, args.demo_size)
+    if "svm_full" not in skip:
+        results["cell_texture_svm@300"] = run_kind("cell_texture_svm", {}, rows_at(cells, raw, 300), held)
+    if "svm_demo" not in skip:
+        results[f"cell_texture_svm@{args.demo_size}"] = run_kind("cell_texture_svm", {}, demo, held)
+    if "cnn" not in skip:
+        results[f"cell_cnn@{args.demo_size}"] = run_kind("cell_cnn", {"epochs": args.cnn_epochs}, demo, held)
+    if "epochs" not in skip:
+        out["cnn_epoch_timing"] = [epoch_seconds(rows_at(cells, raw, int(s)), held, int(s))
+                                   for s in args.epoch_sizes.split(",") if s]
+    out["total_seconds"] = round(time.perf_counter() - began, 1)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2, default=float))
+    return out
+
+
+def table(out: dict[str, Any]) -> str:
+    lines = ["| model | input | four-class accuracy | balanced | defect recall | false rejects | fit |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for key, r in out["results"].items():
+        lines.append(f"| {key.split('@')[0]} | {r['size']}x{r['size']} | {r['accuracy']:.2%} | "
+                     f"{r['balanced_accuracy']:.2%} | {r['defect_recall']:.2%} | {r['false_reject_rate']:.2%} | "
+                     f"{r['fit_seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = main()
+    print(table(result))
