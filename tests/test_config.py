@@ -81,6 +81,13 @@ def test_discover_isolates_broken_files(tmp_path):
     assert list(bad) == ["broken_unit"] and "tags.0.max" in str(bad["broken_unit"])
 
 
+def test_a_tag_use_case_cannot_take_an_image_classifier(tmp_path):
+    data = shipped()
+    data["model"] = {"kind": "cell_cnn"}
+    with pytest.raises(ConfigError, match="model.kind: kind 'cell_cnn' does not suit a use case of tags"):
+        load_use_case(write(tmp_path, "tep_reactor", data))
+
+
 def test_durations():
     assert parse_duration("3min").total_seconds() == 180
     assert parse_duration("1d").total_seconds() == 86400
@@ -90,7 +97,7 @@ def test_durations():
 
 def inspection_use_case(**changes) -> dict:
     data = {"id": "pv_cells", "plant": "Module line 2, EL inspection", "approvers": [{"id": "eng1", "name": "Q. E."}],
-            "inspection": {"folder": "pv_cells", "line": "line-2"}}
+            "inspection": {"folder": "pv_cells", "line": "line-2"}, "model": {"kind": "cell_texture_svm"}}
     data.update(changes)
     return data
 
@@ -111,6 +118,9 @@ def test_an_inspection_use_case_needs_no_tags(tmp_path):
         ({"inspection": {"folder": "pv_cells", "images": {"min_mean": 200, "max_mean": 100}}},
          "inspection.images.min_mean", "must be below max_mean"),
         ({"inspection": None}, "tags", "at least one tag (or an 'inspection' section"),
+        ({"model": {"kind": "mspm_pca"}}, "model.kind", "does not suit a use case with an inspection section"),
+        ({"model": {"kind": "cell_cnn", "compare_with": ["normal_behaviour"]}}, "model.compare_with",
+         "expected one of ['cell_cnn', 'cell_texture_svm']"),
     ],
 )
 def test_inspection_errors_name_the_field(tmp_path, changes, field, expected):

@@ -704,9 +704,16 @@ class UseCase(_Frozen):
     def _check_model(self, names: list[str]) -> None:
         from plantops import kinds
 
+        # Image classifiers read inspection images; detectors and regressions read tags.
+        images = self.inspection is not None
+        suitable = sorted(n for n, k in kinds.KINDS.items() if (k.output == "classifier") == images)
         for field, name in [("model.kind", self.model.kind), *(("model.compare_with", n) for n in self.model.compare_with)]:
             if name not in kinds.KINDS:
                 raise ValueError(f"{field}: unknown model kind {name!r}; expected one of {sorted(kinds.KINDS)}")
+            if name not in suitable:
+                raise ValueError(f"{field}: kind {name!r} does not suit a use case "
+                                 f"{'with an inspection section (images)' if images else 'of tags'}; "
+                                 f"expected one of {suitable}")
         try:
             params = kinds.validate_params(self.model.kind, self.model.params)
         except ValidationError as exc:
