@@ -83,7 +83,35 @@ labels = Table(
     Column("source", String(64), nullable=False, default="lab"),
 )
 
-EVENT_KINDS = ("setpoint_change", "maintenance", "part_swap", "recipe_change")
+# Visual inspection (plantops.sources.inspections): the champion's verdict per cell, and the
+# inspectors' late labels.
+inspection_verdicts = Table(
+    "inspection_verdicts",
+    metadata,
+    Column("asset", String(64), primary_key=True),
+    Column("run_id", String(128), primary_key=True),
+    Column("cell_id", String(128), primary_key=True),
+    Column("captured_at", DateTime, nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("predicted_class", Integer, nullable=False),
+    Column("defect_probability", Float, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("rejected", Integer, nullable=False),
+    Column("heatmap", Text),  # path of the rejected cell's heat map, relative to PLANTOPS_HOME
+    Column("scored_at", DateTime, nullable=False),
+)
+
+inspection_labels = Table(
+    "inspection_labels",
+    metadata,
+    Column("asset", String(64), primary_key=True),
+    Column("cell_id", String(128), primary_key=True),
+    Column("defect_probability", Float, nullable=False),
+    Column("inspector", String(64), nullable=False),
+    Column("labelled_at", DateTime, nullable=False),
+)
+
+EVENT_KINDS = ("setpoint_change", "maintenance", "part_swap", "recipe_change", "camera_change", "lighting_change")
 
 
 def naive_utc(value: datetime | Any) -> datetime:

@@ -65,9 +65,9 @@ APPROVAL_OPTIONS = {
 }
 SAFE_DEFAULT = "Refuse: model still valid"
 
-# Operator interventions that change the plant itself. Open-ended on purpose (sites name their
-# own), but these are the kinds the approval flow and the demo know.
-PLANT_EVENT_KINDS = ("setpoint_change", "maintenance", "part_swap", "recipe_change")
+# Operator interventions that change the plant itself (the historian's EVENT_KINDS). Open-ended on
+# purpose (sites name their own), but these are the kinds the approval flow and the demo know.
+PLANT_EVENT_KINDS = ("setpoint_change", "maintenance", "part_swap", "recipe_change", "camera_change", "lighting_change")
 
 # Evidently's normed Wasserstein divides by max(std, 0.001); shift_sd uses the same floor so that a
 # tag's score and its shift are on the same scale.
