@@ -37,8 +37,7 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
 USE_CASE: dict[str, Any] = {
     "id": "pv_cells",
     "plant": "EL inspection line of solar-cell modules (elpv test subset)",
-    "historian": {"asset": "el_line_1"},
-    "tags": [{"name": s, "description": f"image {s}", "min": 0, "max": 255} for s in ("mean", "std", "p01", "p99")],
+    "inspection": {"folder": "pv_cells", "line": "el_line_1", "input_size": SIZE},
     "model": {"kind": "cell_texture_svm", "params": {}},
     "approvers": [{"id": "qe1", "name": "Quality engineer (test)"}],
 }

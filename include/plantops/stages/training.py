@@ -194,8 +194,12 @@ def _metric_key(label: str) -> str:
 
 def _flat_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """MLflow metrics of one evaluation; undefined (NaN) values are left out, not logged as NaN."""
-    flat = {f"{prefix}{key}": result[key] for key in ("far", "detection_rate", "detection_delay", "rmse", "mae")
+    flat = {f"{prefix}{key}": result[key] for key in ("far", "detection_rate", "detection_delay", "rmse", "mae",
+                                                    "accuracy", "balanced_accuracy", "defect_recall",
+                                                    "false_reject_rate")
             if key in result}
+    for label, recall in result.get("recall", {}).items():  # a classifier's recall per class
+        flat[f"{prefix}recall_class_{_metric_key(label)}"] = recall
     for label, rate in result["detection_rates"].items():
         flat[f"{prefix}detection_rate_{_metric_key(label)}"] = rate
     for label, delay in result.get("detection_delays", {}).items():
@@ -244,21 +248,21 @@ def _log_and_register(
     kind: ModelKind,
     model: Any,
     evaluations: dict[str, dict[str, Any]],
-    data: TrainingData,
-    window: tuple[pd.Timestamp, pd.Timestamp],
-    reference_start: pd.Timestamp | None,
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    reference: pd.DataFrame,
     run_tags: dict[str, str],
+    example: pd.DataFrame | None = None,
 ) -> tuple[str, str]:
-    """One MLflow run with params, side-by-side metrics, the model and its reference sample."""
+    """One MLflow run with params, side-by-side metrics, the model (with a signature from
+    ``example`` when given) and its drift reference sample; registered as ``challenger``."""
     import mlflow
     import mlflow.sklearn
-    import numpy as np
     from mlflow.models import infer_signature
 
     from plantops import kinds
     from plantops.stages.registry import CHALLENGER, REFERENCE_ARTIFACT
 
-    X = data.fit[list(model.columns_)]
     with mlflow.start_run(experiment_id=_experiment_id(client, use_case), run_name=name, tags=run_tags) as run:
         mlflow.log_params({
             "use_case": use_case.id,
@@ -267,38 +271,21 @@ def _log_and_register(
             "compared_with": ",".join(k for k in evaluations if k != MODEL) or "none",
             **{f"param_{k}": v for k, v in kind.params.model_dump().items()},
             **{k: v for k, v in kind.log_params(model).items() if v is not None},
-            "false_alarm_rate": use_case.model.false_alarm_rate,
-            "n_features": len(model.columns_),
-            "bucket": use_case.features.bucket,
-            "rolling_buckets": use_case.features.rolling_buckets,
-            "train_days": use_case.model.train_days,
-            "fit_start": window[0].isoformat(),
-            "fit_end": window[1].isoformat(),
-            "reference_start": "none" if reference_start is None else _utc(reference_start).isoformat(),
+            **params,
         })
-        mlflow.log_metrics({
-            **_side_by_side(evaluations),
-            "n_fit_rows": len(data.fit),
-            "n_holdout_normal": len(data.holdout_normal),
-            "n_holdout_faults": len(data.holdout_faults),
-        })
+        mlflow.log_metrics({**_side_by_side(evaluations), **metrics})
         info = mlflow.sklearn.log_model(
             model,
             name="model",
-            signature=infer_signature(X, model.score_samples(X)),
-            input_example=X.head(5),
+            signature=None if example is None else infer_signature(example, model.score_samples(example)),
+            input_example=None if example is None else example.head(5),
             serialization_format="skops",
             skops_trusted_types=kinds.trusted_types(),
             pip_requirements=_pip_requirements(),
         )
-        # An evenly spaced sample keeps the whole fit window's spread (daily cycles, grade
-        # changes) in the drift reference, which the last N rows would not. It holds the model's
-        # columns and the kind's drift columns.
-        columns = list(dict.fromkeys([*model.columns_, *kind.drift_columns()]))
-        step = np.linspace(0, len(X) - 1, min(len(X), REFERENCE_ROWS)).astype(int)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(REFERENCE_ARTIFACT).name
-            data.fit[columns].iloc[np.unique(step)].reset_index(drop=True).to_parquet(path, index=False)
+            reference.reset_index(drop=True).to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
         # The version is created with its tags in one call (one transaction in the tracking
         # store): a version without its airflow_run_id tag would be invisible to a retry's
@@ -313,6 +300,35 @@ def _log_and_register(
         client.set_registered_model_alias(name, CHALLENGER, version)
     log.info("model %s: registered version %s (run %s) as %s", name, version, run_id, CHALLENGER)
     return version, run_id
+
+
+def _log_tag_model(client: MlflowClient, use_case: UseCase, name: str, kind: ModelKind, model: Any,
+                   evaluations: dict[str, dict[str, Any]], data: TrainingData,
+                   window: tuple[pd.Timestamp, pd.Timestamp], reference_start: pd.Timestamp | None,
+                   run_tags: dict[str, str]) -> tuple[str, str]:
+    """:func:`_log_and_register` for a model of tags: its fit window and feature settings."""
+    import numpy as np
+
+    X = data.fit[list(model.columns_)]
+    # An evenly spaced sample keeps the whole fit window's spread (daily cycles, grade changes) in
+    # the drift reference, which the last N rows would not. It holds the model's columns and the
+    # kind's drift columns.
+    columns = list(dict.fromkeys([*model.columns_, *kind.drift_columns()]))
+    step = np.unique(np.linspace(0, len(X) - 1, min(len(X), REFERENCE_ROWS)).astype(int))
+    params = {
+        "false_alarm_rate": use_case.model.false_alarm_rate,
+        "n_features": len(model.columns_),
+        "bucket": use_case.features.bucket,
+        "rolling_buckets": use_case.features.rolling_buckets,
+        "train_days": use_case.model.train_days,
+        "fit_start": window[0].isoformat(),
+        "fit_end": window[1].isoformat(),
+        "reference_start": "none" if reference_start is None else _utc(reference_start).isoformat(),
+    }
+    metrics = {"n_fit_rows": len(data.fit), "n_holdout_normal": len(data.holdout_normal),
+               "n_holdout_faults": len(data.holdout_faults)}
+    return _log_and_register(client, use_case, name, kind, model, evaluations, params, metrics,
+                             data.fit[columns].iloc[step], run_tags, example=X)
 
 
 def _decide_and_record(
@@ -348,8 +364,9 @@ def _decide_and_record(
                     champion_model = registry.load_version(name, before[0])
                     champion_kind = kind_of(use_case, champion_model)
                     champion_eval = champion_kind.evaluate(champion_model, data)
-                    new_normal = _on_new_normal(client, champion_kind, champion_model, before[1], data,
-                                                reference_start)
+                    if champion_kind.output != "classifier":  # inspectors' labels judge a classifier
+                        new_normal = _on_new_normal(client, champion_kind, champion_model, before[1], data,
+                                                    reference_start)
                 except (KeyError, ValueError, UnknownKind) as exc:
                     log.warning("champion v%s cannot score the current features: %s", before[0], exc)
             promoted, reason = kind.gate(evaluations[MODEL], champion_eval, None if before is None else before[0],
@@ -432,6 +449,38 @@ def _stored_result(version: Any) -> dict[str, Any]:
     return stored["result"]
 
 
+def _registered_by_this_run(name: str, tags: dict[str, str]) -> Any:
+    """The version this Airflow run registered already (a retry), else None. One with a decision
+    is complete (its stored result is returned); one without was interrupted (decided now)."""
+    from plantops.stages import registry
+
+    existing = registry.version_by_run_tag(name, RUN_ID_TAG, tags[RUN_ID_TAG]) if tags.get(RUN_ID_TAG) else None
+    if existing is not None and existing.tags.get("decision"):
+        log.info("model %s: %s=%s already registered as version %s; not training again",
+                 name, RUN_ID_TAG, tags[RUN_ID_TAG], existing.version)
+    elif existing is not None:
+        log.warning("model %s: version %s of %s=%s has no decision (interrupted run); deciding now",
+                    name, existing.version, RUN_ID_TAG, tags[RUN_ID_TAG])
+    return existing
+
+
+def evaluate_side_by_side(use_case: UseCase, kind: ModelKind, model: Any, data: Any) -> dict[str, dict[str, Any]]:
+    """The model's held-out evaluation, then the kind's classic baselines and the kinds named in
+    ``model.compare_with``, each fitted on the same rows and evaluated on the same held-out rows."""
+    from plantops.kinds import get_kind
+
+    evaluations = {MODEL: kind.evaluate(model, data)}
+    others = [(label, kind, est) for label, est in kind.baselines().items()]
+    for other_name in use_case.model.compare_with:
+        if other_name != kind.name:
+            other = get_kind(use_case, other_name)
+            others.append((other_name, other, other.build()))
+    for label, owner, estimator in others:
+        if label not in evaluations:
+            evaluations[label] = owner.evaluate(owner.fit(estimator, data.fit), data)
+    return evaluations
+
+
 def train_and_register(
     use_case: UseCase,
     features: pd.DataFrame,
@@ -470,36 +519,16 @@ def train_and_register(
     tags = {str(k): str(v) for k, v in (run_tags or {}).items()}
     if asset is not None:
         tags["asset"] = asset
-    existing = None
-    if tags.get(RUN_ID_TAG):
-        existing = registry.version_by_run_tag(name, RUN_ID_TAG, tags[RUN_ID_TAG])
+    existing = _registered_by_this_run(name, tags)
     if existing is not None and existing.tags.get("decision"):
-        log.info("model %s: %s=%s already registered as version %s; not training again",
-                 name, RUN_ID_TAG, tags[RUN_ID_TAG], existing.version)
         return _stored_result(existing)
-
-    if existing is None:
-        model = kind.fit(kind.build(), data.fit)
-    else:
-        log.warning("model %s: version %s of %s=%s has no decision (interrupted run); deciding now",
-                    name, existing.version, RUN_ID_TAG, tags[RUN_ID_TAG])
-        model = registry.load_version(name, existing.version)
-    evaluations = {MODEL: kind.evaluate(model, data)}
-    # Side by side on the same rows: the kind's classic baselines, then the kinds named in compare_with.
-    others = [(label, kind, est) for label, est in kind.baselines().items()]
-    for other_name in use_case.model.compare_with:
-        if other_name != kind.name:
-            other = get_kind(use_case, other_name)
-            others.append((other_name, other, other.build()))
-    for label, owner, estimator in others:
-        if label in evaluations:
-            continue
-        evaluations[label] = owner.evaluate(owner.fit(estimator, data.fit), data)
+    model = kind.fit(kind.build(), data.fit) if existing is None else registry.load_version(name, existing.version)
+    evaluations = evaluate_side_by_side(use_case, kind, model, data)
     log.info("model %s (%s): %s", name, kind.name,
              {k: _flat_metrics(v) for k, v in evaluations.items()})
 
     if existing is None:
-        version, run_id = _log_and_register(
+        version, run_id = _log_tag_model(
             client, use_case, name, kind, model, evaluations, data, window, reference_start, tags
         )
     else:
