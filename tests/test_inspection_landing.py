@@ -194,3 +194,52 @@ def test_judge_image_catches_a_cut_pixel_stream_and_accepts_an_exposure_change()
     assert brighter.saturated_share < iv.ImageChecks().max_saturated_share
     with pytest.raises(ii.BadImage, match="^blank"):
         ii.judge_image(elpv_replay.png_bytes(np.full((300, 300), 128, dtype=np.uint8)))
+
+
+def test_the_ingest_task_of_an_inspection_use_case_takes_runs_and_late_labels(tmp_path, monkeypatch):
+    """pipeline.ingest (what <uc>__ingest runs) on an inspection use case: the run's good images
+    reach bronze with its day, labels in the manifest and in a labels file landed a day later
+    reach the historian, and a labels file with a value outside the four classes is quarantined
+    whole and fails the run through report_quarantine."""
+    import yaml
+
+    from plantops.sources import inspections
+    from plantops.stages import pipeline
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("PLANTOPS_HOME", str(home))
+    for var in ("PLANTOPS_HISTORIAN_URL", "PLANTOPS_STATE_URL", "PLANTOPS_HISTORIAN_READ_URL"):
+        monkeypatch.delenv(var, raising=False)
+    use_cases = tmp_path / "use_cases"
+    use_cases.mkdir()
+    (use_cases / "pv_line.yaml").write_text(yaml.safe_dump({
+        "id": "pv_line", "plant": "EL line (test)", "approvers": [{"id": "qe1", "name": "QE"}],
+        "inspection": {"folder": "pv_line_el", "line": "L1"}, "model": {"kind": "cell_texture_svm"}}))
+    monkeypatch.setenv("PLANTOPS_USE_CASES", str(use_cases))
+    from plantops import db
+
+    db.reset()
+    elpv_replay.land_run("pv_line_el", "r-1", CELLS[:6], faults=["blank"], labels=True)
+    late = landing.landing_dir("pv_line_el") / "r-0-late.labels.csv"
+    late.write_text("cell_id,defect_probability,inspector,labelled_at\n"
+                    f"{CELLS[100]},0.6666667,qa1,2026-04-02T09:00:00+00:00\n")
+    result = pipeline.ingest("pv_line", "2026-04-01T00:00:00+00:00", "2026-04-02T00:00:00+00:00", "dag-run-1")
+    assert result["days"] == ["2026-04-01"] and result["images"] == {"items": 6, "accepted": 5, "rejected": 1}
+    assert [f["status"] for f in result["labels"]] == ["ingested"] and result["quarantined_files"] == 0
+    stored = inspections.read_labels("L1").set_index("cell_id")
+    # The five accepted cells' manifest labels (the blank frame's is not kept) and the late one.
+    assert len(stored) == 6 and stored.loc[CELLS[100], "inspector"] == "qa1"
+    assert stored.loc[CELLS[0], "defect_probability"] == pytest.approx(elpv.labels().set_index("cell_id")
+                                                                        .loc[CELLS[0], "defect_probability"])
+    pipeline.report_quarantine("pv_line", "dag-run-1")  # nothing quarantined whole: no error
+
+    bad = landing.landing_dir("pv_line_el") / "r-2-late.labels.csv"
+    bad.write_text("cell_id,defect_probability,inspector,labelled_at\n"
+                   f"{CELLS[101]},0.5,qa1,2026-04-02T09:00:00+00:00\n")
+    again = pipeline.ingest("pv_line", "2026-04-02T00:00:00+00:00", "2026-04-03T00:00:00+00:00", "dag-run-2")
+    assert again["days"] == [] and again["quarantined_files"] == 1
+    assert "defect probability 0.5 is not one of" in again["labels"][0]["reason"]
+    with pytest.raises(pipeline.FilesQuarantined, match="r-2-late.labels.csv"):
+        pipeline.report_quarantine("pv_line", "dag-run-2")
+    assert len(inspections.read_labels("L1")) == 6  # nothing of the bad file was written
+    db.reset()

@@ -275,6 +275,8 @@ def _ingest_run(use_case_id: str, folder: str, landed: Any, run_id: str, checks:
     _mark_duplicates(use_case_id, inspection, [i for i in items if i.reason is None])
     accepted = [i for i in items if i.reason is None]
     bronze = _write_bronze(use_case_id, inspection, run_day, accepted) if accepted else None
+    if labels and accepted:
+        _store_manifest_labels(accepted)
     for item in items:
         _file_away(use_case_id, inspection, item, places, run_id)
     _rmdir_if_empty(landing.landing_dir(folder) / inspection)
@@ -464,6 +466,21 @@ def _write_bronze(use_case_id: str, inspection: str, day: date, accepted: list[I
     return path
 
 
+def _store_manifest_labels(accepted: list[Item]) -> int:
+    """Labels that came with the run (a manifest with ``defect_probability``) go to the
+    historian's inspection labels of each row's line, given at capture time by ``manifest``."""
+    from plantops.sources import inspections
+
+    by_line: dict[str, list[dict]] = {}
+    for item in accepted:
+        row = {k: str(v).strip() for k, v in item.row.items()}
+        if row.get("defect_probability", "") not in ("", "nan"):
+            by_line.setdefault(row["line"], []).append({
+                "cell_id": row["cell_id"], "defect_probability": float(row["defect_probability"]),
+                "inspector": "manifest", "labelled_at": _parse_time(row["captured_at"])})
+    return sum(inspections.write_labels(line, rows) for line, rows in by_line.items())
+
+
 def _file_away(use_case_id: str, inspection: str, item: Item, places: dict[str, Path], run_id: str) -> None:
     """Move the landed image where it belongs; a rejected item gets its reason file."""
     from plantops.storage import atomic_write_json
@@ -538,3 +555,52 @@ def quarantined_items(use_case_id: str) -> list[dict]:
         except (OSError, ValueError) as exc:
             out.append({"file": path.name.removesuffix(".reason.json"), "reason": f"unreadable reason file: {exc}"})
     return out
+
+
+# -- inspectors' labels ---------------------------------------------------------------------------
+
+LABELS_SUFFIX = ".labels.csv"
+LABEL_FILE_COLUMNS = ("cell_id", "defect_probability", "inspector", "labelled_at")
+
+
+def ingest_labels(use_case_id: str, folder: str, line: str, run_id: str) -> list[dict]:
+    """Every completely landed ``*.labels.csv`` (inspectors' labels, often a day after the run:
+    columns ``cell_id``, ``defect_probability``, ``inspector``, ``labelled_at``) into the
+    historian's ``inspection_labels`` of ``line``; a labels file is taken whole or quarantined whole
+    (a wrong column or a value outside 0, 1/3, 2/3, 1 names the row). The same bytes again are a
+    ledger duplicate; a corrected label replaces the earlier one."""
+    import pandas as pd
+
+    from plantops.sources import inspections, landing
+
+    root = landing.landing_dir(folder)
+    files = sorted(p for p in root.glob(f"*{LABELS_SUFFIX}") if p.is_file() and landing.is_complete_name(p.name)) \
+        if root.exists() else []
+    results = []
+    for path in files:
+        landed = landing.LandedFile(path, path.stat().st_size, landing.sha256_of(path))
+        previous = landing.already_processed(use_case_id, landed)
+        if previous:
+            landing.skip_duplicate(use_case_id, landed, previous, run_id)
+            results.append({"file": path.name, "status": "duplicate", "labels": 0})
+            continue
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+            missing = [c for c in LABEL_FILE_COLUMNS if c not in frame.columns]
+            if missing:
+                raise ValueError(f"labels columns: missing {missing}; expected {', '.join(LABEL_FILE_COLUMNS)}")
+            rows = []
+            for number, row in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
+                at = _parse_time(row["labelled_at"])
+                if at is None or not row["cell_id"] or not row["inspector"]:
+                    raise ValueError(f"line {number}: cell_id, inspector and an ISO labelled_at are required")
+                rows.append({**row, "labelled_at": at})
+            written = inspections.write_labels(line, rows)
+        except ValueError as exc:
+            landing.quarantine(use_case_id, landed, str(exc), {"rows_in": 0}, run_id)
+            results.append({"file": path.name, "status": "quarantined", "reason": str(exc), "labels": 0})
+            continue
+        landing.archive(use_case_id, landed, {"rows_in": len(rows), "rows_written": written, "rows_rejected": 0},
+                        run_id, f"{written} labels")
+        results.append({"file": path.name, "status": "ingested", "labels": written})
+    return results

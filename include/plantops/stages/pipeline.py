@@ -47,6 +47,8 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
     from plantops.stages.ingest import ingest_historian, ingest_landed
 
     use_case = get_use_case(use_case_id)
+    if use_case.inspection is not None:
+        return ingest_images(use_case, run_id)
     landed = ingest_landed(use_case, run_id)
     windows = []
     if use_case.tags_from("historian"):
@@ -56,19 +58,7 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
     for item in landed["files"]:
         days.update(item.get("days", {}))
     quarantined = [f for f in landed["files"] if f["status"] == "quarantined"]
-    notified = None
-    if quarantined:
-        from plantops.stages import decisions, notify
-
-        listed = quarantined_in_run(use_case_id, run_id)  # the ledger's full reasons, across the run's tries
-        notified = notify.send(use_case, "quarantine", f"{len(listed)} landed file(s) quarantined",
-                               "\n".join(f"- {f['file']}: {f['reason']}" for f in listed)
-                               + "\n\nNothing was lost: fix the file and release it (python -m plantops.cli "
-                               f"release {use_case_id} <file>).", notify.ui_link(use_case.dag_id("ingest"), run_id))
-        # The operator view: which files of which run wait in quarantine, and why.
-        decisions.record(use_case_id, run_id, "quarantine", "files_quarantined",
-                         "; ".join(f"{f['file']}: {f['reason']}" for f in listed)[:2000],
-                         {"files": listed, "days_written": sorted(days)})
+    notified = _tell_quarantined(use_case, run_id, days) if quarantined else None
     return {
         "notified": notified,
         "use_case": use_case_id,
@@ -79,6 +69,47 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
             "reason": "; ".join(str(b["reason"]) for b in batches) if windows else "no historian tags",
         },
         "files": landed["files"],
+        "quarantined_files": len(quarantined),
+    }
+
+
+def _tell_quarantined(use_case: Any, run_id: str, days: Iterable[str]) -> Any:
+    """Mail the operators the files the run quarantined whole and record it in the decision store."""
+    from plantops.stages import decisions, notify
+
+    listed = quarantined_in_run(use_case.id, run_id)  # the ledger's full reasons, across the run's tries
+    notified = notify.send(use_case, "quarantine", f"{len(listed)} landed file(s) quarantined",
+                           "\n".join(f"- {f['file']}: {f['reason']}" for f in listed)
+                           + "\n\nNothing was lost: fix the file and release it (python -m plantops.cli "
+                           f"release {use_case.id} <file>).", notify.ui_link(use_case.dag_id("ingest"), run_id))
+    # The operator view: which files of which run wait in quarantine, and why.
+    decisions.record(use_case.id, run_id, "quarantine", "files_quarantined",
+                     "; ".join(f"{f['file']}: {f['reason']}" for f in listed)[:2000],
+                     {"files": listed, "days_written": sorted(days)})
+    return notified
+
+
+def ingest_images(use_case: Any, run_id: str) -> dict[str, Any]:
+    """An inspection use case's ingest: every completely landed inspection run (images judged one
+    by one, the good ones to bronze) and every inspectors' labels file. A run or labels file
+    quarantined whole is mailed and recorded as for any landed file; rejected images of a run are
+    in its result and in quarantine with their reasons."""
+    from plantops.stages.inspection_ingest import ingest_inspections, ingest_labels
+
+    spec = use_case.inspection
+    landed = ingest_inspections(use_case.id, spec.folder, run_id, spec.images)
+    labels = ingest_labels(use_case.id, spec.folder, spec.line, run_id)
+    runs = landed["runs"]
+    days = sorted({r["day"] for r in runs if r["status"] == "ingested" and r.get("accepted") and r.get("day")})
+    quarantined = [r for r in runs if r["status"] == "quarantined"] + [f for f in labels if f["status"] == "quarantined"]
+    return {
+        "notified": _tell_quarantined(use_case, run_id, days) if quarantined else None,
+        "use_case": use_case.id,
+        "days": days,
+        "runs": [{k: v for k, v in r.items() if k != "rejected_items"} for r in runs],
+        "images": {key: sum(r.get(key, 0) for r in runs) for key in ("items", "accepted", "rejected")},
+        "labels": labels,
+        "incomplete": landed["incomplete"],
         "quarantined_files": len(quarantined),
     }
 
