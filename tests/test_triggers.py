@@ -59,7 +59,7 @@ def test_watches_the_pattern_of_every_landing_source(tmp_path, plantops_home):
     """A file of any landing source wakes the ingest; a file none claims does not (the next ingest
     reports it as ignored). A one-source use case serializes its pattern as before."""
     from plantops.config import UseCase, get_use_case
-    from plantops.orchestration.dagfactory import _landing_trigger
+    from plantops.orchestration.dagfactory import _landing_trigger, _watched
 
     for name in ("a.csv", "b.parquet", "c.txt", ".d.csv"):
         (tmp_path / name).write_bytes(b"x")
@@ -68,7 +68,12 @@ def test_watches_the_pattern_of_every_landing_source(tmp_path, plantops_home):
     assert trigger.serialize()[1]["pattern"] == ["*.parquet", "*.csv"]
 
     legacy = get_use_case("tep_reactor")
-    assert _landing_trigger(legacy).serialize()[1]["pattern"] == "*.parquet"
+    assert _landing_trigger(*_watched(legacy)).serialize()[1]["pattern"] == "*.parquet"
     raw = legacy.model_dump(exclude_defaults=True)
     raw["landing"] = {"folder": "tep_reactor", "sources": [{"pattern": "*.parquet"}, {"pattern": "pi_*.csv", "layout": "wide"}]}
-    assert _landing_trigger(UseCase.model_validate(raw)).serialize()[1]["pattern"] == ["*.parquet", "pi_*.csv"]
+    assert _landing_trigger(*_watched(UseCase.model_validate(raw))).serialize()[1]["pattern"] == ["*.parquet", "pi_*.csv"]
+    # An inspection line: a run's manifest (written last) or an inspectors' labels file wakes the ingest.
+    line = UseCase.model_validate({"id": "pv_cells", "plant": "EL line", "approvers": [{"id": "qe1", "name": "QE"}],
+                                   "inspection": {"folder": "pv_el"}, "model": {"kind": "cell_texture_svm"}})
+    folder, patterns = _watched(line)
+    assert folder == "pv_el" and patterns == ["*.manifest.csv", "*.labels.csv"]

@@ -76,12 +76,13 @@ def default_args(use_case: UseCase) -> dict[str, Any]:
 
 def assets(use_case: UseCase) -> dict[str, Asset]:
     home = get_settings()
+    watched = _watched(use_case)
     return {
         "landing": Asset(
             name=f"{use_case.id}.landing",
-            uri=(home.landing_root / use_case.landing.folder).as_uri() if use_case.landing else f"file:///{use_case.id}/landing",
-            watchers=[AssetWatcher(name=f"{use_case.id}_landing_watcher", trigger=_landing_trigger(use_case))]
-            if use_case.landing else [],
+            uri=(home.landing_root / watched[0]).as_uri() if watched else f"file:///{use_case.id}/landing",
+            watchers=[AssetWatcher(name=f"{use_case.id}_landing_watcher", trigger=_landing_trigger(*watched))]
+            if watched else [],
         ),
         "bronze": Asset(name=f"{use_case.id}.bronze", uri=(home.bronze_root / use_case.id).as_uri()),
         "features": Asset(name=f"{use_case.id}.features", uri=(home.features_root / use_case.id).as_uri()),
@@ -90,11 +91,20 @@ def assets(use_case: UseCase) -> dict[str, Asset]:
     }
 
 
-def _landing_trigger(use_case: UseCase):
+def _watched(use_case: UseCase) -> tuple[str, list[str]] | None:
+    """The landing folder NiFi fills for the use case and the names that complete a delivery: the
+    landed files' patterns, or an inspection run's manifest and an inspectors' labels file."""
+    if use_case.inspection is not None:
+        return use_case.inspection.folder, ["*.manifest.csv", "*.labels.csv"]
+    if use_case.landing is not None:
+        return use_case.landing.folder, list(use_case.landing.patterns)
+    return None
+
+
+def _landing_trigger(folder: str, patterns: list[str]):
     from plantops.orchestration.triggers import LandingFileTrigger
 
-    folder = get_settings().landing_root / use_case.landing.folder
-    return LandingFileTrigger(directory=str(folder), pattern=list(use_case.landing.patterns))
+    return LandingFileTrigger(directory=str(get_settings().landing_root / folder), pattern=patterns)
 
 
 def _on_kubernetes(use_case: UseCase):
@@ -145,7 +155,7 @@ def build_ingest(use_case: UseCase, a: dict[str, Asset]) -> DAG:
     report_quarantine, which fails the run when a landed file was quarantined whole: the good
     files' days still reach bronze and wake the features, but the run does not end green."""
     timetable = CronTriggerTimetable(use_case.schedules.ingest, timezone="UTC", interval=timedelta(days=1))
-    schedule = AssetOrTimeSchedule(timetable=timetable, assets=a["landing"]) if use_case.landing else timetable
+    schedule = AssetOrTimeSchedule(timetable=timetable, assets=a["landing"]) if _watched(use_case) else timetable
     with _dag(use_case, "ingest", schedule, max_active_runs=1, params={
         "start": Param(None, type=["null", "string"], description="ISO start of the historian window (default: data interval)"),
         "end": Param(None, type=["null", "string"], description="ISO end of the historian window (default: data interval)"),
@@ -236,12 +246,13 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             publish_features(check.output, window)
             return dag
 
+        images = use_case.inspection is not None
         build = SparkJob(
             task_id="build_features",
-            application=str(REPO_ROOT / "spark_jobs" / "build_features.py"),
+            application=str(REPO_ROOT / "spark_jobs" / ("build_image_features.py" if images else "build_features.py")),
             conn_id="plantops_spark",
             name=f"{use_case.id}-features",
-            application_args=spark_args(use_case),
+            application_args=image_spark_args(use_case) if images else spark_args(use_case),
             conf=dict(SPARK_CONF),
             env_vars={"PLANTOPS_HOME": str(get_settings().home)},
         )
@@ -268,6 +279,11 @@ PLANNED_RANGES = "{{ ti.xcom_pull(task_ids='plan_window')['ranges'] }}"
 def spark_args(use_case: UseCase) -> list[str]:
     """build_features.py's arguments, the same for spark-submit and the SparkApplication."""
     return [*_static_spark_args(use_case), "--ranges", PLANNED_RANGES]
+
+
+def image_spark_args(use_case: UseCase) -> list[str]:
+    """build_image_features.py's arguments: the use case, the model input's side and the days."""
+    return ["--use-case", use_case.id, "--size", str(use_case.inspection.input_size), "--ranges", PLANNED_RANGES]
 
 
 def _static_spark_args(use_case: UseCase) -> list[str]:

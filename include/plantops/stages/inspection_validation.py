@@ -87,3 +87,32 @@ def validate_images(use_case_id: str, frame: pd.DataFrame, checks: ImageChecks |
         frame = frame.assign(defect_probability=frame["defect_probability"].astype(float).round(4))
         expectations.append(ex.ExpectColumnValuesToBeInSet(column="defect_probability", value_set=list(LABEL_DOMAIN)))
     return _outcome(f"{use_case_id}.inspection_images", frame, expectations, set())
+
+
+def validate_image_features(use_case_id: str, frame: pd.DataFrame, size: int, expected_rows: int) -> ValidationOutcome:
+    """The feature gate of an inspection use case, over one day's image-feature rows: one row per
+    image bronze accepted (``expected_rows``), ids and capture time present, the statistics in
+    their ranges and every model input ``size`` x ``size`` values in 0..1."""
+    import great_expectations as gx
+    import numpy as np
+
+    from plantops.image_features import STATS
+
+    pixels = [np.asarray(p, dtype=float) for p in frame["pixels"]] if "pixels" in frame.columns else []
+    frame = frame.drop(columns=["pixels"], errors="ignore").assign(
+        pixels_length=[len(p) for p in pixels],
+        pixels_min=[float(p.min()) if len(p) else np.nan for p in pixels],
+        pixels_max=[float(p.max()) if len(p) else np.nan for p in pixels])
+    ex = gx.expectations
+    expectations: list[Any] = [
+        ex.ExpectTableRowCountToEqual(value=expected_rows),
+        *(ex.ExpectColumnValuesToNotBeNull(column=c) for c in ("run_id", "cell_id", "captured_at", *STATS)),
+        *(ex.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=255)
+          for c in ("mean", "std", "min", "max", "p01", "p99")),
+        *(ex.ExpectColumnValuesToBeBetween(column=c, min_value=0, max_value=1) for c in ("dark_share", "saturated_share")),
+        ex.ExpectColumnValuesToBeBetween(column="pixels_length", min_value=size * size, max_value=size * size),
+        ex.ExpectColumnValuesToBeBetween(column="pixels_min", min_value=0, max_value=1),
+        ex.ExpectColumnValuesToBeBetween(column="pixels_max", min_value=0, max_value=1),
+        ex.ExpectCompoundColumnsToBeUnique(column_list=["run_id", "cell_id"]),
+    ]
+    return _outcome(f"{use_case_id}.image_features", frame, expectations, {"expect_table_row_count_to_equal"})

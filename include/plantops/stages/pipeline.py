@@ -203,6 +203,12 @@ def plan_features(use_case_id: str, days: list[str]) -> dict[str, Any]:
     from plantops.features import format_ranges
 
     use_case = get_use_case(use_case_id)
+    if use_case.inspection is not None:  # an image's features read no other day: no lookback
+        changed = sorted({_day(d).date().isoformat() for d in days})
+        if not changed:
+            raise ValueError("no days to build features for: the triggering ingest wrote nothing")
+        return {"ranges": format_ranges((d, (_day(d) + timedelta(days=1)).date().isoformat()) for d in changed),
+                "days": changed, "lookahead": []}
     windows = feature_window(days, built_feature_days(use_case_id), use_case.features.lookback_days)
     changed = {_day(d).date().isoformat() for d in days}
     rebuilt = [d for w in windows for d in days_between(w["start"], w["end"])]
@@ -222,9 +228,47 @@ def days_between(start: str, end: str) -> list[str]:
 
 
 def built_feature_days(use_case_id: str) -> list[str]:
-    """The days that have a feature partition, oldest first."""
+    """The days that have a feature partition, oldest first (image features: ``images/day=*``)."""
     root = get_settings().features_root / use_case_id
+    if (root / "images").is_dir():
+        return sorted(p.name.removeprefix("day=") for p in (root / "images").glob("day=*") if p.is_dir())
     return sorted(p.name.removeprefix("date=") for p in root.glob("date=*") if p.is_dir())
+
+
+def load_image_features(use_case_id: str, days: Iterable[str] | None = None) -> pd.DataFrame:
+    """Image-feature rows of an inspection use case (of ``days``, or every day), with ``day``,
+    sorted by capture time."""
+    import pandas as pd
+
+    root = get_settings().features_root / use_case_id / "images"
+    if not root.is_dir():
+        raise NoFeatures(f"no image features for {use_case_id} yet at {root}: run {use_case_id}__features first")
+    wanted = None if days is None else sorted(set(days))
+    frame = pd.read_parquet(root, filters=[("day", "in", wanted)] if wanted else None)
+    frame["day"] = frame["day"].astype(str)
+    frame["captured_at"] = pd.to_datetime(frame["captured_at"], utc=True)
+    return frame.sort_values(["captured_at", "cell_id"]).reset_index(drop=True)
+
+
+def check_image_features(use_case: Any, days: list[str]) -> dict[str, Any]:
+    """The GX gate of an inspection use case's feature days: each day one row per image its
+    bronze holds, statistics in range, model inputs of the configured size; fails naming the day."""
+    import pandas as pd
+
+    from plantops.stages.inspection_validation import validate_image_features
+
+    bronze = get_settings().bronze_root / use_case.id / "inspections"
+    rows = 0
+    for day in days:
+        expected = sum(len(pd.read_parquet(p, columns=["cell_id"])) for p in sorted((bronze / f"day={day}").glob("*.parquet")))
+        if not expected:  # no image accepted that day: nothing built, nothing to check
+            continue
+        frame = load_image_features(use_case.id, [day])
+        outcome = validate_image_features(use_case.id, frame, use_case.inspection.input_size, expected)
+        if not outcome.success:
+            raise ValueError(f"image feature gate failed for {use_case.id} {day}: {outcome.reason()}")
+        rows += len(frame)
+    return {"asset": None, "rows": rows, "days": sorted(days), "missing": {}}
 
 
 class NoFeatures(FileNotFoundError):
@@ -274,6 +318,9 @@ def check_feature_ranges(use_case_id: str, ranges: str, asset: str | None = None
 
     use_case = get_use_case(use_case_id)
     spans = [(start.isoformat(), end.isoformat()) for start, end in parse_ranges(ranges)]
+    if use_case.inspection is not None:
+        return {**check_image_features(use_case, [d for a, b in spans for d in days_between(a, b)]),
+                "ranges": format_ranges(spans)}
     ranges = format_ranges(spans)
     frames = [load_features(use_case_id, start, end, asset) for start, end in spans]
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
