@@ -374,22 +374,31 @@ def train(use_case_id: str, run_id: str, reference_start: str | None = None, rea
         # A new normal an engineer declared stays in force until another is declared: later
         # trainings (nightly, stale model) start from it too, and are judged on the plant after it.
         reference_start = inherited = registry.champion_reference_start(use_case.model_name(asset))
-    features = load_features(use_case_id, asset=asset)
-    if features.empty:
-        raise NoFeatures(f"no features for {use_case_id}/{asset} yet: run {use_case_id}__features first")
-    labels = historian.read_labels_of(use_case.assets if asset is None else (asset,))
-    suspects = suspect_windows(use_case_id, asset)
-    if suspects:
-        import pandas as pd
+    run_tags = {"airflow_run_id": run_id, "git_commit": git_commit, "trigger_reason": reason, **(provenance or {})}
+    if use_case.inspection is not None:
+        from plantops.sources import inspections
+        from plantops.stages.inspection_training import NotEnoughLabels, train_inspection
 
-        labels = pd.concat([labels, pd.DataFrame(suspects)], ignore_index=True)
-    end = features["ts"].max() + timedelta(seconds=use_case.features.bucket_seconds)
-    result = train_and_register(
-        use_case, features, labels, end=end,
-        reference_start=_day(reference_start) if reference_start else None,
-        run_tags={"airflow_run_id": run_id, "git_commit": git_commit, "trigger_reason": reason, **(provenance or {})},
-        asset=asset,
-    )
+        try:
+            result = train_inspection(use_case, load_image_features(use_case_id),
+                                      inspections.read_labels(use_case.inspection.line),
+                                      _day(reference_start) if reference_start else None, run_tags)
+        except NotEnoughLabels as exc:  # labels come late: a fresh line has images but no labels yet
+            raise NoFeatures(str(exc)) from exc
+    else:
+        features = load_features(use_case_id, asset=asset)
+        if features.empty:
+            raise NoFeatures(f"no features for {use_case_id}/{asset} yet: run {use_case_id}__features first")
+        labels = historian.read_labels_of(use_case.assets if asset is None else (asset,))
+        suspects = suspect_windows(use_case_id, asset)
+        if suspects:
+            import pandas as pd
+
+            labels = pd.concat([labels, pd.DataFrame(suspects)], ignore_index=True)
+        end = features["ts"].max() + timedelta(seconds=use_case.features.bucket_seconds)
+        result = train_and_register(use_case, features, labels, end=end,
+                                    reference_start=_day(reference_start) if reference_start else None,
+                                    run_tags=run_tags, asset=asset)
     decisions.record(use_case_id, run_id, "train", "promoted" if result["promoted"] else "kept_champion",
                      result["reason"], {"result": result, "reference_start": reference_start, "trigger": reason,
                       "reference_inherited": inherited is not None, "asset": asset, **(provenance or {})},
@@ -398,7 +407,7 @@ def train(use_case_id: str, run_id: str, reference_start: str | None = None, rea
         from plantops.stages import notify
 
         metrics = ", ".join(f"{k} {v:.4g}" for k, v in result["champion_metrics"].items()
-                            if k in ("far", "detection_rate", "detection_delay", "rmse"))
+                            if k in ("far", "detection_rate", "detection_delay", "rmse", "accuracy", "defect_recall"))
         notify.send(use_case, "promotion", f"{result['registered_model']} v{result['version']} is the new champion",
                     f"Trigger: {reason}.\n\nWhy: {result['reason']}.\n\nHeld-out metrics: {metrics or 'none'}."
                     + (f"\n\nNew reference from {reference_start}." if reference_start else ""),
