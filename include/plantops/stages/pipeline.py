@@ -461,6 +461,8 @@ def score(use_case_id: str, day: str | None = None, asset: str | None = None) ->
     version = champion[0]
     model = registry.load_version(name, version)  # by number: the alias may move meanwhile
     kind = kind_of(use_case, model)
+    if use_case.inspection is not None:
+        return _score_images(use_case, kind, model, version, day)
     context = kind.context_rows(model)
     first = day
     if context:
@@ -479,6 +481,22 @@ def score(use_case_id: str, day: str | None = None, asset: str | None = None) ->
              kind.name, alarms)
     return {"day": day, "asset": asset, "rows": written, "alarms": alarms, "model_version": version,
             "model_kind": kind.name}
+
+
+def _score_images(use_case: Any, kind: Any, model: Any, version: str, day: str) -> dict[str, Any]:
+    """An inspection day: the champion's verdict per cell (a heat map per rejected cell) written to
+    the historian side under the line, where inspectors and the monitor read them."""
+    from plantops.sources import inspections
+    from plantops.stages.inspection_scoring import score_inspections
+
+    features = load_image_features(use_case.id, [day])
+    verdicts = score_inspections(use_case, kind, model, version, features)
+    written = inspections.write_verdicts(use_case.inspection.line, verdicts)
+    rejected = int(verdicts["rejected"].sum()) if len(verdicts) else 0
+    log.info("scored %s cells of %s on %s with v%s (%s): %s rejected", written, use_case.inspection.line, day,
+             version, kind.name, rejected)
+    return {"day": day, "asset": use_case.assets[0], "rows": written, "alarms": rejected, "model_version": version,
+            "model_kind": kind.name, "runs": sorted(verdicts["run_id"].unique().tolist()) if len(verdicts) else []}
 
 
 # -- monitor --------------------------------------------------------------------------------------
