@@ -9,6 +9,7 @@ same session cookie or bearer token as the REST API):
   events, feedback, report, run, approval), pending approvals, quarantine, pipeline health, charts
 - ``/plantops/view/data`` and ``/plantops/view/<use_case>/data``   the same as JSON
 - ``/plantops/reports/<use_case>/<monitor run>[/<asset>]/drift.html``  the monitor run's drift report
+- ``/plantops/reports/<use_case>/heatmaps/v<version>/<run>/<cell>.png``  a rejected cell's heat map
 - ``/plantops/decisions/<use_case>``          the latest decision records (JSON)
 
 It also registers a listener that notes on each monitor run the day it judges and the branch taken
@@ -48,12 +49,14 @@ app = FastAPI(title="plantops", dependencies=[Depends(get_user)] if get_user els
 
 @app.get("/reports/{use_case}/{path:path}")
 def drift_report(use_case: str, path: str) -> FileResponse:
-    """A drift report under the reports folder: ``<run>/drift.html``, or ``<run>/<asset>/drift.html`` in a fleet."""
+    """A drift report under the reports folder: ``<run>/drift.html``, or ``<run>/<asset>/drift.html`` in a fleet;
+    or an inspection explanation image: ``heatmaps/v<version>/<run>/<cell>.png``, ``confusion/v<version>.png``."""
     root = get_settings().reports_root.resolve()
     target = (root / use_case / path).resolve()
-    if root not in target.parents or target.name != "drift.html" or not target.is_file():
+    image = target.suffix == ".png" and path.split("/", 1)[0] in ("heatmaps", "confusion")
+    if root not in target.parents or (target.name != "drift.html" and not image) or not target.is_file():
         raise HTTPException(status_code=404, detail=f"no drift report for {use_case}/{path}")
-    return FileResponse(target, media_type="text/html")
+    return FileResponse(target, media_type="image/png" if image else "text/html")
 
 
 @app.get("/decisions/{use_case}")
