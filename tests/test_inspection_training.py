@@ -83,6 +83,9 @@ def test_train_registers_compares_side_by_side_and_promotes_once(plantops_home, 
     assert run.data.params["model_kind"] == "cell_cnn" and run.data.params["compared_with"] == "cell_texture_svm"
     held = it.split(it.labelled_cells(features, labels)).holdout
     assert run.data.metrics["n_holdout"] == len(held)
+    confusions = mlflow.tracking.MlflowClient().get_model_version("pv_cells", "1").tags["confusions"]
+    assert "predicted" in confusions or "no confusion" in confusions, confusions
+    assert (plantops_home / "reports" / "pv_cells" / "confusion" / "v1.json").is_file()
     reference = registry.load_reference("pv_cells")
     assert {"mean", "std", "saturated_share", "defect_probability", "predicted_class"} <= set(reference.columns)
 

@@ -78,7 +78,9 @@ def train_inspection(use_case: UseCase, features: pd.DataFrame, labels: pd.DataF
     from plantops.image_features import STATS
     from plantops.kinds import get_kind
     from plantops.stages import registry
+    from plantops.stages.inspection_scoring import CONFUSIONS_TAG, log_confusion
     from plantops.stages.training import (
+        MODEL,
         _decide_and_record, _flat_metrics, _log_and_register, _registered_by_this_run, _stored_result,
         evaluate_side_by_side,
     )
@@ -125,4 +127,8 @@ def train_inspection(use_case: UseCase, features: pd.DataFrame, labels: pd.DataF
                                             reference, tags)
     else:
         version, run_id = str(existing.version), existing.run_id
+    if existing is None or not existing.tags.get(CONFUSIONS_TAG):
+        # Before the decision tag, so a version is only ever complete with its confusions.
+        log_confusion(client, use_case, name, kind, version, run_id, model, data,
+                      confusion=evaluations[MODEL]["confusion"])
     return _decide_and_record(client, use_case, name, kind, version, run_id, evaluations, data, reference_start)
