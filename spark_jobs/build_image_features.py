@@ -11,7 +11,8 @@ Column expressions only, no Python UDF: the decoded bytes (``image.data``, one b
 read as ISO-8859-1 text, whose code points are the byte values, and ``split(text, '')`` +
 ``ascii()`` turn them into an int array in one linear pass (see :func:`pixel_values`). The block
 means are two passes of ``aggregate`` over that array (row sums of each block column, then the
-block rows), the statistics are sums, counts and the sorted array, exact as numpy computes them.
+block rows), the statistics are integer sums, counts and the sorted array (``sort_array``: native;
+``array_sort`` compares through an interpreted lambda), exact as numpy computes them.
 Each array is computed once per image: it is bound as a lambda variable
 (``element_at(transform(array(<expr>), p -> ...), 1)``) rather than repeated in every expression
 that reads it.
@@ -94,7 +95,9 @@ def features_expr(size: int, data: str = "data", height: str = "height", width: 
         f"(a, dy) -> a + r[((b div {s}) * {kh} + dy) * {s} + b % {s}]) / ({kh} * {kw}) / 255D as float))"
     )
     # Integer sums are exact; numpy's mean is the exact sum / n as well, and its std differs from
-    # sqrt(n * sumsq - sum^2) / n by rounding only (~1e-13).
+    # sqrt(n * sumsq - sum^2) / n by rounding only (~1e-13). Each 90,000-element lambda pass costs
+    # ~10 ms an image here, so passes are shared: the total is the sum of the runs, and one pass
+    # counts dark pixels in the low and saturated ones in the high 32 bits of a long.
     stats = (
         "named_struct("
         "'mean', total / n, "
@@ -103,9 +106,9 @@ def features_expr(size: int, data: str = "data", height: str = "height", width: 
         "'max', cast(s[n - 1] as double), "
         f"'p01', cast({_percentile(0.01)} as double), "
         f"'p99', cast({_percentile(0.99)} as double), "
-        f"'dark_share', size(filter(p, x -> x <= {DARK_AT})) / n, "
-        f"'saturated_share', size(filter(p, x -> x >= {SATURATED_AT})) / n, "
-        f"'pixels', element_at(transform(array({runs}), r -> {blocks}), 1))"
+        f"'dark_share', (counts % {1 << 32}L) / n, "
+        f"'saturated_share', (counts div {1 << 32}L) / n, "
+        f"'pixels', {blocks})"
     )
 
     def bind(name: str, value: str, body: str) -> str:
@@ -114,9 +117,10 @@ def features_expr(size: int, data: str = "data", height: str = "height", width: 
         # subexpression elimination).
         return f"element_at(transform(array({value}), {name} -> {body}), 1)"
 
-    body = bind("s", "sort_array(p)", bind("n", "size(p)", bind(
-        "total", "aggregate(p, 0L, (a, x) -> a + x)", bind(
-            "sumsq", "aggregate(p, 0L, (a, x) -> a + x * x)", stats))))
+    counts = f"aggregate(p, 0L, (a, x) -> a + if(x <= {DARK_AT}, 1L, 0L) + if(x >= {SATURATED_AT}, {1 << 32}L, 0L))"
+    body = bind("s", "sort_array(p)", bind("n", "size(p)", bind("r", runs, bind(
+        "total", "aggregate(r, 0L, (a, x) -> a + x)", bind(
+            "sumsq", "aggregate(p, 0L, (a, x) -> a + x * x)", bind("counts", counts, stats))))))
     return F.expr(bind("p", pixel_values(data), body))
 
 
