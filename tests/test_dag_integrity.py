@@ -158,6 +158,23 @@ def test_a_task_parse_builds_only_its_own_use_case(tmp_path, monkeypatch):
     assert dag_ids(None) == {"line_1", "line_2", "line_3"}
 
 
+def test_an_inspection_use_case_gets_its_dags_with_the_image_job(tmp_path, monkeypatch):
+    """An inspection line (images, no tags): the same six DAGs; ingest wakes on a run's manifest or
+    a labels file, the features DAG runs build_image_features.py with the model input's side."""
+    from plantops.orchestration.dagfactory import STAGES, build_all
+
+    (tmp_path / "pv_line.yaml").write_text(yaml.safe_dump({
+        "id": "pv_line", "plant": "EL line", "approvers": [{"id": "qe1", "name": "QE"}],
+        "inspection": {"folder": "pv_line_el", "input_size": 50}, "model": {"kind": "cell_cnn"}}))
+    dags = build_all(tmp_path)
+    assert set(dags) == {f"pv_line__{stage}" for stage in STAGES}
+    build = dags["pv_line__features"].get_task("build_features")
+    assert build.application.endswith("spark_jobs/build_image_features.py")
+    assert build.application_args[:4] == ["--use-case", "pv_line", "--size", "50"]
+    watcher = dags["pv_line__ingest"].timetable.asset_condition
+    assert "pv_line.landing" in str(watcher)
+
+
 def test_features_spark_task_submits_through_the_provider_hook(dagbag):
     """On a `spark` connection the light SparkJob operator hands the rendered job to the Spark provider's hook
     at run time (the `spark_connect` path: tests/test_spark_connect.py)."""

@@ -513,6 +513,11 @@ def assess(use_case_id: str, run_id: str, day: str | None = None, asset: str | N
     from plantops.stages.monitoring import PlantEvent, compute_drift, decide
 
     use_case = get_use_case(use_case_id)
+    if use_case.inspection is not None:
+        # Issue 12, not built yet: drift of image statistics and outputs, late labels, camera events.
+        raise NotImplementedError(f"{use_case_id}: monitoring an inspection use case is not built yet; its "
+                                  "ingest, features, training and scoring run, its verdicts are in the historian's "
+                                  "inspection_verdicts table")
     asset = asset or use_case.assets[0]
     name = use_case.model_name(asset)
     monitoring = use_case.monitoring
