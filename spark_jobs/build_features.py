@@ -41,11 +41,8 @@ from plantops.features import DEFAULT_MAX_GAP_SECONDS, parse_ranges
 from spark_jobs.jobkit import (  # noqa: F401 - STAGING_PREFIX, sweep_staging, publish: this job's API since round 1
     STAGING_PREFIX,
     absolute,
-    connect_mode,
-    lost_server,
     publish,
-    session,
-    stop_session,
+    run_job,
     sweep_staging,
     write_partitions,
 )
@@ -371,23 +368,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict[str, int]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     began = time.monotonic()
-    with connect_mode(bool(args.remote)):
-        spark, owned = session("plantops-build-features", args.master, args.remote)
-        try:
-            counts = run(spark, args)
-        except NoDataError as exc:
-            log.error("build_features: %s", exc)
-            return 1
-        except Exception as exc:
-            lost = lost_server(args.remote, exc)
-            if lost is not None:
-                raise lost from exc
-            raise
-        finally:
-            if owned:
-                # Classic: ends the JVM this job started. Connect: releases this client's session
-                # on the server (and interrupts what it still runs), never the shared server.
-                stop_session(spark)
+    counts = run_job("build_features", args, run, NoDataError)
+    if counts is None:
+        return 1
     log.info(
         "build_features: %d bronze rows in (with %d lookback days per range), %d feature rows out for %s -> %s "
         "in %.1f s",

@@ -42,7 +42,7 @@ from plantops.config import IDENTIFIER
 from plantops.features import parse_ranges
 from plantops.image_features import DARK_AT, SATURATED_AT
 from plantops.settings import get_settings
-from spark_jobs.jobkit import absolute, connect_mode, lost_server, session, stop_session, write_partitions
+from spark_jobs.jobkit import absolute, run_job, write_partitions
 
 log = logging.getLogger(__name__)
 
@@ -287,21 +287,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     began = time.monotonic()
-    with connect_mode(bool(args.remote)):
-        spark, owned = session("plantops-build-image-features", args.master, args.remote)
-        try:
-            counts = run(spark, args)
-        except NoDataError as exc:
-            log.error("build_image_features: %s", exc)
-            return 1
-        except Exception as exc:
-            lost = lost_server(args.remote, exc)
-            if lost is not None:
-                raise lost from exc
-            raise
-        finally:
-            if owned:
-                stop_session(spark)
+    counts = run_job("build_image_features", args, run, NoDataError)
+    if counts is None:
+        return 1
     log.info("build_image_features: %d images of %d days at size %d -> %s in %.1f s",
              counts["images"], counts["days"], args.size, args.output, time.monotonic() - began)
     return 0

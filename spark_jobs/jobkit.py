@@ -273,3 +273,26 @@ def lost_server(remote: str | None, exc: BaseException) -> RuntimeError | None:
     return RuntimeError(f"lost the Spark Connect server at {remote} during the job ({type(exc).__name__}); "
                         "nothing was published. Check its log (python -m plantops.environments.sparkconnect "
                         "status) and restart it (make up, or ... sparkconnect start)")
+
+
+def run_job(name: str, args: object, run: Callable[[SparkSession, object], dict], no_data: type[Exception]) -> dict | None:
+    """A job's ``main``: its session (classic, or a client of ``args.remote``), ``run(spark, args)``,
+    and the session's end. Returns run's counts, or None (logged) when ``no_data`` says there was
+    nothing to build; a lost Spark Connect server is raised as such, naming the server."""
+    with connect_mode(bool(args.remote)):
+        spark, owned = session(f"plantops-{name.replace('_', '-')}", args.master, args.remote)
+        try:
+            return run(spark, args)
+        except no_data as exc:
+            log.error("%s: %s", name, exc)
+            return None
+        except Exception as exc:
+            lost = lost_server(args.remote, exc)
+            if lost is not None:
+                raise lost from exc
+            raise
+        finally:
+            if owned:
+                # Classic: ends the JVM this job started. Connect: releases this client's session
+                # on the server (and interrupts what it still runs), never the shared server.
+                stop_session(spark)
