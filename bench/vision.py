@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -100,14 +101,12 @@ def epoch_seconds(rows: pd.DataFrame, held: np.ndarray, size: int, share: int = 
             "full_epoch_s_estimate": round(second * len(rows[~held]) / len(fit), 1)}
 
 
-def ensemble_of(svm: dict[str, Any], cnn: dict[str, Any], rows: pd.DataFrame, held: np.ndarray,
+def ensemble_of(svm: dict[str, Any], cnn: dict[str, Any], holdout: pd.DataFrame, n_fit: int,
                 weight: float = 0.5) -> dict[str, Any]:
     """``cell_ensemble`` made of the two members fitted above (the ensemble's own fit fits exactly
     these: same rows, parameters and seeds), evaluated through its kind; its fit time is theirs."""
     from plantops.config import UseCase
     from plantops.kinds import get_kind
-    from plantops.kinds.base import ImageSplit
-
     params = {"svm_size": svm["size"], "cnn_size": cnn["size"], "svm_C": svm["model"].C,
               "cnn_filters": list(cnn["model"].filters), "cnn_epochs": cnn["model"].epochs, "cnn_weight": weight}
     use_case = UseCase.model_validate({**PV_CELLS, "model": {**PV_CELLS["model"], "kind": "cell_ensemble",
@@ -115,19 +114,16 @@ def ensemble_of(svm: dict[str, Any], cnn: dict[str, Any], rows: pd.DataFrame, he
     kind = get_kind(use_case)
     model = kind.build()
     model.svm_, model.cnn_ = svm["model"], cnn["model"]
-    model.size_, model.columns_, model.classes_ = rows_size(rows), ["pixels", "size"], np.arange(4)
+    model.size_ = math.lcm(svm["size"], cnn["size"])
+    model.columns_, model.classes_ = ["pixels", "size"], np.arange(4)
     model.train_seconds_ = svm["fit_seconds"] + cnn["fit_seconds"]
-    data = ImageSplit(rows[~held], rows[held])
-    result = kind.evaluate(model, data)
+    result = kind.evaluate(model, holdout)
+    result["n_fit"] = n_fit
     result.update(fit_seconds=round(model.train_seconds_, 1), size=int(model.size_), params=params,
                   **kind.log_params(model))
     log.info("cell_ensemble: accuracy %.4f, defect recall %.4f, false rejects %.4f", result["accuracy"],
              result["defect_recall"], result["false_reject_rate"])
     return result
-
-
-def rows_size(rows: pd.DataFrame) -> int:
-    return int(rows["size"].iloc[0])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -159,18 +155,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "svm" not in skip:
         key = f"cell_texture_svm@{args.svm_size}"
         results[key] = run_kind("cell_texture_svm", {}, at[args.svm_size], held, models)
+    demo_models: dict[str, Any] = {}
     if "svm_demo" not in skip and args.demo_size != args.svm_size:
-        results[f"cell_texture_svm@{args.demo_size}"] = run_kind("cell_texture_svm", {}, at[args.demo_size], held)
+        results[f"cell_texture_svm@{args.demo_size}"] = run_kind("cell_texture_svm", {}, at[args.demo_size], held,
+                                                                 demo_models)
     if "cnn" not in skip:
         key = f"cell_cnn@{args.cnn_size}"
         results[key] = run_kind("cell_cnn", {"epochs": args.cnn_epochs}, at[args.cnn_size], held, models)
     if "cnn_demo" not in skip and args.demo_cnn_epochs != args.cnn_epochs:
         results[f"cell_cnn@{args.demo_size}, {args.demo_cnn_epochs} epochs"] = run_kind(
             "cell_cnn", {"epochs": args.demo_cnn_epochs}, at[args.demo_size], held)
-    if "ensemble" not in skip and {"cell_texture_svm", "cell_cnn"} <= set(models):
-        side = max(args.svm_size, args.cnn_size)
-        rows = at[side] if side in at else rows_at(cells, raw, side)
-        results[f"cell_ensemble@{side}"] = ensemble_of(models["cell_texture_svm"], models["cell_cnn"], rows, held)
+    if "ensemble" not in skip and "cell_cnn" in models:
+        for svm in (models.get("cell_texture_svm"), demo_models.get("cell_texture_svm")):
+            if svm is None:
+                continue
+            # The smallest side both members read (150 and 60: the full 300); only the held-out cells.
+            side = math.lcm(svm["size"], args.cnn_size)
+            rows = at[side][held] if side in at else rows_at(cells[held], raw[held], side)
+            results[f"cell_ensemble@{side} (SVM {svm['size']}, CNN {args.cnn_size})"] = ensemble_of(
+                svm, models["cell_cnn"], rows, len(held[~held]))
     if "epochs" not in skip:
         out["cnn_epoch_timing"] = [epoch_seconds(rows_at(cells, raw, int(s)), held, int(s))
                                    for s in args.epoch_sizes.split(",") if s]
