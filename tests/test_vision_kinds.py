@@ -33,6 +33,7 @@ PER_CLASS = 40
 FAST_PARAMS: dict[str, dict[str, Any]] = {
     "cell_texture_svm": {},
     "cell_cnn": {"epochs": 3, "filters": [8, 16], "batch_size": 16, "tta": True},
+    "cell_ensemble": {"cnn_epochs": 2, "cnn_filters": [8, 16]},
 }
 USE_CASE: dict[str, Any] = {
     "id": "pv_cells",
@@ -46,7 +47,7 @@ classifiers = pytest.mark.parametrize("name", CLASSIFIERS)
 
 
 def test_both_vision_kinds_are_registered_classifiers():
-    assert CLASSIFIERS == ["cell_cnn", "cell_texture_svm"]
+    assert CLASSIFIERS == ["cell_cnn", "cell_ensemble", "cell_texture_svm"]
 
 
 def _rows(size: int) -> pd.DataFrame:
@@ -284,13 +285,17 @@ def test_wrong_params_name_the_field(cases, name, tmp_path):
     assert "model.params.no_such_param" in refused({"no_such_param": 1})
     assert "model.params.reject_threshold" in refused({"reject_threshold": 1.5})
     assert "model.params.defective_from" in refused({"defective_from": 0})
-    text = refused({"size": 64})  # 64 does not divide the 300-pixel image
-    assert "model.params.size" in text and "75" in text, text
+    side = "svm_size" if name == "cell_ensemble" else "size"
+    text = refused({side: 64})  # 64 does not divide the 300-pixel image
+    assert f"model.params.{side}" in text and "75" in text, text
     for field in case.kind.params_model.model_fields:
         assert f"model.params.{field}" in refused({field: {"not": "a value"}})
     if name == "cell_cnn":
         assert "model.params.epochs" in refused({"epochs": 0})
         assert "model.params.class_weight" in refused({"class_weight": "inverse"})
+    elif name == "cell_ensemble":
+        assert "model.params.cnn_weight" in refused({"cnn_weight": 1.5})
+        assert "model.params.cnn_size" in refused({"cnn_size": 64})
     else:
         assert "model.params.C" in refused({"C": -1})
 
@@ -300,3 +305,24 @@ def test_wrong_params_name_the_field(cases, name, tmp_path):
     with pytest.raises(ConfigError) as err:
         load_use_case(path)
     assert str(err.value).startswith(str(path)) and "model.params.reject_threshold" in str(err.value)
+
+
+def test_the_ensemble_is_the_weighted_mean_of_its_two_members(cases):
+    case = cases("cell_ensemble")
+    model, holdout = case.model, case.data.holdout
+    # Both members at the rows' own side (None); the CNN trained the ensemble's 2 epochs.
+    assert (model.svm_.size_, model.cnn_.size_, model.size_) == (SIZE, SIZE, SIZE)
+    assert model.cnn_.epochs == 2 and len(model.cnn_.history_) == 2
+    svm = model.svm_.predict_proba(holdout)
+    cnn = model.cnn_.predict_proba(holdout)
+    np.testing.assert_allclose(model.predict_proba(holdout), 0.5 * svm + 0.5 * cnn, atol=1e-12)
+    np.testing.assert_allclose(case.scored[[f"p_class_{k}" for k in range(4)]].to_numpy(), 0.5 * svm + 0.5 * cnn,
+                               atol=1e-12)
+    # The weight moves the mean to one member: 0 is the SVM alone, 1 the CNN alone.
+    model.set_params(cnn_weight=0.0)
+    try:
+        np.testing.assert_allclose(model.predict_proba(holdout), svm, atol=1e-12)
+        model.set_params(cnn_weight=1.0)
+        np.testing.assert_allclose(model.predict_proba(holdout), cnn, atol=1e-12)
+    finally:
+        model.set_params(cnn_weight=0.5)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from plantops.kinds.base import KindParams, ModelKind
 from plantops.kinds.cell_cnn import CellCnn
+from plantops.kinds.cell_ensemble import CellEnsemble
 from plantops.kinds.cell_texture_svm import CellTextureSvm
 from plantops.kinds.mspm_early import MspmEarly
 from plantops.kinds.mspm_pca import MspmPca
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from plantops.config import UseCase
 
 KINDS: dict[str, type[ModelKind]] = {kind.name: kind for kind in (MspmPca, MspmEarly, NormalBehaviour,
-                                                                  CellTextureSvm, CellCnn)}
+                                                                  CellTextureSvm, CellCnn, CellEnsemble)}
 
 
 class UnknownKind(KeyError):

@@ -17,7 +17,18 @@ cell*):
   (cracks are oriented edges; busbars and fingers are the regular ones);
 - thin dark lines: the image below its 7-pixel local mean ("black top-hat"), its percentiles and
   the shares beyond fixed depths (cracks are thin lines darker than their surroundings);
-- spectrum: the energy of the normalised image in 8 log-spaced radial frequency bands.
+- spectrum: the energy of the normalised image in 8 log-spaced radial frequency bands;
+- dark areas against the cell's own background (the image below its median over a window of a
+  tenth of the side, which keeps the regular busbar/finger pattern and drops cracks and spots): its
+  percentiles and the shares beyond fixed depths; large inactive areas: the percentiles of the
+  image smoothed over a sixth of its side and the shares below 50/70/85 % of the median;
+- local descriptors: the cell cut into 10 x 10 patches, per patch a HOG-like 9-bin orientation
+  histogram, intensity, thin-dark-line and dark-area statistics, and over the patches each
+  dimension's order statistics (the worst patches, wherever they lie).
+
+The last two groups were chosen by 5-fold cross-validation on the 1,968 fit cells at 150 x 150
+(never on the held-out cells): 73.1 % without them, 74.6 % with them (C = 30; C = 3, 10 were
+lower). The raw 30 x 30 pixels in an RBF SVM gave 71.6 %, 50 x 50 72.3 %.
 
 The classifier: the features standardised, an RBF SVC with balanced class weights (the 2/3 class
 has 106 of the 2,624 cells), and its one-against-one decision values calibrated to four class
@@ -49,6 +60,9 @@ log = logging.getLogger(__name__)
 N_CLASSES = 4
 _PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 _GRID = 8
+# Patches per side of the local descriptors, and the order statistics taken over the patches.
+_LOCAL_GRID = 10
+_ORDER = (0, 5, 25, 50, 75, 95, 100)
 
 
 class CellTextureSVM(ClassifierMixin, BaseEstimator):
@@ -122,6 +136,17 @@ class CellTextureSVM(ClassifierMixin, BaseEstimator):
         parts.append(np.percentile(tophat, (90, 99, 99.9)))
         parts.append(np.array([(tophat > t).mean() for t in (0.1, 0.2, 0.4)]))
         parts.append(_band_energies(z))
+        # Dark areas against the cell's own background: the median over a window wider than a
+        # finger gap keeps the busbars' and fingers' regular pattern and drops cracks and spots.
+        window = max(3, side // 10) | 1
+        dark = np.maximum(ndimage.median_filter(z, size=window) - z, 0.0)
+        parts.append(np.percentile(dark, (50, 90, 95, 99, 99.9)))
+        parts.append(np.array([(dark > t).mean() for t in (0.05, 0.1, 0.2, 0.3, 0.5)]))
+        # Large inactive areas: the cell smoothed over a sixth of its side.
+        broad = ndimage.uniform_filter(z, size=max(side // 6, 1))
+        parts.append(np.percentile(broad, (1, 5, 10, 25)))
+        parts.append(np.array([(broad < t).mean() for t in (0.5, 0.7, 0.85)]))
+        parts.append(_local_order_statistics(z, magnitude, angle, tophat, dark))
         return np.concatenate(parts)
 
     # -- scikit-learn API -------------------------------------------------------------------------
@@ -194,6 +219,31 @@ def _lbp_histogram(z: np.ndarray, radius: int) -> np.ndarray:
     code = np.where(transitions <= 2, bits.sum(axis=0), 9)
     hist = np.bincount(code.ravel(), minlength=10).astype(np.float64)
     return hist / max(hist.sum(), 1.0)
+
+
+def _local_order_statistics(z: np.ndarray, magnitude: np.ndarray, angle: np.ndarray, tophat: np.ndarray,
+                            dark: np.ndarray, grid: int = _LOCAL_GRID, bins: int = 9) -> np.ndarray:
+    """The cell cut into ``grid`` x ``grid`` patches, a descriptor per patch (a 9-bin gradient
+    orientation histogram, L2-normalised, as HOG's; the patch's mean, spread and 10th percentile;
+    the mean and 90th percentile of the thin dark lines; the mean gradient magnitude; the mean and
+    90th percentile of the dark areas), then each descriptor dimension's order statistics over the
+    patches (0, 5, 25, 50, 75, 95, 100th percentiles): what the worst patches look like wherever
+    they lie, so a turned or mirrored cell gives the same features."""
+    c = max(z.shape[0] // grid, 1)
+    g = z.shape[0] // c
+
+    def patches(a: np.ndarray) -> np.ndarray:
+        return a[:g * c, :g * c].reshape(g, c, g, c).transpose(0, 2, 1, 3).reshape(g * g, c * c)
+
+    mag, th, dk, zz = patches(magnitude), patches(tophat), patches(dark), patches(z)
+    b = np.minimum((patches(angle) / np.pi * bins).astype(int), bins - 1)
+    hist = np.zeros((g * g, bins))
+    np.add.at(hist, (np.repeat(np.arange(g * g), c * c), b.ravel()), mag.ravel())
+    hist /= np.maximum(np.linalg.norm(hist, axis=1, keepdims=True), 1e-9)
+    desc = np.column_stack([hist, zz.mean(axis=1), zz.std(axis=1), np.percentile(zz, 10, axis=1), th.mean(axis=1),
+                            np.percentile(th, 90, axis=1), mag.mean(axis=1), dk.mean(axis=1),
+                            np.percentile(dk, 90, axis=1)])
+    return np.percentile(desc, _ORDER, axis=0).ravel()
 
 
 def _band_energies(z: np.ndarray, bands: int = 8) -> np.ndarray:
