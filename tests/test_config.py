@@ -120,7 +120,7 @@ def test_an_inspection_use_case_needs_no_tags(tmp_path):
         ({"inspection": None}, "tags", "at least one tag (or an 'inspection' section"),
         ({"model": {"kind": "mspm_pca"}}, "model.kind", "does not suit a use case with an inspection section"),
         ({"model": {"kind": "cell_cnn", "compare_with": ["normal_behaviour"]}}, "model.compare_with",
-         "expected one of ['cell_cnn', 'cell_texture_svm']"),
+         "expected one of ['cell_cnn', 'cell_ensemble', 'cell_texture_svm']"),
     ],
 )
 def test_inspection_errors_name_the_field(tmp_path, changes, field, expected):
