@@ -261,9 +261,17 @@ class RegressionKind(ModelKind):
         return False, f"held-out RMSE {rmse:.4g} not below champion v{champion_version} {best:.4g}"
 
 
-# The inspectors' defect probabilities, one per class index (as plantops.sources.elpv.PROBABILITIES;
-# repeated here because kinds sit below sources).
+# The inspectors' defect probabilities, one per class index: what the elpv data, the inspectors'
+# labels and the classifier kinds all mean by a class.
 CLASS_PROBABILITIES = (0.0, 1 / 3, 2 / 3, 1.0)
+
+
+def class_index(probability: float) -> int:
+    """The class index (0..3) of a defect probability (0, 1/3, 2/3 or 1, within rounding)."""
+    for index, value in enumerate(CLASS_PROBABILITIES):
+        if abs(float(probability) - value) < 1e-3:
+            return index
+    raise ValueError(f"defect probability {probability!r} is not one of 0, 1/3, 2/3, 1")
 
 
 class ClassifierParams(KindParams):

@@ -20,12 +20,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from plantops.kinds.base import CLASS_PROBABILITIES
+from plantops.kinds.base import class_index as class_of
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
 SIZE = 300  # every cell image is SIZE x SIZE, mode "L"
-PROBABILITIES = (0.0, 1 / 3, 2 / 3, 1.0)  # the four classes, by index
+PROBABILITIES = CLASS_PROBABILITIES  # the four classes, by index
 MODULE_TYPES = ("mono", "poly")
 HOLDOUT_SHARE = 0.25
 SPLIT_SEED = 2019  # fixed: every run, test and benchmark holds out the same cells
@@ -48,14 +51,6 @@ def data_dir() -> Path:
     if not (folder / "labels.csv").is_file():
         raise ElpvMissing(f"{folder / 'labels.csv'} is missing: a broken elpv-dataset install")
     return folder
-
-
-def class_of(probability: float) -> int:
-    """The class index (0..3) of a defect probability (0, 1/3, 2/3 or 1, within rounding)."""
-    for index, value in enumerate(PROBABILITIES):
-        if abs(float(probability) - value) < 1e-3:
-            return index
-    raise ValueError(f"defect probability {probability!r} is not one of 0, 1/3, 2/3, 1")
 
 
 @lru_cache(maxsize=1)

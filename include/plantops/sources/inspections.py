@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select
 
+from plantops.kinds.base import CLASS_PROBABILITIES, class_index
 from plantops.sources.historian import engine, naive_utc, reader
 from plantops.sources.historian import inspection_labels as labels
 from plantops.sources.historian import inspection_verdicts as verdicts
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 VERDICT_COLUMNS = ("run_id", "cell_id", "captured_at", "model_version", "predicted_class", "defect_probability",
                    "score", "rejected", "heatmap")
-LABEL_VALUES = (0.0, 1 / 3, 2 / 3, 1.0)
 
 
 def write_verdicts(asset: str, frame: pd.DataFrame, url: str | None = None) -> int:
@@ -70,10 +70,10 @@ def write_labels(asset: str, rows: list[dict[str, Any]], url: str | None = None)
     1), ``inspector`` and ``labelled_at``. A label outside the four values is refused, naming the cell."""
     clean = []
     for row in rows:
-        value = float(row["defect_probability"])
-        nearest = min(LABEL_VALUES, key=lambda v: abs(v - value))
-        if abs(nearest - value) > 1e-3:
-            raise ValueError(f"cell {row['cell_id']}: defect probability {value!r} is not one of 0, 1/3, 2/3, 1")
+        try:
+            nearest = CLASS_PROBABILITIES[class_index(float(row["defect_probability"]))]
+        except ValueError as exc:
+            raise ValueError(f"cell {row['cell_id']}: {exc}") from None
         clean.append({"asset": asset, "cell_id": str(row["cell_id"]), "defect_probability": nearest,
                       "inspector": str(row["inspector"]), "labelled_at": naive_utc(row["labelled_at"])})
     if not clean:

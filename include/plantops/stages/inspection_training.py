@@ -47,7 +47,7 @@ def labelled_cells(features: pd.DataFrame, labels: pd.DataFrame, reference_start
     (class 0..3) from the inspectors, captured at or after ``reference_start`` when given."""
     import pandas as pd
 
-    from plantops.sources.elpv import class_of
+    from plantops.kinds.base import class_index
 
     rows = features
     if reference_start is not None:
@@ -56,7 +56,7 @@ def labelled_cells(features: pd.DataFrame, labels: pd.DataFrame, reference_start
     known = labels[["cell_id", "defect_probability"]]
     rows = rows.drop(columns=[c for c in ("defect_probability", "label") if c in rows.columns])
     merged = rows.merge(known, on="cell_id", how="inner")
-    merged["label"] = [class_of(p) for p in merged["defect_probability"]]
+    merged["label"] = [class_index(p) for p in merged["defect_probability"]]
     return merged.sort_values("cell_id").reset_index(drop=True)
 
 
