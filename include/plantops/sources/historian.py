@@ -218,6 +218,18 @@ def known_tags(asset: str, tags: list[str] | tuple[str, ...], url: str | None = 
         return {row[0] for row in conn.execute(query)}
 
 
+def read_frame(query: Any, times: tuple[str, ...], url: str | None = None) -> pd.DataFrame:
+    """The rows of ``query`` on the read side as a frame, its ``times`` columns as UTC timestamps."""
+    import pandas as pd
+
+    with reader(url).connect() as conn:
+        result = conn.execute(query)
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    for column in times:
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
 def _float_or_none(value: Any) -> float | None:
     return None if value is None or value != value else float(value)
 
@@ -251,18 +263,12 @@ def write_predictions(frame: pd.DataFrame, url: str | None = None) -> int:
 
 
 def read_predictions(asset: str, start: datetime, end: datetime, url: str | None = None) -> pd.DataFrame:
-    import pandas as pd
-
     query = (
         select(predictions)
         .where(predictions.c.asset == asset, predictions.c.ts >= naive_utc(start), predictions.c.ts < naive_utc(end))
         .order_by(predictions.c.ts)
     )
-    with reader(url).connect() as conn:
-        result = conn.execute(query)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    return frame
+    return read_frame(query, ("ts",), url)
 
 
 def record_plant_event(asset: str, ts: datetime, kind: str, description: str, author: str,
@@ -304,12 +310,5 @@ def read_labels(asset: str, url: str | None = None) -> pd.DataFrame:
 
 def read_labels_of(assets: tuple[str, ...] | list[str], url: str | None = None) -> pd.DataFrame:
     """The label periods of these assets (lab results, confirmed faults, feedback), oldest first."""
-    import pandas as pd
-
     query = select(labels).where(labels.c.asset.in_(list(assets))).order_by(labels.c.start_ts)
-    with reader(url).connect() as conn:
-        result = conn.execute(query)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    for col in ("start_ts", "end_ts"):
-        frame[col] = pd.to_datetime(frame[col], utc=True)
-    return frame
+    return read_frame(query, ("start_ts", "end_ts"), url)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, insert, select
 
 from plantops.kinds.base import CLASS_PROBABILITIES, class_index
-from plantops.sources.historian import engine, naive_utc, reader
+from plantops.sources.historian import engine, naive_utc, read_frame
 from plantops.sources.historian import inspection_labels as labels
 from plantops.sources.historian import inspection_verdicts as verdicts
 
@@ -51,18 +51,11 @@ def write_verdicts(asset: str, frame: pd.DataFrame, url: str | None = None) -> i
 
 def read_verdicts(asset: str, start: datetime, end: datetime, url: str | None = None) -> pd.DataFrame:
     """The verdicts on cells captured in [start, end), oldest first."""
-    import pandas as pd
-
     query = (select(verdicts)
              .where(verdicts.c.asset == asset, verdicts.c.captured_at >= naive_utc(start),
                     verdicts.c.captured_at < naive_utc(end))
              .order_by(verdicts.c.captured_at, verdicts.c.cell_id))
-    with reader(url).connect() as conn:
-        result = conn.execute(query)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    for column in ("captured_at", "scored_at"):
-        frame[column] = pd.to_datetime(frame[column], utc=True)
-    return frame
+    return read_frame(query, ("captured_at", "scored_at"), url)
 
 
 def write_labels(asset: str, rows: list[dict[str, Any]], url: str | None = None) -> int:
@@ -87,11 +80,5 @@ def write_labels(asset: str, rows: list[dict[str, Any]], url: str | None = None)
 
 def read_labels(asset: str, url: str | None = None) -> pd.DataFrame:
     """Every inspector label of the line: cell_id, defect_probability, inspector, labelled_at."""
-    import pandas as pd
-
     query = select(labels).where(labels.c.asset == asset).order_by(labels.c.cell_id)
-    with reader(url).connect() as conn:
-        result = conn.execute(query)
-        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
-    frame["labelled_at"] = pd.to_datetime(frame["labelled_at"], utc=True)
-    return frame
+    return read_frame(query, ("labelled_at",), url)
