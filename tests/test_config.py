@@ -104,7 +104,7 @@ def inspection_use_case(**changes) -> dict:
 
 def test_an_inspection_use_case_needs_no_tags(tmp_path):
     uc = load_use_case(write(tmp_path, "pv_cells", inspection_use_case()))
-    assert uc.tags == () and uc.assets == ("pv_cells",)
+    assert uc.tags == () and uc.assets == ("line-2",)  # the inspection line is its asset
     assert (uc.inspection.input_size, uc.inspection.images.width, uc.inspection.images.min_std) == (60, 300, 2.0)
 
 

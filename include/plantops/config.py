@@ -727,8 +727,10 @@ class UseCase(_Frozen):
 
     @property
     def assets(self) -> tuple[str, ...]:
-        """The historian assets (one, or the fleet's); without a historian the landed files' asset
-        (``landing.asset``, default: the use case id)."""
+        """The historian assets (one, or the fleet's); an inspection use case's line; without a
+        historian the landed files' asset (``landing.asset``, default: the use case id)."""
+        if self.inspection is not None:
+            return (self.inspection.line,)
         if self.historian is None:
             return (self.landing.asset if self.landing and self.landing.asset else self.id,)
         return self.historian.assets or (self.historian.asset,)

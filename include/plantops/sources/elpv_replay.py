@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 MANIFEST_SUFFIX = ".manifest.csv"
 MANIFEST_COLUMNS = ("file_name", "cell_id", "module_id", "module_type", "line", "camera_id", "captured_at")
 LABEL_COLUMN = "defect_probability"  # optional: present when the batch's cells were labelled
+LABELS_SUFFIX = ".labels.csv"  # an inspectors' labels file, landed later than its run
+LABEL_FILE_COLUMNS = ("cell_id", "defect_probability", "inspector", "labelled_at")
 CELLS_PER_MODULE = 60  # synthetic module ids (see the module docstring)
 SECONDS_PER_CELL = 2  # the line's camera takes one cell every 2 s
 FAULTS = ("undecodable", "truncated", "wrong_size", "wrong_mode", "blank", "saturated",
@@ -186,3 +188,27 @@ def land_run(folder: str, run_id: str, cells: Iterable[str] | None = None, *, li
     log.info("landed inspection run %s: %d images, %d manifest rows%s, faults %s", run_id, len(blobs) - len(skipped),
              len(rows), "" if write_manifest else " (manifest not yet written)", injected or "none")
     return Landed(run_id, manifest, run_folder, len(rows), len(blobs) - len(skipped), injected)
+
+
+def land_labels(folder: str, name: str, cells: Iterable[str], labelled_at: datetime, *, inspector: str = "insp1",
+                overrides: dict[str, float] | None = None) -> Path:
+    """Land an inspectors' labels file ``<name>.labels.csv`` (columns :data:`LABEL_FILE_COLUMNS`):
+    the elpv experts' defect probability of each cell, or the one ``overrides`` gives (an inspector
+    who disagrees), labelled at ``labelled_at`` (UTC; typically the day after the run)."""
+    from plantops.sources import elpv
+    from plantops.sources.landing import landing_dir
+
+    table = elpv.labels().set_index("cell_id")["defect_probability"]
+    overrides = overrides or {}
+    at = labelled_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(LABEL_FILE_COLUMNS)
+    for cell_id in cells:
+        if cell_id not in overrides and cell_id not in table.index:
+            raise ValueError(f"cell {cell_id!r} is not an elpv cell: give its label in overrides")
+        probability = float(overrides.get(cell_id, table.get(cell_id)))
+        writer.writerow([cell_id, f"{probability:.7g}", inspector, at])
+    path = put_file(landing_dir(folder), f"{name}{LABELS_SUFFIX}", buffer.getvalue().encode())
+    log.info("landed %s: labels of %d cells by %s", path.name, len(buffer.getvalue().splitlines()) - 1, inspector)
+    return path

@@ -559,9 +559,6 @@ def quarantined_items(use_case_id: str) -> list[dict]:
 
 # -- inspectors' labels ---------------------------------------------------------------------------
 
-LABELS_SUFFIX = ".labels.csv"
-LABEL_FILE_COLUMNS = ("cell_id", "defect_probability", "inspector", "labelled_at")
-
 
 def ingest_labels(use_case_id: str, folder: str, line: str, run_id: str) -> list[dict]:
     """Every completely landed ``*.labels.csv`` (inspectors' labels, often a day after the run:
@@ -572,6 +569,7 @@ def ingest_labels(use_case_id: str, folder: str, line: str, run_id: str) -> list
     import pandas as pd
 
     from plantops.sources import inspections, landing
+    from plantops.sources.elpv_replay import LABEL_FILE_COLUMNS, LABELS_SUFFIX
 
     root = landing.landing_dir(folder)
     files = sorted(p for p in root.glob(f"*{LABELS_SUFFIX}") if p.is_file() and landing.is_complete_name(p.name)) \

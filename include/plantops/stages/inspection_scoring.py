@@ -377,7 +377,7 @@ def inspection_report(use_case: UseCase | str, day: str, asset: str | None = Non
         use_case = get_use_case(use_case)
     use_case_id = use_case.id
     # The verdicts are kept per inspection line (the historian tables' asset).
-    asset = asset or (use_case.inspection.line if use_case.inspection is not None else use_case.assets[0])
+    asset = asset or use_case.assets[0]
     start = datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
     frame = read_verdicts(asset, start, start + timedelta(days=1), url)
     versions = sorted({str(v) for v in frame["model_version"]}, key=lambda v: (len(v), v)) if len(frame) else []

@@ -502,35 +502,25 @@ def _score_images(use_case: Any, kind: Any, model: Any, version: str, day: str) 
 # -- monitor --------------------------------------------------------------------------------------
 
 def assess(use_case_id: str, run_id: str, day: str | None = None, asset: str | None = None) -> dict[str, Any]:
-    """All monitor signals for one asset's day, its plant events, retrain history, and the
-    policy's decision (recorded per asset in a fleet)."""
-    from plantops.kinds import get_kind
+    """All monitor signals for one asset's day (an inspection line's day), its plant events, retrain
+    history, and the policy's decision (recorded per asset in a fleet)."""
     from plantops.sources import historian
     from plantops.stages import decisions, registry
-    from plantops.stages.explain import alarm_tag_summary
-    from plantops.stages.feedback import since_last_monitor
-    from plantops.stages.ingest import rejected_share
     from plantops.stages.monitoring import PlantEvent, compute_drift, decide
 
     use_case = get_use_case(use_case_id)
-    if use_case.inspection is not None:
-        # Issue 12, not built yet: drift of image statistics and outputs, late labels, camera events.
-        raise NotImplementedError(f"{use_case_id}: monitoring an inspection use case is not built yet; its "
-                                  "ingest, features, training and scoring run, its verdicts are in the historian's "
-                                  "inspection_verdicts table")
     asset = asset or use_case.assets[0]
     name = use_case.model_name(asset)
     monitoring = use_case.monitoring
     day = day or latest_feature_day(use_case_id)
     start = _day(day)
     end = start + parse_duration(monitoring.window)
-    current = load_features(use_case_id, day, end.strftime("%Y-%m-%d"), asset)
     reference = registry.load_reference(name)
-    run_folder = run_id.replace(":", "_").replace("+", "_")
-    report_name = f"{run_folder}/{asset}/drift.html" if use_case.is_fleet else f"{run_folder}/drift.html"
-    report = get_settings().reports_root / use_case_id / report_name
-    columns = [c for c in get_kind(use_case).drift_columns() if c in reference.columns]
-    drift = compute_drift(reference, current, columns, monitoring.drift, report)
+    evidence = (_line_evidence(use_case, name, day, start, end) if use_case.inspection is not None
+                else _tag_evidence(use_case, asset, run_id, day, start, end))
+    report, report_url = report_location(use_case, run_id, asset)
+    columns = [c for c in evidence["columns"] if c in reference.columns]
+    drift = compute_drift(reference, evidence["current"], columns, monitoring.drift, report)
     lookback = parse_duration(monitoring.plant_event_lookback)
     events = [
         PlantEvent(kind=e["kind"], ts=e["ts"], asset=e["asset"], description=e["description"], author=e["author"])
@@ -543,18 +533,13 @@ def assess(use_case_id: str, run_id: str, day: str | None = None, asset: str | N
         # champion was trained on the plant after it.
         answered = _day(reference_start)
         events = [e for e in events if e.ts > answered]
-    predictions = historian.read_predictions(asset, start, end)
-    alarm_rate = float(predictions["alarm"].mean()) if len(predictions) else None
-    performance = performance_check(use_case_id, end, asset)
-    quality = rejected_share(use_case, start, end)
     history = retrain_history(use_case_id, start, asset)
-    confirmation = confirm_window(predictions, historian.read_labels(asset), start, end)
+    performance, confirmation = evidence["performance"], evidence["confirmation"]
     decision = decide(
         drift, events, window_start=start, window_end=end, asset=asset, lookback=lookback,
-        policy=monitoring.policy, alarm_rate=alarm_rate, performance=performance, rejected_share=quality,
-        history=history, confirmation=confirmation,
+        policy=monitoring.policy, alarm_rate=evidence["alarm_rate"], performance=performance,
+        rejected_share=evidence["rejected_share"], history=history, confirmation=confirmation,
     )
-    residual = predictions["residual"].dropna() if "residual" in predictions else []
     record = {
         "day": day,
         "asset": asset,
@@ -569,34 +554,108 @@ def assess(use_case_id: str, run_id: str, day: str | None = None, asset: str | N
         "drift_share": drift.drift_share,
         "drifted_columns": list(drift.drifted_columns)[:10],
         "report_path": drift.report_path,
-        # Served by the plantops plugin of the Airflow api-server (login required).
-        "report_url": f"{os.environ.get('AIRFLOW__API__BASE_URL', 'http://localhost:8080')}"
-                      f"/plantops/reports/{use_case_id}/{report_name}",
+        "report_url": report_url,
         "plant_events": [e.to_record() for e in decision.events],
         "champion_version": champion[0] if champion else None,
         "champion_reference_start": reference_start,
-        "alarm_rate": alarm_rate,
-        "n_predictions": int(len(predictions)),
-        "mean_residual": float(residual.mean()) if len(residual) else None,
+        "alarm_rate": evidence["alarm_rate"],
         "performance": None if performance is None else performance.__dict__,
-        "performance_note": "not applicable: no labels (lab results, confirmed faults, feedback) have arrived "
-                            "for this asset in the lookback" if performance is None else None,
-        "rejected_share": quality,
+        "rejected_share": evidence["rejected_share"],
         "history": {"last_request": str(history.last_request) if history.last_request else None,
                     "pending": history.pending, "recent_requests": history.recent_requests,
                     "upset_since": str(history.upset_since) if history.upset_since else None},
         "thresholds": {**monitoring.drift.model_dump(), "policy": monitoring.policy.model_dump()},
         "drift": drift.to_record(),
-        # Which tags the window's alarms named (their per-alarm explanations), most often first.
-        "alarm_tags": alarm_tag_summary(predictions.loc[predictions["alarm"] == 1, "top_tags"])
-        if len(predictions) else [],
-        # Read before this run's own record is stored: "since" means since the previous monitor run.
-        "feedback": since_last_monitor(use_case_id, run_id),
+        **evidence["record"],
     }
     decisions.record(use_case_id, run_id, "monitor", decision.branch, decision.reason, record,
                      asset=decision_asset(use_case, asset))
     record["approval_body"] = approval_body(use_case_id, record, drift)
     return record
+
+
+def _tag_evidence(use_case: Any, asset: str, run_id: str, day: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """What the monitor weighs for one asset's window of tags: its features (the kind's drift
+    columns), the champion's predictions and alarms, labels (lab, feedback) and rejected values."""
+    from plantops.kinds import get_kind
+    from plantops.sources import historian
+    from plantops.stages.explain import alarm_tag_summary
+    from plantops.stages.feedback import since_last_monitor
+    from plantops.stages.ingest import rejected_share
+
+    predictions = historian.read_predictions(asset, start, end)
+    performance = performance_check(use_case.id, end, asset)
+    residual = predictions["residual"].dropna() if "residual" in predictions else []
+    return {
+        "current": load_features(use_case.id, day, end.strftime("%Y-%m-%d"), asset),
+        "columns": get_kind(use_case).drift_columns(),
+        "alarm_rate": float(predictions["alarm"].mean()) if len(predictions) else None,
+        "performance": performance,
+        "rejected_share": rejected_share(use_case, start, end),
+        "confirmation": confirm_window(predictions, historian.read_labels(asset), start, end),
+        "record": {
+            "n_predictions": int(len(predictions)),
+            "mean_residual": float(residual.mean()) if len(residual) else None,
+            "performance_note": "not applicable: no labels (lab results, confirmed faults, feedback) have arrived "
+                                "for this asset in the lookback" if performance is None else None,
+            # Which tags the window's alarms named (their per-alarm explanations), most often first.
+            "alarm_tags": alarm_tag_summary(predictions.loc[predictions["alarm"] == 1, "top_tags"])
+            if len(predictions) else [],
+            # Read before this run's own record is stored: "since" means since the previous monitor run.
+            "feedback": since_last_monitor(use_case.id, run_id),
+        },
+    }
+
+
+def _line_evidence(use_case: Any, name: str, day: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """What the monitor weighs for an inspection line's window (:mod:`plantops.stages.inspection_monitoring`):
+    the cells' image statistics and the champion's outputs on them, its reject rate, the
+    inspectors' late labels and the images ingest rejected; the rejected cells with their heat maps."""
+    from plantops.image_features import STATS
+    from plantops.kinds import get_kind
+    from plantops.sources import inspections
+    from plantops.stages import inspection_monitoring as line
+    from plantops.stages import registry
+    from plantops.stages.inspection_scoring import inspection_report
+
+    kind = get_kind(use_case)
+    try:
+        features = load_image_features(use_case.id, days_between(start.isoformat(), end.isoformat()))
+    except NoFeatures:
+        features = None
+    cells = line.window_cells(use_case, features, start, end)
+    scored = cells.dropna(subset=["rejected"])
+    performance = line.performance(use_case, name, end, kind)
+    report = inspection_report(use_case, day)
+    champion = registry.champion(name)
+    return {
+        "current": cells,
+        "columns": [*STATS, *line.OUTPUTS],
+        "alarm_rate": float(scored["rejected"].mean()) if len(scored) else None,
+        "performance": performance,
+        "rejected_share": line.rejected_image_share(use_case, start, end),
+        "confirmation": line.confirmation(scored, inspections.read_labels(use_case.assets[0]), kind),
+        "record": {
+            "n_predictions": int(len(scored)),
+            "n_cells": int(len(cells)),
+            "performance_note": "not applicable: no inspector label has arrived for a cell the champion scored "
+                                "in the lookback" if performance is None else None,
+            "alarm_tags": [],
+            "rejected_cells": report["rejected"][:line.TOP_CELLS],
+            "by_class": report["by_class"],
+            "confusion": report["confusions"].get(champion[0]) if champion else None,
+            "feedback": [],
+        },
+    }
+
+
+def report_location(use_case: Any, run_id: str, asset: str) -> tuple[Any, str]:
+    """Where a monitor run writes its drift report, and its URL on the plantops plugin of the
+    Airflow api-server (login required)."""
+    run_folder = run_id.replace(":", "_").replace("+", "_")
+    name = f"{run_folder}/{asset}/drift.html" if use_case.is_fleet else f"{run_folder}/drift.html"
+    return (get_settings().reports_root / use_case.id / name,
+            f"{os.environ.get('AIRFLOW__API__BASE_URL', 'http://localhost:8080')}/plantops/reports/{use_case.id}/{name}")
 
 
 def performance_check(use_case_id: str, end: datetime, asset: str | None = None):
@@ -701,6 +760,8 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
     Airflow's form shows enabled buttons to every user and refuses a non-assigned one only on
     submit (403), so the body says it before anyone fills anything in."""
     approvers = get_use_case(use_case_id).approvers
+    images = record.get("rejected_cells") is not None  # an inspection line: image statistics, not tags
+    what = "image statistics and model outputs" if images else "tags"
     lines = [
         "> **Answered only by the assigned process engineers: "
         + ", ".join(f"{a.name} (`{a.id}`)" for a in approvers)
@@ -709,49 +770,63 @@ def approval_body(use_case_id: str, record: dict[str, Any], drift: Any) -> str:
         f"**{use_case_id}**{' / asset **' + record['asset'] + '**' if record.get('asset') else ''}, "
         f"window {record['day']}: {record['reason']}",
         "",
-        f"Drifted share of tags: **{record['drift_share']:.0%}** "
+        f"Drifted share of {what}: **{record['drift_share']:.0%}** "
         f"(threshold {record['thresholds']['share_threshold']:.0%}, method {record['thresholds']['method']}).",
         "",
-        "| tag | drift score | shift (sd) |",
+        f"| {'column' if images else 'tag'} | drift score | shift (sd) |",
         "|---|---|---|",
     ]
     for col, score, shift in drift.top(8):
         lines.append(f"| {col} | {score:.3f} | {shift:+.1f} |")
     lines += ["", "Plant events in the window:"]
     lines += [f"- {e['ts']} {e['kind']} by {e['author']}: {e['description']}" for e in record["plant_events"]] or ["- none"]
-    lines += ["", "Tags named most often by the window's alarm explanations:"]
-    if record.get("alarm_tags"):
-        lines += ["", "| tag | alarms naming it | alarms it led | median shift (sd) |", "|---|---|---|---|"]
-        for t in record["alarm_tags"]:
-            shift = "n/a" if t["median_shift_sd"] is None else f"{t['median_shift_sd']:+.1f}"
-            lines.append(f"| {t['tag']} | {t['alarms']} | {t['first']} | {shift} |")
+    if images:
+        from plantops.stages.inspection_monitoring import approval_lines
+
+        lines += approval_lines(record)
     else:
-        lines.append("- no alarms")
-    lines += ["", "Process-engineer feedback since the previous monitor run:"]
-    lines += [
-        f"- {f['created_at'][:16]} **{f['kind']}** {f['ts_start'][:16]}..{f['ts_end'][:16]}"
-        f"{' on ' + f['tag'] if f['tag'] else ''} by {f['author']}: {' '.join(f['comment'].split())}"
-        for f in record.get("feedback") or []
-    ] or ["- none"]
+        lines += ["", "Tags named most often by the window's alarm explanations:"]
+        if record.get("alarm_tags"):
+            lines += ["", "| tag | alarms naming it | alarms it led | median shift (sd) |", "|---|---|---|---|"]
+            for t in record["alarm_tags"]:
+                shift = "n/a" if t["median_shift_sd"] is None else f"{t['median_shift_sd']:+.1f}"
+                lines.append(f"| {t['tag']} | {t['alarms']} | {t['first']} | {shift} |")
+        else:
+            lines.append("- no alarms")
+        lines += ["", "Process-engineer feedback since the previous monitor run:"]
+        lines += [
+            f"- {f['created_at'][:16]} **{f['kind']}** {f['ts_start'][:16]}..{f['ts_end'][:16]}"
+            f"{' on ' + f['tag'] if f['tag'] else ''} by {f['author']}: {' '.join(f['comment'].split())}"
+            for f in record.get("feedback") or []
+        ] or ["- none"]
     perf = record.get("performance")
     alarm = record["alarm_rate"]
-    if perf is None:
-        labelled = "on labelled data: not applicable (no lab results or feedback labels in the lookback)"
-    else:
-        def rate(value: float | None, missing: str) -> str:
-            return missing if value is None else f"{value:.0%}"
 
+    def rate(value: float | None, missing: str) -> str:
+        return missing if value is None else f"{value:.0%}"
+
+    if perf is None:
+        labelled = ("on labelled cells: not applicable (no inspector label yet for a cell it scored)" if images else
+                    "on labelled data: not applicable (no lab results or feedback labels in the lookback)")
+    elif images:
+        labelled = (f"on {perf['n_labelled']} cells the inspectors labelled: defect recall "
+                    f"{rate(perf['detection_rate'], 'n/a (no defective cell)')} (held out at training: "
+                    f"{rate(perf['expected_detection_rate'], 'n/a')}), false rejects "
+                    f"{rate(perf['far'], 'n/a (no functional cell)')}")
+    else:
         labelled = (f"on {perf['n_labelled']} labelled rows: detection "
                     f"{rate(perf['detection_rate'], 'n/a (no fault-labelled rows)')}, false alarms "
                     f"{rate(perf['far'], 'n/a (no normal-labelled rows)')}")
-    lines += ["", f"Champion: version {record['champion_version']}; alarm rate in the window: "
-              f"{'n/a (nothing scored)' if alarm is None else f'{alarm:.0%}'}; {labelled}",
+    scope = ("every labelled cell, this window's included" if images else "this window as normal")
+    lines += ["", f"Champion: version {record['champion_version']}; {'reject' if images else 'alarm'} rate in the "
+              f"window: {'n/a (nothing scored)' if alarm is None else f'{alarm:.0%}'}; {labelled}",
               "", f"Drift report: [{record['report_url']}]({record['report_url']})",
-              "", "*Retrain now* learns this window as normal. *Retrain from a new reference window* declares "
+              "", f"*Retrain now* learns {scope}. *Retrain from a new reference window* declares "
               "the state from `reference_start` on (empty: the newest plant event, else the window's start) the "
               "new normal: the model is trained, and judged against the champion, on data after it. *Refuse* if "
-              "the model is still valid (give a reason: the only field a refusal needs): the window's alarms "
-              "stand and it stays out of training. Without an answer the safe default applies: no retraining."]
+              "the model is still valid (give a reason: the only field a refusal needs): the window's "
+              f"{'rejects' if images else 'alarms'} stand and it stays out of training. Without an answer the safe "
+              "default applies: no retraining."]
     return "\n".join(lines)
 
 
@@ -806,8 +881,15 @@ def upset_alerts(use_case_id: str, run_id: str, assessments: list[dict]) -> list
     for x in assessments:
         if x["branch"] != "upset":
             continue
-        tags = ", ".join(f"{t['tag']} ({t['alarms']} alarms)" for t in (x.get("alarm_tags") or [])[:5])
         rate = "n/a" if x.get("alarm_rate") is None else f"{x['alarm_rate']:.0%}"
+        if x.get("rejected_cells") is not None:  # an inspection line
+            from plantops.stages.inspection_monitoring import alert_body
+
+            alerts.append({"asset": x["asset"], "subject": f"{_subject(use_case, x)}: upset, the model rejects "
+                                                           f"{rate} of the cells", "body": alert_body(x),
+                           "link": notify.ui_link(use_case.dag_id("monitor"), run_id)})
+            continue
+        tags = ", ".join(f"{t['tag']} ({t['alarms']} alarms)" for t in (x.get("alarm_tags") or [])[:5])
         alerts.append({
             "asset": x["asset"],
             "subject": f"{_subject(use_case, x)}: upset, the model alarms on {rate} of the window",
