@@ -194,7 +194,7 @@ def render_use_case(v: dict) -> str:
 # Held-out metrics in the champion's table: a detector's or regression's, then a classifier's.
 METRICS = ("far", "detection_rate", "detection_delay", "rmse", "mae",
            "accuracy", "balanced_accuracy", "defect_recall", "false_reject_rate")
-THUMB = 100  # heat-map thumbnails: the 300 x 316 image (cell and caption) at a third
+THUMB = 100  # heat-map thumbnails' width: the image (the cell, its caption below) at a third
 
 
 def _champion(c: dict | None) -> str:
@@ -220,10 +220,13 @@ def _champion(c: dict | None) -> str:
 
 def _thumb(path: str | None, alt: str) -> str:
     """A heat map as a thumbnail linking to the full image (a new tab), or a dash when there is none."""
+    from plantops.stages.inspection_scoring import CAPTION_HEIGHT, HEATMAP_SIDE
+
     if not path:
         return "&mdash;"
+    height = round(THUMB * (HEATMAP_SIDE + CAPTION_HEIGHT) / HEATMAP_SIDE)
     return (f'<a href="{e(path)}" target="_blank" rel="noopener"><img src="{e(path)}" alt="{e(alt)}" '
-            f'width="{THUMB}" height="{round(THUMB * 316 / 300)}" loading="lazy"></a>')
+            f'width="{THUMB}" height="{height}" loading="lazy"></a>')
 
 
 def _inspection(i: dict) -> str:
