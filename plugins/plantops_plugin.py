@@ -6,7 +6,9 @@ same session cookie or bearer token as the REST API):
 - ``/plantops/view/``                        every use case and asset: champion, last decision, health
 - ``/plantops/view/<use_case>[?asset=]``     one use case (one asset of a fleet): the champion and its
   held-out metrics, the monitor's days (branch, rule, reason, drift, alarms and their tags, plant
-  events, feedback, report, run, approval), pending approvals, quarantine, pipeline health, charts
+  events, feedback, report, run, approval), pending approvals, quarantine, pipeline health, charts;
+  for a visual inspection line also its latest inspection day (counts per class, the rejected cells
+  with their heat maps and the inspectors' late labels) and the champion's confusions
 - ``/plantops/view/data`` and ``/plantops/view/<use_case>/data``   the same as JSON
 - ``/plantops/reports/<use_case>/<monitor run>[/<asset>]/drift.html``  the monitor run's drift report
 - ``/plantops/reports/<use_case>/heatmaps/v<version>/<run>/<cell>.png``  a rejected cell's heat map
@@ -181,8 +183,18 @@ def render_use_case(v: dict) -> str:
         parts.append("<p>Assets: " + " · ".join(
             f"<b>{e(a)}</b>" if a == v["asset"] else link(f"/plantops/view/{quote(v['use_case'])}?asset={quote(a)}", a, here=True)
             for a in v["assets"]) + "</p>")
-    parts += [_champion(v["champion"]), _pending(v), _timeline(v["timeline"]), _charts(v), _landing(v), _health(v["health"])]
+    parts.append(_champion(v["champion"]))
+    if v.get("inspection") is not None:
+        parts.append(_inspection(v["inspection"]))
+    parts += [_pending(v), _timeline(v["timeline"], v.get("inspection") is not None), _charts(v), _landing(v),
+              _health(v["health"])]
     return page(f"Plant ML: {v['use_case']}", "".join(parts))
+
+
+# Held-out metrics in the champion's table: a detector's or regression's, then a classifier's.
+METRICS = ("far", "detection_rate", "detection_delay", "rmse", "mae",
+           "accuracy", "balanced_accuracy", "defect_recall", "false_reject_rate")
+THUMB = 100  # heat-map thumbnails' width: the image (the cell, its caption below) at a third
 
 
 def _champion(c: dict | None) -> str:
@@ -190,8 +202,7 @@ def _champion(c: dict | None) -> str:
         return "<h2>Champion</h2><p>No champion yet: no training has been recorded in the decision store.</p>"
     run = link(c["mlflow_link"], c["mlflow_run_id"], top=False) if c["mlflow_link"] else e(c["mlflow_run_id"])
     evaluations = list(c["metrics"])
-    names = [m for m in ("far", "detection_rate", "detection_delay", "rmse", "mae")
-             if any(m in c["metrics"][ev] for ev in evaluations)]
+    names = [m for m in METRICS if any(m in c["metrics"][ev] for ev in evaluations)]
     table = ("<table><tr><th>held-out</th>" + "".join(f"<th>{e(n)}</th>" for n in names) + "</tr>" + "".join(
         f"<tr><td>{'<b>champion</b>' if ev == 'model' else e(ev)}</td>"
         + "".join(f"<td class='num'>{num(c['metrics'][ev].get(n))}</td>" for n in names) + "</tr>"
@@ -207,6 +218,72 @@ def _champion(c: dict | None) -> str:
             f"{e(last['branch'])}: {e(last['reason'])}</span></p>{table}")
 
 
+def _thumb(path: str | None, alt: str) -> str:
+    """A heat map as a thumbnail linking to the full image (a new tab), or a dash when there is none."""
+    from plantops.stages.inspection_scoring import CAPTION_HEIGHT, HEATMAP_SIDE
+
+    if not path:
+        return "&mdash;"
+    height = round(THUMB * (HEATMAP_SIDE + CAPTION_HEIGHT) / HEATMAP_SIDE)
+    return (f'<a href="{e(path)}" target="_blank" rel="noopener"><img src="{e(path)}" alt="{e(alt)}" '
+            f'width="{THUMB}" height="{height}" loading="lazy"></a>')
+
+
+def _inspection(i: dict) -> str:
+    """The latest inspection day of the line and the champion's confusions."""
+    d = i["day"]
+    parts = [f"<h2>Inspection line {e(i['line'])}</h2>"]
+    if d is None:
+        parts.append("<p>No inspection day scored yet: the line's verdicts appear after its first scoring.</p>")
+    else:
+        versions = ", ".join("v" + x for x in d["model_versions"]) or "none"
+        classes = "".join(f"<th>{e(name)}</th>" for name in d["by_class"])
+        counts = "".join(f"<td class='num'>{n}</td>" for n in d["by_class"].values())
+        parts.append(
+            f"<p>Latest scored day <b>{e(d['day'])}</b>: <b>{d['cells']}</b> cells scored by {e(versions)}"
+            f"{' (the champion)' if d['scored_by_champion'] else ''}, <b>{d['rejected_count']}</b> rejected "
+            f"({pct(d['rejected_share'])}).</p><table><tr><th>predicted class (defect probability)</th>{classes}"
+            f"</tr><tr><td>cells</td>{counts}</tr></table>")
+        if d["rejected"]:
+            rows = []
+            for c in d["rejected"]:
+                who = "" if c["inspector"] is None else f"<br><span class='small'>by {e(c['inspector'])}</span>"
+                rows.append(
+                    f"<tr><td>{e(c['cell_id'])}</td><td class='small'>{e(c['run_id'])}</td>"
+                    f"<td class='num'>{e(c['predicted_class'])}</td>"
+                    f"<td class='num'>{num(c['defect_probability'], '.2f')}</td>"
+                    f"<td class='num'>{e(c['inspector_class'])}{who}</td>"
+                    f"<td>{_thumb(c['heatmap_path'], 'heat map of ' + str(c['cell_id']))}</td></tr>")
+            more = d["rejected_count"] - d["rejected_shown"]
+            label_note = (f"inspectors' labels have arrived for {d['labelled']} of them, the same class as the "
+                          f"model's for {d['labels_agree']}" if d["labelled"] else "no inspector's label yet")
+            shown = f"the first {d['rejected_shown']} of {d['rejected_count']}" if more > 0 else "all of them"
+            parts.append(f"<p class='small'>Rejected cells, the most probable defects first ({shown}); "
+                         f"{label_note}. Each heat map shows in red where hiding the cell's pixels lowers the "
+                         "defect probability most.</p>")
+            parts.append(f"<table><tr><th>cell</th><th>run</th><th>model's class</th><th>p(defect)</th>"
+                         f"<th>inspector's class</th><th>heat map</th></tr>{''.join(rows)}</table>")
+    parts.append(_confusion(i["confusion"]))
+    return "".join(parts)
+
+
+def _confusion(c: dict | None) -> str:
+    """What the champion confuses on its held-out cells: the matrix image and the largest confusions in words."""
+    if c is None:
+        return "<h3>Confusions</h3><p>No model version yet.</p>"
+    head = f"<h3>What v{e(c['version'])} confuses on its held-out cells</h3>"
+    if not c["recorded"]:
+        return head + f"<p>{e(c['text'] or 'No confusion record for this version.')}</p>"
+    top = "".join(f"<li>{e(x['cells'])} of {e(x['of'])} cells of class {e(x['true'])} predicted {e(x['predicted'])} "
+                  f"({pct(x['share'])})</li>" for x in c["top"])
+    image = "" if not c["image_path"] else (
+        f'<p><a href="{e(c["image_path"])}" target="_blank" rel="noopener"><img src="{e(c["image_path"])}" '
+        f'alt="held-out confusion matrix of v{e(c["version"])}" width="300" loading="lazy"></a></p>')
+    return (head + f"<p>Four-class accuracy {pct(c['accuracy'])} on {e(c['n_cells'])} held-out cells. "
+            + (f"Largest confusions (share of the inspectors' class):</p><ul>{top}</ul>" if top
+               else "No confusions.</p>") + image)
+
+
 def _pending(v: dict) -> str:
     items = v["pending_approvals"]
     if not items:
@@ -218,13 +295,20 @@ def _pending(v: dict) -> str:
             f"<th></th></tr>{rows}</table>")
 
 
-def _timeline(days: list[dict]) -> str:
+def _timeline(days: list[dict], inspection: bool = False) -> str:
+    """The monitor's days; an inspection line's rows name rejected cells (with heat maps) instead of alarm tags."""
     if not days:
         return "<h2>Monitor decisions</h2><p>No monitor decision yet.</p>"
     rows = []
     for d in days:
         alarms = "n/a (nothing scored)" if d["alarms"] is None else f"{d['alarms']} of {d['n_predictions']} ({pct(d['alarm_rate'])})"
-        tags = ", ".join(f"{e(t['tag'])} ({t['alarms']})" for t in d["alarm_tags"]) or "&mdash;"
+        if inspection:
+            tags = ", ".join(link(c["heatmap_path"], f"{c['cell_id']} ({num(c['defect_probability'], '.2f')})", top=False)
+                             for c in d["rejected_cells"]) or "&mdash;"
+            if d["n_rejected_cells"] > len(d["rejected_cells"]):
+                tags += f" and {d['n_rejected_cells'] - len(d['rejected_cells'])} more"
+        else:
+            tags = ", ".join(f"{e(t['tag'])} ({e(t['alarms'])})" for t in d["alarm_tags"]) or "&mdash;"
         drifted = ", ".join(f"{e(t['tag'])} {num(t['score'], '.2f')} ({num(t['shift_sd'], '+.1f')} sd)"
                             for t in d["drifted_tags"])
         events = "".join(f"<li>{e((x['ts'] or '')[:16])} {e(x['kind'])} by {e(x['author'])}: {e(x['description'])}</li>"
@@ -249,8 +333,10 @@ def _timeline(days: list[dict]) -> str:
             f"<td class='small'>{link(d['report_path'], 'drift report', top=False) if d['report_path'] else 'no report'}"
             f"<br>{link(d['run_path'], 'run')}{' (' + str(d['runs_that_day']) + ' runs)' if d['runs_that_day'] > 1 else ''}</td></tr>")
     return ("<h2>Monitor decisions, day by day</h2><table><tr><th>day judged</th><th>branch / rule</th><th>reason</th>"
-            "<th>drift share</th><th>most drifted (score, shift)</th><th>alarms</th><th>top alarm tags (alarms)</th>"
-            "<th>plant events</th><th>feedback</th><th>links</th></tr>" + "".join(rows) + "</table>")
+            "<th>drift share</th><th>most drifted (score, shift)</th>"
+            + ("<th>rejects</th><th>rejected cells (heat maps)</th>" if inspection
+               else "<th>alarms</th><th>top alarm tags (alarms)</th>")
+            + "<th>plant events</th><th>feedback</th><th>links</th></tr>" + "".join(rows) + "</table>")
 
 
 def bars_svg(days: list[dict], width: int = 640, height: int = 160) -> str:
@@ -316,11 +402,16 @@ def score_svg(scores: dict, width: int = 640, height: int = 180, cap: float = 4.
 
 def _charts(v: dict) -> str:
     parts = ["<h2>Charts</h2>"]
+    inspection = v.get("inspection") is not None
     if v["timeline"]:
-        parts.append("<p class='small'>Alarm rate (<span style='color:#e53e3e'>red</span>) and drift share "
-                     "(<span style='color:#3182ce'>blue</span>) per judged day</p>" + bars_svg(v["timeline"]))
+        parts.append(f"<p class='small'>{'Reject' if inspection else 'Alarm'} rate (<span style='color:#e53e3e'>red"
+                     "</span>) and drift share (<span style='color:#3182ce'>blue</span>) per judged day</p>"
+                     + bars_svg(v["timeline"]))
     s = v["scores"]
-    if s and s["points"]:
+    if inspection:  # its scored day is the inspection section above
+        if not v["timeline"]:
+            parts.append("<p>No monitor decision yet.</p>")
+    elif s and s["points"]:
         parts.append(f"<p class='small'>Score against its limit on {e(s['day'])} (latest scored day; model "
                      f"v{e(', '.join(s['model_versions']))}): {s['alarms']} alarms of {len(s['points'])} rows, red dots</p>"
                      + score_svg(s))

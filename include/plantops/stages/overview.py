@@ -1,11 +1,15 @@
 """What the "Plant ML" view shows, as plain dicts: champions, the monitor's days, approvals,
-quarantine, pipeline health and the latest scored day.
+quarantine, pipeline health and the latest scored day (of a visual inspection line: the latest
+inspection day's verdicts, its rejected cells with their heat maps and the inspectors' late labels,
+and what the champion confuses).
 
 Read from the decision store (champion, decisions, approvals, feedback), the historian's
-predictions table, the landing ledger and quarantine folder, and Airflow's metadata DB (run
-states, paused DAGs). MLflow is not called: the train decisions hold what the view needs
-(version, MLflow run id, held-out metrics, why it was promoted), and importing and querying
-MLflow per page would cost seconds where the page must answer within one. The champion is the
+predictions table (an inspection line: its ``inspection_verdicts`` and ``inspection_labels``, and
+the confusion record each version's training copied under ``reports/<uc>/confusion/``), the
+landing ledger and quarantine folder, and Airflow's metadata DB (run states, paused DAGs).
+MLflow is not called: the train decisions hold what the view needs (version, MLflow run id,
+held-out metrics, why it was promoted), and importing and querying MLflow per page would cost
+seconds where the page must answer within one. The champion is the
 ``champion_version`` of the newest train decision, i.e. what the last training left in place; an
 alias moved by hand in MLflow shows after the next training.
 
@@ -34,6 +38,10 @@ DAYS = 14
 _ROWS = 400
 # Held-out metrics shown side by side (the rest, per fault, stay in MLflow).
 HEADLINE = ("far", "detection_rate", "detection_delay", "rmse", "mae")
+# A classifier's (visual inspection): its detection_rate is its defect recall, shown under that name.
+CLASSIFIER_HEADLINE = ("accuracy", "balanced_accuracy", "defect_recall", "false_reject_rate")
+# Rejected cells of the latest inspection day shown with their heat maps (highest defect probability first).
+MAX_CELLS = 20
 STAGES = ("ingest", "features", "train", "score", "monitor", "feedback")
 TOP = 5
 
@@ -81,15 +89,18 @@ def report_path(use_case_id: str, payload: dict[str, Any]) -> str | None:
 
 # -- champion ------------------------------------------------------------------------------------
 
-def metrics_table(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+def metrics_table(metrics: dict[str, float], headline: tuple[str, ...] = HEADLINE) -> dict[str, dict[str, float]]:
     """Split the train result's flat metrics into {evaluation: {metric: value}}: the model's plain
     keys under ``model``, each baseline's or compared kind's prefixed keys under its name."""
     table: dict[str, dict[str, float]] = {}
+    # Longest name first: "cell_cnn_balanced_accuracy" is cell_cnn's balanced_accuracy, not the
+    # accuracy of an evaluation called "cell_cnn_balanced".
+    suffixes = sorted(headline, key=len, reverse=True)
     for key, value in metrics.items():
-        if key in HEADLINE:
+        if key in headline:
             table.setdefault("model", {})[key] = value
             continue
-        for name in HEADLINE:
+        for name in suffixes:
             prefix = key.removesuffix("_" + name)
             # detection_rate_<fault> is the model's own per-fault rate, not an evaluation called detection_rate.
             if prefix != key and not prefix.startswith(("detection_rate", "detection_delay")):
@@ -98,8 +109,9 @@ def metrics_table(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
     return dict(sorted(table.items(), key=lambda kv: (kv[0] != "model", kv[0])))
 
 
-def champion(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The champion as the newest train decision left it, with the decision that promoted it."""
+def champion(rows: list[dict[str, Any]], headline: tuple[str, ...] = HEADLINE) -> dict[str, Any] | None:
+    """The champion as the newest train decision left it, with the decision that promoted it
+    (``headline``: the held-out metrics shown, :data:`CLASSIFIER_HEADLINE` for an inspection line)."""
     trains = [r for r in rows if r["kind"] == "train"]
     if not trains:
         return None
@@ -113,7 +125,7 @@ def champion(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
                            "model_kind": newest.get("model_kind"), "promoted_at": None, "reason": None,
                            "trigger": None, "approved_by": None, "reference_start": None, "train_run_id": None,
                            "train_run_path": None, "mlflow_run_id": None, "mlflow_link": None,
-                           "metrics": metrics_table(newest.get("champion_metrics") or {}),
+                           "metrics": metrics_table(newest.get("champion_metrics") or {}, headline),
                            "last_training": {"at": trains[0]["created_at"].isoformat(), "branch": trains[0]["branch"],
                                              "version": newest.get("version"), "reason": trains[0]["reason"]}}
     if promoting is not None:
@@ -125,7 +137,7 @@ def champion(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
                    train_run_path=run_path(dag_id, promoting["dag_run_id"]), mlflow_run_id=result.get("run_id"),
                    mlflow_link=mlflow_run_link(result.get("run_id")),
                    # Held-out metrics of the champion beside its baselines, as measured when it won.
-                   metrics=metrics_table(result.get("metrics") or {}))
+                   metrics=metrics_table(result.get("metrics") or {}, headline))
     return out
 
 
@@ -145,6 +157,37 @@ def _feedback_of_day(rows: list[dict[str, Any]], day: str) -> list[dict[str, Any
             out.append({"kind": r["branch"], "author": p.get("author"), "comment": p.get("comment"),
                         "tag": p.get("tag"), "ts_start": p.get("ts_start"), "ts_end": p.get("ts_end")})
     return out
+
+
+def heatmap_path(use_case_id: str, cell: dict[str, Any]) -> str | None:
+    """A rejected cell's heat map as a path on the plugin, whichever way the record names it: a
+    ``heatmap_path``, a ``heatmap_url`` (the api-server's base URL is dropped: the page links on its
+    own origin, whatever host the browser used) or the verdict's ``heatmap`` (relative to PLANTOPS_HOME)."""
+    from urllib.parse import urlsplit
+
+    from plantops.stages.inspection_scoring import served_path
+
+    for key in ("heatmap_path", "heatmap_url"):
+        value = cell.get(key)
+        if value:
+            path = urlsplit(str(value)).path
+            return path if path.startswith(f"/plantops/reports/{_segment(use_case_id)}/") else None
+    return served_path(use_case_id, cell.get("heatmap"))
+
+
+def _class_name(value: Any) -> Any:
+    """A predicted class as the inspectors name it ("0", "1/3", "2/3", "1"); an index is translated."""
+    from plantops.stages.inspection_scoring import CLASS_NAMES
+
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(CLASS_NAMES):
+        return CLASS_NAMES[value]
+    return value
+
+
+def _rejected_cell(use_case_id: str, cell: dict[str, Any]) -> dict[str, Any]:
+    return {"cell_id": cell.get("cell_id"), "run_id": cell.get("run_id"),
+            "predicted_class": _class_name(cell.get("predicted_class")),
+            "defect_probability": cell.get("defect_probability"), "heatmap_path": heatmap_path(use_case_id, cell)}
 
 
 def timeline(use_case_id: str, rows: list[dict[str, Any]], days: int = DAYS) -> list[dict[str, Any]]:
@@ -200,7 +243,10 @@ def timeline(use_case_id: str, rows: list[dict[str, Any]], days: int = DAYS) -> 
             "alarm_rate": rate,
             "n_predictions": n,
             "alarms": None if rate is None else int(round(rate * n)),
-            "alarm_tags": [{"tag": t["tag"], "alarms": t["alarms"]} for t in (p.get("alarm_tags") or [])[:TOP]],
+            # An inspection line's monitor records no alarm tags; it names its rejected cells instead.
+            "alarm_tags": [{"tag": t.get("tag"), "alarms": t.get("alarms")} for t in (p.get("alarm_tags") or [])[:TOP]],
+            "n_rejected_cells": len(p.get("rejected_cells") or []),
+            "rejected_cells": [_rejected_cell(use_case_id, c) for c in (p.get("rejected_cells") or [])[:TOP]],
             "plant_events": [{"ts": e.get("ts"), "kind": e.get("kind"), "author": e.get("author"),
                               "description": e.get("description")} for e in p.get("plant_events") or []],
             "feedback": _feedback_of_day(rows, day),
@@ -249,6 +295,96 @@ def latest_scores(asset: str, limit: int = 2000) -> dict[str, Any] | None:
                                                    table.c.ts < start + timedelta(days=1)).distinct())})
     return {"day": start.strftime("%Y-%m-%d"), "points": points, "alarms": sum(p["alarm"] for p in points),
             "model_versions": versions}
+
+
+# -- a visual inspection line ---------------------------------------------------------------------
+
+def latest_inspection_day(line: str) -> str | None:
+    """The UTC day of the newest cell with a verdict on the line, None before the first scoring."""
+    import sqlalchemy as sa
+
+    from plantops.sources import historian
+
+    table = historian.inspection_verdicts
+    with historian.reader().connect() as conn:
+        newest = conn.execute(sa.select(sa.func.max(table.c.captured_at)).where(table.c.asset == line)).scalar()
+    if newest is None:
+        return None
+    if isinstance(newest, str):  # SQLite through a plain string column type on some readers
+        newest = datetime.fromisoformat(newest)
+    return newest.strftime("%Y-%m-%d")
+
+
+def confusion(use_case_id: str, version: str | None) -> dict[str, Any] | None:
+    """What one version confuses on its held-out cells, from the record its training copied under
+    ``reports/<uc>/confusion/`` (the train decision holds only the metrics): the image's path on
+    the plugin, the ranked confusions and their text; ``recorded`` False when there is no record."""
+    import json
+
+    from plantops.stages.inspection_scoring import CONFUSION_DIR, TOP_CONFUSIONS, confusion_file
+
+    if version is None:
+        return None
+    target = confusion_file(use_case_id, version)
+    out: dict[str, Any] = {"version": str(version), "recorded": False, "image_path": None, "text": None,
+                           "top": [], "accuracy": None, "n_cells": None}
+    try:
+        record = json.loads(target.read_text())
+    except FileNotFoundError:
+        return out
+    except (OSError, ValueError) as exc:  # a broken record says so instead of failing the page
+        out["text"] = f"unreadable confusion record {target.name}: {exc}"
+        return out
+    image = target.with_suffix(".png")
+    out.update(recorded=True, text=record.get("text"), top=(record.get("confusions") or [])[:TOP_CONFUSIONS],
+               accuracy=record.get("accuracy"), n_cells=record.get("n_cells"),
+               image_path=(f"/plantops/reports/{_segment(use_case_id)}/{CONFUSION_DIR}/{_segment(image.name)}"
+                           if image.is_file() else None))
+    return out
+
+
+def inspection(use_case: UseCase, champion_version: str | None, max_cells: int = MAX_CELLS) -> dict[str, Any]:
+    """An inspection line's part of the page: the latest scored inspection day (cells, rejects and
+    their share, the versions that scored them, cells per predicted class), its rejected cells with
+    the most probable defects first (at most ``max_cells``; heat map as a path on the plugin, the
+    inspector's class where a late label arrived), and the champion's confusions."""
+    from plantops.kinds.base import class_index
+    from plantops.sources.inspections import read_labels
+    from plantops.stages.inspection_scoring import CLASS_NAMES, inspection_report
+
+    line = use_case.inspection.line
+    day = latest_inspection_day(line)
+    out: dict[str, Any] = {"line": line, "day": None, "confusion": None}
+    if day is not None:
+        report = inspection_report(use_case, day, asset=line)
+        labels = read_labels(line)
+        by_cell = {r.cell_id: r for r in labels.itertuples(index=False)} if len(labels) else {}
+        cells = []
+        for r in report["rejected"][:max_cells]:
+            label = by_cell.get(r["cell_id"])
+            inspector_class = None if label is None else CLASS_NAMES[class_index(float(label.defect_probability))]
+            cells.append({
+                "cell_id": r["cell_id"], "run_id": r["run_id"], "captured_at": r["captured_at"],
+                "model_version": r["model_version"], "predicted_class": r["predicted_class"],
+                "defect_probability": r["defect_probability"], "heatmap_path": r["heatmap_path"],
+                "inspector_class": inspector_class, "inspector": None if label is None else label.inspector,
+                "labelled_at": None if label is None else label.labelled_at.isoformat(),
+                "agrees": None if label is None else inspector_class == r["predicted_class"]})
+        labelled = [c for c in cells if c["inspector_class"] is not None]
+        out["day"] = {
+            "day": day, "cells": report["cells"], "rejected_count": report["rejected_count"],
+            "rejected_share": round(report["rejected_count"] / report["cells"], 4) if report["cells"] else None,
+            "model_versions": report["model_versions"],
+            "scored_by_champion": champion_version is not None and report["model_versions"] == [str(champion_version)],
+            "by_class": report["by_class"], "rejected": cells,
+            "rejected_shown": len(cells), "labelled": len(labelled),
+            "labels_agree": sum(1 for c in labelled if c["agrees"]),
+        }
+    # The champion's confusions; before any training is recorded, those of the version that scored the day.
+    version = champion_version or (out["day"]["model_versions"][-1] if out["day"] and out["day"]["model_versions"]
+                                   else None)
+    out["confusion"] = confusion(use_case.id, version)
+    return out
 
 
 # -- landing -------------------------------------------------------------------------------------
@@ -383,16 +519,19 @@ def use_case_view(use_case_id: str, asset: str | None = None, days: int = DAYS) 
         raise ConfigError(f"use case {use_case_id}: {asset!r} is not one of its assets {list(use_case.assets)}")
     rows = _rows(use_case, asset)
     days_ = timeline(use_case.id, rows, days)
+    champ = champion(rows, CLASSIFIER_HEADLINE if use_case.inspection is not None else HEADLINE)
     return {
         "use_case": use_case.id, "plant": use_case.plant, "description": use_case.description,
         "asset": asset, "assets": list(use_case.assets), "is_fleet": use_case.is_fleet,
         "generated_at": datetime.now(timezone.utc).isoformat(),
-        "champion": champion(rows),
+        "champion": champ,
         "timeline": days_,
         "pending_approvals": pending_approvals(use_case.id, rows),
         "required_actions_path": required_actions_path(),
         "quarantined": landing.quarantined(use_case.id),
         "rejected": rejected(use_case.id) if use_case.landing else [],
         "health": health(use_case),
-        "scores": latest_scores(asset),
+        # An inspection line writes verdicts, not predictions: its scored day is under "inspection".
+        "scores": latest_scores(asset) if use_case.inspection is None else None,
+        "inspection": None if use_case.inspection is None else inspection(use_case, champ and champ["version"]),
     }
