@@ -108,6 +108,16 @@ def test_an_inspection_use_case_needs_no_tags(tmp_path):
     assert (uc.inspection.input_size, uc.inspection.images.width, uc.inspection.images.min_std) == (60, 300, 2.0)
 
 
+def test_a_compared_kind_takes_its_own_params(tmp_path):
+    from plantops.kinds import get_kind
+
+    uc = load_use_case(write(tmp_path, "pv_cells", inspection_use_case(model={
+        "kind": "cell_texture_svm", "compare_with": ["cell_cnn"], "params": {"reject_threshold": 0.3},
+        "compare_params": {"cell_cnn": {"epochs": 4}}})))
+    assert get_kind(uc).params.reject_threshold == 0.3
+    assert (get_kind(uc, "cell_cnn").params.epochs, get_kind(uc, "cell_cnn").params.reject_threshold) == (4, 0.4)
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "expected"),
     [
@@ -121,6 +131,10 @@ def test_an_inspection_use_case_needs_no_tags(tmp_path):
         ({"model": {"kind": "mspm_pca"}}, "model.kind", "does not suit a use case with an inspection section"),
         ({"model": {"kind": "cell_cnn", "compare_with": ["normal_behaviour"]}}, "model.compare_with",
          "expected one of ['cell_cnn', 'cell_ensemble', 'cell_texture_svm']"),
+        ({"model": {"kind": "cell_texture_svm", "compare_params": {"cell_cnn": {"epochs": 5}}}},
+         "model.compare_params", "['cell_cnn'] not named in model.compare_with"),
+        ({"model": {"kind": "cell_texture_svm", "compare_with": ["cell_cnn"], "compare_params": {"cell_cnn": {"epochs": 0}}}},
+         "model.compare_params.cell_cnn.epochs", "greater than or equal to 1"),
     ],
 )
 def test_inspection_errors_name_the_field(tmp_path, changes, field, expected):

@@ -177,9 +177,9 @@ def test_values_are_escaped(client):
 def test_index_lists_every_use_case_and_asset(client):
     data = client.get("/view/data").json()
     assert [(u["use_case"], u["asset"]) for u in data["use_cases"]] == [
-        ("tep_reactor", "tep_reactor"), ("wind_fleet", "R80711"), ("wind_fleet", "R80721"), ("wind_fleet", "R80736"),
-        ("wind_fleet", "R80790")]
-    tep = data["use_cases"][0]
+        ("pv_cells", "el_line_1"), ("tep_reactor", "tep_reactor"), ("wind_fleet", "R80711"), ("wind_fleet", "R80721"),
+        ("wind_fleet", "R80736"), ("wind_fleet", "R80790")]
+    tep = data["use_cases"][1]
     assert (tep["champion_version"], tep["last_decision"]["day"], tep["last_decision"]["branch"],
             tep["pending_approvals"]) == ("1", "2026-03-28", "approval", 1)
     page = client.get("/view/").text

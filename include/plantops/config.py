@@ -337,13 +337,15 @@ class Model(_Frozen):
     """The model kind (a plug-in of :mod:`plantops.kinds`) and what every kind shares.
 
     ``params`` is the kind's own block, checked by the kind. ``compare_with`` names other kinds that
-    each training run fits on the same rows and evaluates side by side (logged, never promoted).
+    each training run fits on the same rows and evaluates side by side (logged, never promoted),
+    each with its block of ``compare_params`` (default: the kind's defaults).
     A fleet trains one model per asset (``per_asset``, each with its own champion) or one for all
     (``pooled``)."""
 
     kind: str = "mspm_pca"
     params: dict[str, Any] = Field(default_factory=dict)
     compare_with: tuple[str, ...] = ()
+    compare_params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     false_alarm_rate: float = Field(default=0.01, gt=0, lt=0.5)
     train_days: int = Field(default=14, ge=1, le=3650)
     min_train_rows: int = Field(default=200, ge=10)
@@ -719,6 +721,15 @@ class UseCase(_Frozen):
         except ValidationError as exc:
             # One field per problem, as the rest of the file: "model.params.<field>: <expected>".
             raise ValueError(_describe(exc, prefix="model.params.")) from None
+        stray = sorted(set(self.model.compare_params) - set(self.model.compare_with))
+        if stray:
+            raise ValueError(f"model.compare_params: {stray} not named in model.compare_with "
+                             f"{list(self.model.compare_with)}")
+        for name, block in self.model.compare_params.items():
+            try:
+                kinds.validate_params(name, block)
+            except ValidationError as exc:
+                raise ValueError(_describe(exc, prefix=f"model.compare_params.{name}.")) from None
         used = [getattr(params, f, None) for f in ("target", "density_temperature")]
         used += [*getattr(params, "drivers", ()), *getattr(params, "angular_drivers", ())]
         unknown = sorted({u for u in used if u and u not in names})

@@ -1,4 +1,4 @@
-"""`make demo`: the whole loop for both use cases, embedded tier, from an empty state.
+"""`make demo`: the whole loop for the three use cases, embedded tier, from an empty state.
 
 ``tep_reactor`` (Tennessee Eastman, one asset; calendar in :mod:`plantops.sources.replay`):
 
@@ -22,6 +22,11 @@ turbine; a normal day; one turbine losing power (an upset for that turbine alone
 power after a pitch service (approval for that turbine only, refused). Every decision is in the
 decision store (table `decisions`, per asset); every mail is a file in ``$PLANTOPS_HOME/mail``
 (a local SMTP server, :mod:`plantops.environments.mailsink`).
+
+``pv_cells`` (an EL inspection line of solar cells, real elpv images, :func:`pv_cells`): a labelled
+history with a cut image (rejected at ingest), the first champion (texture SVM, the CNN judged
+beside it), a normal day; an unlogged exposure change (retrained automatically); the same exposure
+after a recorded lighting change (approval, refused by the quality engineer).
 
 DAG runs execute in this process with ``dag.test()`` (no scheduler): a run the monitor triggers is
 queued by the TriggerDagRunOperator and then executed here with the conf it was queued with.
@@ -49,6 +54,7 @@ from plantops.settings import get_settings
 log = logging.getLogger("plantops.demo")
 USE_CASE = "tep_reactor"
 WIND = "wind_fleet"
+PV = "pv_cells"
 _TERMINAL = sys.stdout
 
 
@@ -352,6 +358,85 @@ def wind_fleet(demo: Demo) -> dict[str, Any]:
     }
 
 
+def pv_cells(demo: Demo) -> dict[str, Any]:
+    """The visual inspection story on the EL line (real elpv cells): a labelled history with a cut
+    image (rejected), the first champion (texture SVM, the CNN judged beside it); a normal day; an
+    exposure change nobody logged (the champion does not see it: retrained automatically); the same
+    change the next day after a recorded lighting change (the quality engineer decides, and refuses:
+    the inspectors' labels of the new images come first)."""
+    from plantops.config import get_use_case
+    from plantops.sources import elpv, elpv_replay, historian, inspections
+    from plantops.stages import decisions, inspection_ingest, registry
+
+    pv = get_use_case(PV)
+    spec = pv.inspection
+    cells = elpv.labels().sort_values("cell_id").reset_index(drop=True)
+    history = cells.iloc[::11]  # 239 cells in elpv's proportions of classes and module types
+    rest = cells.drop(history.index)
+    days = {n: datetime(2026, 5, n, 6, tzinfo=timezone.utc) for n in range(1, 5)}
+
+    def land(run: str, day: int, first: int, **kwargs) -> list[str]:
+        chosen = rest.iloc[first::53]["cell_id"].tolist()  # 43-44 cells
+
+        elpv_replay.land_run(spec.folder, run, chosen, line=spec.line, start=days[day], **kwargs)
+        return chosen
+
+    def day_pipeline(first: int, last: int, score: int) -> None:
+        demo.run("ingest", {"start": days[first].isoformat(), "end": days[last].isoformat()}, use_case=PV)
+        demo.run("features", {"start": f"2026-05-{first:02d}", "end": f"2026-05-{last + 1:02d}"}, use_case=PV)
+        demo.run("score", {"day": f"2026-05-{score:02d}"}, use_case=PV)
+
+    say(f"9. {PV}: NiFi lands {len(history)} labelled EL images (one cut short) and a first unlabelled run")
+    elpv_replay.land_run(spec.folder, "el-0501", history["cell_id"].tolist(), line=spec.line, labels=True,
+                         start=days[1], faults=["truncated"])
+    normal = land("el-0502", 2, 0)
+    demo.run("ingest", {"start": days[1].isoformat(), "end": days[3].isoformat()}, use_case=PV)
+    demo.run("features", {"start": "2026-05-01", "end": "2026-05-03"}, use_case=PV)
+    demo.run("train", {"reason": "first model"}, use_case=PV)
+    demo.run("score", {"day": "2026-05-02"}, use_case=PV)
+    demo.monitor("2026-05-02", PV)
+
+    say(f"10. {PV}: 2026-05-03, the inspectors' labels of 05-02 arrive; the camera's exposure rose and nobody logged it")
+    elpv_replay.land_labels(spec.folder, "el-0502", normal, days[3])
+    land("el-0503", 3, 17, gain=1.4, offset=10)
+    day_pipeline(3, 3, 3)
+    demo.monitor("2026-05-03", PV)
+    triggered = demo.run_triggered(PV)
+
+    say(f"11. {PV}: 2026-05-04, the EL power supply is replaced at 05:00 (a recorded lighting change); the quality "
+        "engineer refuses to retrain before the inspectors have labelled the new images")
+    historian.record_plant_event(spec.line, days[4].replace(hour=5), "lighting_change",
+                                 "EL power supply replaced; exposure re-set by the vendor", "ops1")
+    land("el-0504", 4, 34, gain=1.4, offset=10)
+    day_pipeline(4, 4, 4)
+    answer = demo.approve("2026-05-04", "Refuse: model still valid",
+                          {"reason": "new supply, brighter images: wait for the inspectors' labels of today's cells",
+                           "reference_start": ""}, use_case=PV)
+    triggered += demo.run_triggered(PV)
+
+    champion = registry.champion(PV)
+    rows = decisions.latest(PV, limit=50)
+    trains = [r for r in reversed(rows) if r["kind"] == "train"]
+    first = trains[0]["payload"]["result"]
+    verdicts = inspections.read_verdicts(spec.line, days[2].replace(hour=0), days[4] + timedelta(days=1))
+    return {
+        "model_kind": pv.model.kind,
+        "champion_version": champion[0] if champion else None,
+        "branches_taken": demo.branches[PV],
+        "decisions": [f"{r['kind']}:{r['branch']}" for r in reversed(rows)],
+        "rejected_images": [{"file": q["file"], "reason": q["reason"]} for q in inspection_ingest.quarantined_items(PV)],
+        "first_training": {"promoted": first["promoted"], "reason": first["reason"],
+                           "held_out": {k: round(v, 4) for k, v in first["metrics"].items()
+                                        if k.endswith(("accuracy", "defect_recall", "false_reject_rate"))}},
+        "triggered_runs": [t["run_id"] for t in triggered],
+        "cells_scored": int(len(verdicts)), "cells_rejected": int(verdicts["rejected"].sum()),
+        "heatmaps": int(verdicts["heatmap"].notna().sum()),
+        "approval": {"subject": answer.get("subject"), "chosen": answer["answer"]["chosen_options"][0],
+                     "by": answer["answer"]["responded_by"]["id"],
+                     "reason": answer["answer"]["params_input"].get("reason")},
+    }
+
+
 def main() -> int:
     started = time.monotonic()
     settings = get_settings()
@@ -406,6 +491,7 @@ def main() -> int:
         demo.monitor(demo.live(use_case, live["new_normal"]))
 
         wind_summary = wind_fleet(demo)
+        pv_summary = pv_cells(demo)
 
         registry.configure()
         champion = registry.champion(USE_CASE)
@@ -446,6 +532,7 @@ def main() -> int:
                                                      "approvals", "alarms", "alarm_rates", "drift_share")}
             | {"model_kind": use_case.model.kind},
             WIND: wind_summary,
+            PV: pv_summary,
         }
         summary["mail"] = demo.mails()
         summary["mail_folder"] = str(demo.mail_folder)
@@ -476,6 +563,13 @@ def main() -> int:
     for asset, entry in wind["assets"].items():
         say(f"    {asset}: champion v{entry['champion_version']}, monitor {', '.join(entry['branches'])}, "
             f"decisions {', '.join(entry['decisions'])}")
+    pv = summary["use_cases"][PV]
+    say(f"  {PV} ({pv['model_kind']}): champion v{pv['champion_version']}, monitor {', '.join(pv['branches_taken'])}; "
+        f"held out at first training {pv['first_training']['held_out']}")
+    say(f"    {pv['cells_scored']} cells scored, {pv['cells_rejected']} rejected, each with a heat map "
+        f"({pv['heatmaps']}); images rejected at ingest: "
+        + ", ".join(f"{r['file']} ({r['reason']})" for r in pv["rejected_images"]))
+    say(f"    decisions {', '.join(pv['decisions'])}")
     say(f"  mail ({len(summary['mail'])} in {summary['mail_folder']}):")
     for mail in summary["mail"]:
         say(f"    {mail['event']:<10} to {mail['to']}: {mail['subject']}")

@@ -74,8 +74,9 @@ class ModelKind:
     def __init__(self, use_case: UseCase, params: KindParams | None = None) -> None:
         self.use_case = use_case
         if params is None:
+            model = use_case.model
             params = self.params_model.model_validate(
-                use_case.model.params if use_case.model.kind == self.name else {})
+                model.params if model.kind == self.name else model.compare_params.get(self.name, {}))
         self.params = params
 
     # -- what each kind provides ----------------------------------------------------------------
