@@ -11,20 +11,20 @@ record (approval); 04-07 a run full of bad images (data quality: approval); 04-0
 retrain).
 
 Feature partitions are written with the numpy reference of the Spark job
-(:mod:`plantops.image_features`): the Spark job itself is tested in test_image_features.py and
+(:func:`tests.inspection_support.write_image_features`): the Spark job itself is tested in test_image_features.py and
 test_inspection_pipeline.py; here the monitor is."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from plantops.sources import elpv, elpv_replay, historian, inspections
 from plantops.stages import pipeline
+from tests.inspection_support import write_image_features
 
 UC, FOLDER, LINE, SIZE = "pv_watch", "pv_watch_el", "EL2", 30
 POLICY = {
@@ -39,35 +39,13 @@ def at(day: int, hour: int = 6) -> datetime:
     return datetime(2026, 4, day, hour, tzinfo=timezone.utc)
 
 
-def build_features(day: str) -> int:
-    """A day's feature partition from bronze, as the Spark job writes it (its numpy reference)."""
-    from PIL import Image
-
-    from plantops.image_features import downsample, image_stats
-    from plantops.settings import get_settings
-
-    settings = get_settings()
-    bronze = settings.bronze_root / UC
-    rows = pd.concat([pd.read_parquet(p) for p in sorted((bronze / "inspections" / f"day={day}").glob("*.parquet"))],
-                     ignore_index=True)
-    images = [np.asarray(Image.open(bronze / path)) for path in rows["image"]]
-    out = pd.concat([rows.drop(columns=["image", "width", "height"]),
-                     pd.DataFrame([image_stats(i) for i in images])], axis=1)
-    out["size"] = SIZE
-    out["pixels"] = [downsample(i, SIZE).ravel() for i in images]
-    target = settings.features_root / UC / "images" / f"day={day}"
-    target.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(target / "part-0.parquet", index=False)
-    return len(out)
-
-
 def land_and_score(run: str, cells: list[str], day: int, **kwargs) -> dict:
     """NiFi lands the run; ingest, features and the champion's verdicts follow."""
     elpv_replay.land_run(FOLDER, run, cells, line=LINE, start=at(day), **kwargs)
     ingested = pipeline.ingest(UC, "", "", f"ingest-{run}")
     day_text = at(day).date().isoformat()
     assert ingested["days"] == [day_text]
-    build_features(day_text)
+    write_image_features(UC, SIZE, [day_text])
     return {"ingested": ingested, "scored": pipeline.score(UC, day_text)}
 
 
@@ -101,7 +79,7 @@ def line(tmp_path_factory):
         rest = cells.drop(history.index)
         elpv_replay.land_run(FOLDER, "r-01", history["cell_id"].tolist(), line=LINE, labels=True, start=at(1))
         pipeline.ingest(UC, "", "", "ingest-r-01")
-        build_features("2026-04-01")
+        write_image_features(UC, SIZE, ["2026-04-01"])
         first = pipeline.train(UC, "train-1", reason="first model")
         assert first["promoted"] and first["version"] == "1", first
         yield {"root": root, "rest": rest, "used": set()}

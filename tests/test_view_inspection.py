@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from plantops.sources import elpv, elpv_replay, inspections
+from tests.inspection_support import write_image_features
 
 UC, FOLDER, LINE, SIZE = "pv_cells", "pv_cells_el", "L2", 30
 LABELLED_PER_CLASS = 20  # 80 labelled cells: about 60 to fit, 20 held out
@@ -41,36 +42,9 @@ def _plugin():
     return sys.modules["plantops_plugin"]
 
 
-def write_image_features(use_case_id: str, size: int) -> int:
-    """The feature job's output (``features/<uc>/images/day=D/``) for every bronze day, from the
-    bronze rows and images with the numpy reference the job is tested against."""
-    from plantops.image_features import downsample, image_stats
-    from plantops.settings import get_settings
-    from plantops.stages.inspection_ingest import judge_image
-
-    settings = get_settings()
-    bronze = settings.bronze_root / use_case_id
-    written = 0
-    for folder in sorted((bronze / "inspections").glob("day=*")):
-        rows = pd.read_parquet(folder)
-        out = []
-        for r in rows.itertuples(index=False):
-            image = judge_image((bronze / r.image).read_bytes()).pixels
-            out.append({"run_id": r.run_id, "cell_id": r.cell_id, "module_id": r.module_id,
-                        "module_type": r.module_type, "line": r.line, "camera_id": r.camera_id,
-                        "captured_at": r.captured_at, "sha256": r.sha256, **image_stats(image), "size": size,
-                        "pixels": downsample(image, size).ravel()})
-        target = settings.features_root / use_case_id / "images" / folder.name
-        target.mkdir(parents=True)
-        pd.DataFrame(out).sort_values("captured_at").to_parquet(target / "part-00000.parquet", index=False)
-        written += len(out)
-    return written
-
-
 @pytest.fixture(scope="module")
 def line(tmp_path_factory):
     from plantops import db
-    from plantops.sources.landing import landing_dir
     from plantops.stages import decisions, pipeline
 
     root = tmp_path_factory.mktemp("view_inspection")
@@ -108,9 +82,8 @@ def line(tmp_path_factory):
         # The inspectors' labels of three rejected cells arrive the day after, as a labels file.
         truth = elpv.labels().set_index("cell_id")["defect_probability"]
         late = rejected["cell_id"].iloc[:3].tolist()
-        text = "cell_id,defect_probability,inspector,labelled_at\n" + "".join(
-            f"{c},{truth[c]:.6f},insp7,2026-04-03T09:00:00+00:00\n" for c in late)
-        elpv_replay.put_file(landing_dir(FOLDER), "late-0403.labels.csv", text.encode())
+        elpv_replay.land_labels(FOLDER, "late-0403", late, datetime(2026, 4, 3, 9, tzinfo=timezone.utc),
+                                inspector="insp7")
         again = pipeline.ingest(UC, "2026-04-03T00:00:00+00:00", "2026-04-04T00:00:00+00:00", "ingest-2")
         assert [f["status"] for f in again["labels"]] == ["ingested"], again["labels"]
         # The monitor's record of the day as the inspection monitor writes it: no alarm tags and no

@@ -398,7 +398,7 @@ def pv_cells(demo: Demo) -> dict[str, Any]:
 
     say(f"10. {PV}: 2026-05-03, the inspectors' labels of 05-02 arrive; the camera's exposure rose and nobody logged it")
     elpv_replay.land_labels(spec.folder, "el-0502", normal, days[3])
-    land("el-0503", 3, 17, gain=1.4, offset=10)
+    land("el-0503", 3, 17, gain=1.2, offset=5)
     day_pipeline(3, 3, 3)
     demo.monitor("2026-05-03", PV)
     triggered = demo.run_triggered(PV)
@@ -407,7 +407,7 @@ def pv_cells(demo: Demo) -> dict[str, Any]:
         "engineer refuses to retrain before the inspectors have labelled the new images")
     historian.record_plant_event(spec.line, days[4].replace(hour=5), "lighting_change",
                                  "EL power supply replaced; exposure re-set by the vendor", "ops1")
-    land("el-0504", 4, 34, gain=1.4, offset=10)
+    land("el-0504", 4, 34, gain=1.2, offset=5)
     day_pipeline(4, 4, 4)
     answer = demo.approve("2026-05-04", "Refuse: model still valid",
                           {"reason": "new supply, brighter images: wait for the inspectors' labels of today's cells",

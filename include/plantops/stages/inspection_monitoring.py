@@ -133,13 +133,20 @@ def rejected_image_share(use_case: UseCase, start: datetime, end: datetime) -> f
     return None if total == 0 else rejected / total
 
 
+def _cell_line(cell: dict[str, Any], markdown: bool) -> str:
+    """One rejected cell as a list item, with its heat map's link (a markdown link, or the URL for a mail)."""
+    link = cell.get("heatmap_url")
+    if link:
+        link = f" — [heat map]({link})" if markdown else f", heat map {link}"
+    return (f"- {cell['cell_id']} (run {cell['run_id']}): class {cell['predicted_class']}, defect probability "
+            f"{cell['defect_probability']:.2f}{link or ''}")
+
+
 def approval_lines(record: dict[str, Any]) -> list[str]:
     """The inspection part of the approval body: the rejected cells with their heat maps, what the
     inspectors' labels say, and which classes the champion confuses."""
     lines = ["", f"Rejected cells of the window (most probable defects first, {len(record['rejected_cells'])} shown):"]
-    lines += [f"- {c['cell_id']} (run {c['run_id']}): class {c['predicted_class']}, defect probability "
-              f"{c['defect_probability']:.2f}" + (f" — [heat map]({c['heatmap_url']})" if c.get("heatmap_url") else "")
-              for c in record["rejected_cells"]] or ["- none"]
+    lines += [_cell_line(c, markdown=True) for c in record["rejected_cells"]] or ["- none"]
     counts = ", ".join(f"{k} {v}" for k, v in (record.get("by_class") or {}).items())
     lines += ["", f"Cells per predicted class: {counts or 'none scored'}."]
     confirmed = record["confirmation"]
@@ -152,9 +159,7 @@ def approval_lines(record: dict[str, Any]) -> list[str]:
 
 def alert_body(record: dict[str, Any]) -> str:
     """The quality team's mail for an upset line: the reason and the rejected cells with heat maps."""
-    cells = "\n".join(f"- {c['cell_id']} (run {c['run_id']}): class {c['predicted_class']}, defect probability "
-                      f"{c['defect_probability']:.2f}{', heat map ' + c['heatmap_url'] if c.get('heatmap_url') else ''}"
-                      for c in record["rejected_cells"]) or "- none"
+    cells = "\n".join(_cell_line(c, markdown=False) for c in record["rejected_cells"]) or "- none"
     return (f"{record['reason']}\n\nRejected cells:\n{cells}\n\nDrift report: {record['report_url']}\n\n"
             "If these rejects are false, the inspectors' labels of the cells tell the model (a labels file in the "
             "line's landing folder); the next monitor run retrains it on them.")
