@@ -107,6 +107,7 @@ def ensemble_of(svm: dict[str, Any], cnn: dict[str, Any], holdout: pd.DataFrame,
     from plantops.config import UseCase
     from plantops.kinds import get_kind
     params = {"svm_size": svm["size"], "cnn_size": cnn["size"], "svm_C": svm["model"].C,
+              "svm_vlad_clusters": svm["model"].vlad_clusters,
               "cnn_filters": list(cnn["model"].filters), "cnn_epochs": cnn["model"].epochs, "cnn_weight": weight}
     use_case = UseCase.model_validate({**PV_CELLS, "model": {**PV_CELLS["model"], "kind": "cell_ensemble",
                                                             "params": params}})
@@ -131,6 +132,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="bench.vision", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path)
     parser.add_argument("--svm-size", type=int, default=150, help="the SVM's bench side")
+    parser.add_argument("--svm-params", type=json.loads, default={},
+                        help="cell_texture_svm params as JSON for both SVM runs (e.g. "
+                             "'{\"vlad_clusters\": 0}': the texture features alone, as before VLAD)")
     parser.add_argument("--demo-size", type=int, default=60)
     parser.add_argument("--cnn-size", type=int, default=60)
     parser.add_argument("--cnn-epochs", type=int, default=30)
@@ -153,10 +157,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     models: dict[str, Any] = {}
     if "svm" not in skip:
         key = f"cell_texture_svm@{args.svm_size}"
-        results[key] = run_kind("cell_texture_svm", {}, at[args.svm_size], held, models)
+        results[key] = run_kind("cell_texture_svm", args.svm_params, at[args.svm_size], held, models)
     demo_models: dict[str, Any] = {}
     if "svm_demo" not in skip and args.demo_size != args.svm_size:
-        results[f"cell_texture_svm@{args.demo_size}"] = run_kind("cell_texture_svm", {}, at[args.demo_size], held,
+        results[f"cell_texture_svm@{args.demo_size}"] = run_kind("cell_texture_svm", args.svm_params,
+                                                                 at[args.demo_size], held,
                                                                  demo_models)
     if "cnn" not in skip:
         key = f"cell_cnn@{args.cnn_size}"

@@ -39,8 +39,9 @@ class CellEnsemble(ClassifierMixin, BaseEstimator):
     ----------
     svm_size, cnn_size:
         Each member's input side (``None``: the fit rows' own).
-    svm_C:
-        The SVM's penalty (its other parameters keep ``cell_texture_svm``'s defaults).
+    svm_C, svm_vlad_clusters:
+        The SVM's penalty and VLAD words (0: its texture features alone; its other parameters keep
+        ``cell_texture_svm``'s defaults).
     cnn_filters, cnn_epochs:
         The CNN's convolution blocks and training length (the rest: ``cell_cnn``'s defaults).
     cnn_weight:
@@ -52,11 +53,13 @@ class CellEnsemble(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, svm_size: int | None = None, cnn_size: int | None = None, svm_C: float = 30.0,
-                 cnn_filters: Sequence[int] = (16, 32, 64, 96), cnn_epochs: int = 30, cnn_weight: float = 0.5,
+                 svm_vlad_clusters: int = 64, cnn_filters: Sequence[int] = (16, 32, 64, 96),
+                 cnn_epochs: int = 30, cnn_weight: float = 0.5,
                  defective_from: float = 2 / 3, reject_threshold: float = 0.4, seed: int = 0) -> None:
         self.svm_size = svm_size
         self.cnn_size = cnn_size
         self.svm_C = svm_C
+        self.svm_vlad_clusters = svm_vlad_clusters
         self.cnn_filters = cnn_filters
         self.cnn_epochs = cnn_epochs
         self.cnn_weight = cnn_weight
@@ -70,7 +73,8 @@ class CellEnsemble(ClassifierMixin, BaseEstimator):
         from plantops.kinds._cell_texture_model import CellTextureSVM
 
         shared = {"defective_from": self.defective_from, "reject_threshold": self.reject_threshold, "seed": self.seed}
-        return (CellTextureSVM(size=self.svm_size, C=self.svm_C, **shared),
+        return (CellTextureSVM(size=self.svm_size, C=self.svm_C, vlad_clusters=self.svm_vlad_clusters,
+                               **shared),
                 CellCNN(size=self.cnn_size, filters=tuple(self.cnn_filters), epochs=self.cnn_epochs, **shared))
 
     def fit(self, rows: pd.DataFrame, classes: np.ndarray) -> CellEnsemble:

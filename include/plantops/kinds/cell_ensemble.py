@@ -23,6 +23,7 @@ class Params(ClassifierParams):
     svm_size: Side | None = None
     cnn_size: Side | None = None
     svm_C: float = Field(default=30.0, gt=0)
+    svm_vlad_clusters: int = Field(default=64, ge=0, le=1024)
     cnn_filters: tuple[int, ...] = Field(default=(16, 32, 64, 96), min_length=1, max_length=6)
     cnn_epochs: int = Field(default=30, ge=1, le=500)
     cnn_weight: float = Field(default=0.5, ge=0, le=1)
