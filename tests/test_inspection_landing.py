@@ -75,7 +75,7 @@ def test_each_bad_image_class_is_rejected_with_its_reason_and_the_good_ones_reac
 
 
 def test_every_item_is_accounted_in_the_result_and_the_ledger(home, faulty):
-    _, run = faulty
+    landed, run = faulty
     assert (run["rows"], run["orphan_images"], run["items"]) == (13, 1, 14)  # 12 cells + the duplicate's row
     assert (run["accepted"], run["rejected"]) == (5, 9)
     assert run["rejected_by_reason"] == {f: 1 for f in elpv_replay.FAULTS}
@@ -94,6 +94,10 @@ def test_every_item_is_accounted_in_the_result_and_the_ledger(home, faulty):
                    if not p.name.endswith(".reason.json")]
     assert len(quarantined) == 8 and len(list((home / "archive" / UC / "inspections" / "r-faults").iterdir())) == 5
     assert len(ii.quarantined_items(UC)) >= 9
+    # The operators' list (`plantops.cli quarantine`, the Plant ML view) names each rejected image with its message.
+    listed = {q["file"]: q["reason"] for q in landing.quarantined(UC) if q["file"].startswith("inspections/r-faults/")}
+    assert len(listed) == 9
+    assert listed[f"inspections/r-faults/{landed.faults['duplicate']}"] == "duplicate of cell0001 in r-faults"
 
 
 def test_a_batch_still_landing_is_not_read(home):

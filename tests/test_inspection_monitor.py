@@ -28,8 +28,9 @@ from tests.inspection_support import write_image_features
 
 UC, FOLDER, LINE, SIZE = "pv_watch", "pv_watch_el", "EL2", 30
 POLICY = {
-    # elpv's cells are ~30 % defective: a batch is an upset above 60 % rejects.
-    "upset": {"max_alarm_rate": 0.6, "min_false_alarms": 3},
+    # elpv's cells are ~31 % defective (the small test model rejects ~20-30 % of a normal day, ~55 %
+    # of a batch of fully defective cells): a batch is an upset above 45 % rejects.
+    "upset": {"max_alarm_rate": 0.45, "min_false_alarms": 3},
     "performance": {"min_labelled_rows": 10, "max_far": 0.3},
     "guardrails": {"cooldown": "1h"},
 }

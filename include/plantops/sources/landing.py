@@ -356,15 +356,17 @@ def release(use_case: str, name: str, folder: str) -> Path:
 
 def quarantined(use_case: str) -> list[dict]:
     """Files waiting in quarantine, with what :func:`quarantine` wrote beside each (a reason file
-    that cannot be read says so instead of hiding the file)."""
+    that cannot be read says so instead of hiding the file); an inspection run's rejected images
+    are listed under their run's folder (``inspections/<run>/<file>``), with the full message."""
     folder = get_settings().quarantine_root / use_case
     out = []
-    for path in sorted(folder.glob("*.reason.json")):
+    for path in sorted(folder.glob("*.reason.json")) + sorted(folder.glob("inspections/*/*.reason.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             data = {"reason": f"unreadable reason file: {exc}"}
-        out.append({"file": path.name.removesuffix(".reason.json"), "reason": data.get("reason"),
+        name = str(path.relative_to(folder)).removesuffix(".reason.json")
+        out.append({"file": name, "reason": data.get("message") or data.get("reason"),
                     "quarantined_at": data.get("quarantined_at"), "run_id": data.get("dag_run_id"),
                     "counts": data.get("counts")})
     return out
