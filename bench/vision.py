@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--demo-size", type=int, default=60)
     parser.add_argument("--cnn-size", type=int, default=60)
     parser.add_argument("--cnn-epochs", type=int, default=30)
+    parser.add_argument("--cnn-params", type=json.loads, default={},
+                        help="further cell_cnn params as JSON for the --cnn-size run (e.g. "
+                             "'{\"shift\": 0.08, \"jitter\": 0.2}')")
     parser.add_argument("--demo-cnn-epochs", type=int, default=12)
     parser.add_argument("--epoch-sizes", default="150", help="comma-separated sides to time one CNN epoch at")
     parser.add_argument("--skip", default="",
@@ -165,7 +168,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                                  demo_models)
     if "cnn" not in skip:
         key = f"cell_cnn@{args.cnn_size}"
-        results[key] = run_kind("cell_cnn", {"epochs": args.cnn_epochs}, at[args.cnn_size], held, models)
+        results[key] = run_kind("cell_cnn", {"epochs": args.cnn_epochs, **args.cnn_params}, at[args.cnn_size],
+                                held, models)
     if "cnn_demo" not in skip and args.demo_cnn_epochs != args.cnn_epochs:
         results[f"cell_cnn@{args.demo_size}, {args.demo_cnn_epochs} epochs"] = run_kind(
             "cell_cnn", {"epochs": args.demo_cnn_epochs}, at[args.demo_size], held)

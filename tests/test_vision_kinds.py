@@ -293,11 +293,14 @@ def test_wrong_params_name_the_field(cases, name, tmp_path):
     if name == "cell_cnn":
         assert "model.params.epochs" in refused({"epochs": 0})
         assert "model.params.class_weight" in refused({"class_weight": "inverse"})
+        assert "model.params.shift" in refused({"shift": 0.3})
     elif name == "cell_ensemble":
         assert "model.params.cnn_weight" in refused({"cnn_weight": 1.5})
         assert "model.params.cnn_size" in refused({"cnn_size": 64})
     else:
         assert "model.params.C" in refused({"C": -1})
+        assert "model.params.vlad_clusters" in refused({"vlad_clusters": -1})
+        assert "model.params.vlad_cells.0" in refused({"vlad_cells": [1]})
 
     path = tmp_path / "pv_cells.yaml"
     path.write_text(yaml.safe_dump({**good, "model": {**good["model"], "params": {"reject_threshold": 2}}},
@@ -326,3 +329,35 @@ def test_the_ensemble_is_the_weighted_mean_of_its_two_members(cases):
         np.testing.assert_allclose(model.predict_proba(holdout), cnn, atol=1e-12)
     finally:
         model.set_params(cnn_weight=0.5)
+
+
+def test_the_svm_reads_its_vlad_components_beside_the_texture_features(cases):
+    case = cases("cell_texture_svm")
+    model = case.model
+    # 30 x 30: the descriptor cells of 10 and 8 pixels of the 300 image are both 1 pixel, raised to 2.
+    assert model.vlad_scales_ == [2] and len(model.vlad_centres_) == 1
+    assert model.vlad_centres_[0].shape == (64, 128)
+    components = model.vlad_pca_.n_components_
+    assert model.n_features_ == model.n_texture_features_ + components
+    assert model.features(case.data.holdout).shape == (len(case.data.holdout), model.n_features_)
+    assert case.kind.log_params(model)["vlad_cells"] == "2"
+    # Without VLAD words the features are the texture features alone.
+    plain = type(model)(vlad_clusters=0).fit(case.data.fit, case.kind.classes(case.data.fit))
+    assert plain.n_features_ == model.n_texture_features_ and plain.vlad_centres_ == []
+
+
+def test_cnn_augmentation_shifts_within_the_reflected_border_and_jitters_within_bounds():
+    from plantops.kinds._cell_cnn_model import _augment
+
+    batch = np.random.default_rng(0).normal(size=(6, 20, 20)).astype(np.float32)
+    assert _augment(batch, 0.0, 0.0, np.random.default_rng(1)) is batch
+    shifted = _augment(batch, 0.1, 0.0, np.random.default_rng(1))  # up to 2 pixels each way
+    padded = np.pad(batch, ((0, 0), (2, 2), (2, 2)), mode="reflect")
+    for i in range(len(batch)):
+        crops = [padded[i, dy:dy + 20, dx:dx + 20] for dy in range(5) for dx in range(5)]
+        assert sum(np.array_equal(shifted[i], c) for c in crops) >= 1
+    jittered = _augment(batch, 0.0, 0.2, np.random.default_rng(1))
+    # Per image an affine map a x + b with a in [0.8, 1.2] and b in [-0.2, 0.2].
+    for i in range(len(batch)):
+        a, b = np.polyfit(batch[i].ravel(), jittered[i].ravel(), 1)
+        assert 0.8 <= a <= 1.2 and -0.2 <= b <= 0.2

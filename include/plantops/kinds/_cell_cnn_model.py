@@ -20,6 +20,9 @@ epochs when its running statistics diverged from the batches', see /work/shared/
 - ``validation_share`` of the fit rows (stratified) are held back; the weights of the epoch with
   the best validation accuracy (the lower loss on a tie) are kept, so a late divergence costs
   nothing;
+- optionally (``shift``, ``jitter``; off by default) each epoch also shifts every fit image by up
+  to ``shift`` of its side (reflected at the border: the cell's edge pattern continues) and
+  scales and offsets its standardised values by up to ``jitter`` (contrast and brightness);
 - prediction averages the class probabilities over the 8 symmetries (``tta``).
 
 Seeds are fixed (``keras.utils.set_random_seed``): the same rows and parameters give the same
@@ -80,6 +83,9 @@ class CellCNN(ClassifierMixin, BaseEstimator):
     class_weight:
         ``"balanced"`` (n / (4 n_k)), ``"sqrt"`` (its square root: rare classes count more without
         trading much accuracy on the common ones) or ``"none"``.
+    shift, jitter:
+        Training augmentation beyond the symmetries: the largest random shift as a share of the
+        side, and the largest random contrast factor change and brightness offset (0: none).
     validation_share:
         Share of the fit rows held back to choose the best epoch (0: keep the last epoch).
     tta:
@@ -93,7 +99,8 @@ class CellCNN(ClassifierMixin, BaseEstimator):
     def __init__(self, size: int | None = None, filters: Sequence[int] = (16, 32, 64, 96),
                  dense_dropout: float = 0.3, epochs: int = 30, batch_size: int = 32, learning_rate: float = 2e-3,
                  weight_decay: float = 1e-4, class_weight: str = "sqrt", validation_share: float = 0.15,
-                 tta: bool = True, defective_from: float = 2 / 3, reject_threshold: float = 0.4,
+                 tta: bool = True, shift: float = 0.0, jitter: float = 0.0, defective_from: float = 2 / 3,
+                 reject_threshold: float = 0.4,
                  seed: int = 0) -> None:
         self.size = size
         self.filters = filters
@@ -105,6 +112,8 @@ class CellCNN(ClassifierMixin, BaseEstimator):
         self.class_weight = class_weight
         self.validation_share = validation_share
         self.tta = tta
+        self.shift = shift
+        self.jitter = jitter
         self.defective_from = defective_from
         self.reject_threshold = reject_threshold
         self.seed = seed
@@ -187,6 +196,7 @@ class CellCNN(ClassifierMixin, BaseEstimator):
             for k in range(8):
                 picked = turns == k
                 batch[picked] = dihedral(images[train][picked], k)
+            batch = _augment(batch, float(self.shift), float(self.jitter), rng)
             fitted = net.fit(batch[..., None], y[train], batch_size=int(self.batch_size), epochs=1, shuffle=True, verbose=0,
                              class_weight={k: float(w) for k, w in enumerate(weights)})
             record = {"epoch": epoch + 1, "loss": float(fitted.history["loss"][-1]),
@@ -226,6 +236,21 @@ class CellCNN(ClassifierMixin, BaseEstimator):
 
     def predict(self, rows: pd.DataFrame) -> np.ndarray:
         return self.predict_proba(rows).argmax(axis=1)
+
+
+def _augment(batch: np.ndarray, shift: float, jitter: float, rng: np.random.Generator) -> np.ndarray:
+    """Each image shifted by up to ``shift`` x its side (reflect-padded, then cropped back) and its
+    values scaled by 1 +- ``jitter`` and offset by +- ``jitter``; the batch itself when both are 0."""
+    n, side = batch.shape[0], batch.shape[-1]
+    pad = int(round(shift * side))
+    if pad > 0:
+        padded = np.pad(batch, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+        dy, dx = rng.integers(0, 2 * pad + 1, size=(2, n))
+        batch = np.stack([padded[i, dy[i]:dy[i] + side, dx[i]:dx[i] + side] for i in range(n)])
+    if jitter > 0:
+        scale = 1 + rng.uniform(-jitter, jitter, size=(n, 1, 1))
+        batch = (batch * scale + rng.uniform(-jitter, jitter, size=(n, 1, 1))).astype(np.float32)
+    return batch
 
 
 def _split(y: np.ndarray, share: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -32,6 +32,10 @@ class Params(ClassifierParams):
     class_weight: Literal["balanced", "sqrt", "none"] = "sqrt"
     validation_share: float = Field(default=0.15, ge=0, lt=0.5)
     tta: bool = True
+    # Augmentation beyond flips and quarter turns: random shift (share of the side), contrast and
+    # brightness jitter of the standardised image.
+    shift: float = Field(default=0.0, ge=0, le=0.25)
+    jitter: float = Field(default=0.0, ge=0, le=1)
     seed: int = 0
 
 
