@@ -278,12 +278,10 @@ def latest_scores(asset: str, limit: int = 2000) -> dict[str, Any] | None:
     from plantops.sources import historian
 
     table = historian.predictions
+    newest = _newest(table.c.ts, table.c.asset == asset)
+    if newest is None:
+        return None
     with historian.reader().connect() as conn:
-        newest = conn.execute(sa.select(sa.func.max(table.c.ts)).where(table.c.asset == asset)).scalar()
-        if newest is None:
-            return None
-        if isinstance(newest, str):  # SQLite through a plain string column type on some readers
-            newest = datetime.fromisoformat(newest)
         start = datetime(newest.year, newest.month, newest.day)
         query = (sa.select(table.c.ts, table.c.score, table.c.threshold, table.c.alarm, table.c.model_version)
                  .where(table.c.asset == asset, table.c.ts >= start, table.c.ts < start + timedelta(days=1))
@@ -301,18 +299,24 @@ def latest_scores(asset: str, limit: int = 2000) -> dict[str, Any] | None:
 
 def latest_inspection_day(line: str) -> str | None:
     """The UTC day of the newest cell with a verdict on the line, None before the first scoring."""
+    from plantops.sources import historian
+
+    table = historian.inspection_verdicts
+    newest = _newest(table.c.captured_at, table.c.asset == line)
+    return None if newest is None else newest.strftime("%Y-%m-%d")
+
+
+def _newest(column: Any, where: Any) -> datetime | None:
+    """The largest time in a historian table's ``column`` where ``where`` holds, None for none."""
     import sqlalchemy as sa
 
     from plantops.sources import historian
 
-    table = historian.inspection_verdicts
     with historian.reader().connect() as conn:
-        newest = conn.execute(sa.select(sa.func.max(table.c.captured_at)).where(table.c.asset == line)).scalar()
-    if newest is None:
-        return None
+        newest = conn.execute(sa.select(sa.func.max(column)).where(where)).scalar()
     if isinstance(newest, str):  # SQLite through a plain string column type on some readers
         newest = datetime.fromisoformat(newest)
-    return newest.strftime("%Y-%m-%d")
+    return newest
 
 
 def confusion(use_case_id: str, version: str | None) -> dict[str, Any] | None:
