@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pandas as pd
 
@@ -34,3 +36,27 @@ def write_image_features(use_case_id: str, size: int, days: Iterable[str] | None
         pd.DataFrame(out).sort_values("captured_at").to_parquet(target / "part-00000.parquet", index=False)
         written += len(out)
     return written
+
+
+@contextmanager
+def private_line(root: Path, use_case: dict) -> Iterator[Path]:
+    """A private PLANTOPS_HOME (``root/home``) and use-case folder holding ``use_case`` for a module's
+    tests, the stores' URLs unset so every store lives in that home; yields the home."""
+    import pytest
+    import yaml
+
+    from plantops import db
+
+    (root / "use_cases").mkdir()
+    (root / "use_cases" / f"{use_case['id']}.yaml").write_text(yaml.safe_dump(use_case))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PLANTOPS_HOME", str(root / "home"))
+        mp.setenv("PLANTOPS_USE_CASES", str(root / "use_cases"))
+        for var in ("PLANTOPS_HISTORIAN_URL", "PLANTOPS_HISTORIAN_READ_URL", "PLANTOPS_STATE_URL",
+                    "MLFLOW_TRACKING_URI", "PLANTOPS_MLFLOW_ARTIFACTS"):
+            mp.delenv(var, raising=False)
+        db.reset()
+        try:
+            yield root / "home"
+        finally:
+            db.reset()

@@ -20,11 +20,10 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
-import yaml
 
 from plantops.sources import elpv, elpv_replay, historian, inspections
 from plantops.stages import pipeline
-from tests.inspection_support import write_image_features
+from tests.inspection_support import private_line, write_image_features
 
 UC, FOLDER, LINE, SIZE = "pv_watch", "pv_watch_el", "EL2", 30
 POLICY = {
@@ -58,23 +57,13 @@ def retrain(run: str) -> dict:
 @pytest.fixture(scope="module")
 def line(tmp_path_factory):
     """A private home and use case; 04-01's labelled history trained into the first champion."""
-    from plantops import db
-
     root = tmp_path_factory.mktemp("inspection_monitor")
-    (root / "use_cases").mkdir()
-    (root / "use_cases" / f"{UC}.yaml").write_text(yaml.safe_dump({
+    with private_line(root, {
         "id": UC, "plant": "EL inspection line (test)", "approvers": [{"id": "qe1", "name": "Quality engineer"}],
         "inspection": {"folder": FOLDER, "line": LINE, "input_size": SIZE},
         "model": {"kind": "cell_texture_svm", "min_train_rows": 60, "params": {"reject_threshold": 0.5}},
         "monitoring": {"policy": POLICY},
-    }))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PLANTOPS_HOME", str(root / "home"))
-        mp.setenv("PLANTOPS_USE_CASES", str(root / "use_cases"))
-        for var in ("PLANTOPS_HISTORIAN_URL", "PLANTOPS_HISTORIAN_READ_URL", "PLANTOPS_STATE_URL",
-                    "MLFLOW_TRACKING_URI", "PLANTOPS_MLFLOW_ARTIFACTS"):
-            mp.delenv(var, raising=False)
-        db.reset()
+    }):
         cells = elpv.labels().sort_values("cell_id").reset_index(drop=True)
         history = cells.iloc[::12]  # 219 cells in elpv's proportions of classes and module types
         rest = cells.drop(history.index)
@@ -84,7 +73,6 @@ def line(tmp_path_factory):
         first = pipeline.train(UC, "train-1", reason="first model")
         assert first["promoted"] and first["version"] == "1", first
         yield {"root": root, "rest": rest, "used": set()}
-        db.reset()
 
 
 def sample(line: dict, start: int, n: int = 48, label: int | None = None, step: int = 41) -> list[str]:

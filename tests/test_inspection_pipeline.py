@@ -9,10 +9,10 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
-import yaml
 
 from plantops.sources import elpv, elpv_replay, inspections
 from plantops.stages import pipeline
+from tests.inspection_support import private_line
 
 UC, FOLDER, LINE, SIZE = "pv_line", "pv_line_el", "L1", 30
 
@@ -20,23 +20,12 @@ UC, FOLDER, LINE, SIZE = "pv_line", "pv_line_el", "L1", 30
 @pytest.fixture(scope="module")
 def line(tmp_path_factory, spark):
     """A private home and use-case folder with the inspection use case, two runs landed."""
-    from plantops import db
-
     root = tmp_path_factory.mktemp("inspection_pipeline")
-    use_cases = root / "use_cases"
-    use_cases.mkdir()
-    (use_cases / f"{UC}.yaml").write_text(yaml.safe_dump({
+    with private_line(root, {
         "id": UC, "plant": "EL inspection line (test)", "approvers": [{"id": "qe1", "name": "QE"}],
         "inspection": {"folder": FOLDER, "line": LINE, "input_size": SIZE},
         "model": {"kind": "cell_texture_svm", "min_train_rows": 60, "params": {"reject_threshold": 0.5}},
-    }))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PLANTOPS_HOME", str(root / "home"))
-        mp.setenv("PLANTOPS_USE_CASES", str(use_cases))
-        for var in ("PLANTOPS_HISTORIAN_URL", "PLANTOPS_HISTORIAN_READ_URL", "PLANTOPS_STATE_URL",
-                    "MLFLOW_TRACKING_URI", "PLANTOPS_MLFLOW_ARTIFACTS"):
-            mp.delenv(var, raising=False)
-        db.reset()
+    }):
         cells = elpv.labels().sort_values("cell_id")
         labelled = pd.concat([g.head(30) for _, g in cells.groupby("label", sort=True)])["cell_id"].tolist()
         fresh = cells[~cells["cell_id"].isin(labelled)].iloc[::97].head(12)["cell_id"].tolist()
@@ -45,7 +34,6 @@ def line(tmp_path_factory, spark):
         elpv_replay.land_run(FOLDER, "r-2", fresh, line=LINE, faults=["truncated"],
                              start=datetime(2026, 4, 2, 6, tzinfo=timezone.utc))
         yield {"root": root, "labelled": labelled, "fresh": fresh}
-        db.reset()
 
 
 def test_landed_runs_become_verdicts_with_heat_maps(line):

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 from plantops.sources import elpv, elpv_replay, inspections
-from tests.inspection_support import write_image_features
+from tests.inspection_support import private_line, write_image_features
 
 UC, FOLDER, LINE, SIZE = "pv_cells", "pv_cells_el", "L2", 30
 LABELLED_PER_CLASS = 20  # 80 labelled cells: about 60 to fit, 20 held out
@@ -44,25 +43,15 @@ def _plugin():
 
 @pytest.fixture(scope="module")
 def line(tmp_path_factory):
-    from plantops import db
     from plantops.stages import decisions, pipeline
 
     root = tmp_path_factory.mktemp("view_inspection")
-    use_cases = root / "use_cases"
-    use_cases.mkdir()
-    (use_cases / f"{UC}.yaml").write_text(yaml.safe_dump({
+    with private_line(root, {
         "id": UC, "plant": "Module line 2, EL inspection of solar cells (test)",
         "approvers": [{"id": "qe1", "name": "QE"}],
         "inspection": {"folder": FOLDER, "line": LINE, "input_size": SIZE},
         "model": {"kind": "cell_texture_svm", "min_train_rows": 40, "params": {"reject_threshold": 0.5}},
-    }))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PLANTOPS_HOME", str(root / "home"))
-        mp.setenv("PLANTOPS_USE_CASES", str(use_cases))
-        for var in ("PLANTOPS_HISTORIAN_URL", "PLANTOPS_HISTORIAN_READ_URL", "PLANTOPS_STATE_URL",
-                    "MLFLOW_TRACKING_URI", "PLANTOPS_MLFLOW_ARTIFACTS"):
-            mp.delenv(var, raising=False)
-        db.reset()
+    }):
         cells = elpv.labels().sort_values("cell_id")
         labelled = pd.concat([g.head(LABELLED_PER_CLASS) for _, g in cells.groupby("label", sort=True)])
         rest = cells[~cells["cell_id"].isin(labelled["cell_id"])]
@@ -98,7 +87,6 @@ def line(tmp_path_factory):
         })
         yield {"root": root, "home": root / "home", "fresh": fresh, "verdicts": verdicts, "rejected": rejected,
                "late": late, "truth": truth, "trained": trained}
-        db.reset()
 
 
 @pytest.fixture
