@@ -102,8 +102,8 @@ def state(plantops_home):
     return plantops_home
 
 
-@pytest.fixture
-def client(state):
+def signed_in_client():
+    """A test client of the plugin's app with ops1 signed in (the api-server's login replaced)."""
     from fastapi.testclient import TestClient
 
     plugin = _plugin()
@@ -112,6 +112,11 @@ def client(state):
         yield TestClient(plugin.app)
     finally:
         plugin.app.dependency_overrides.clear()
+
+
+@pytest.fixture
+def client(state):
+    yield from signed_in_client()
 
 
 def test_use_case_data_holds_exact_values(state):

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from plantops.sources import elpv, elpv_replay, inspections
 from tests.inspection_support import private_line, write_image_features
+from tests.test_view import signed_in_client
 
 UC, FOLDER, LINE, SIZE = "pv_cells", "pv_cells_el", "L2", 30
 LABELLED_PER_CLASS = 20  # 80 labelled cells: about 60 to fit, 20 held out
@@ -25,20 +25,6 @@ FRESH_PER_CLASS = 4  # 16 unseen cells scored on the second day
 DAY1, DAY2 = datetime(2026, 4, 1, 6, tzinfo=timezone.utc), datetime(2026, 4, 2, 6, tzinfo=timezone.utc)
 CLASSES = ("0", "1/3", "2/3", "1")
 MONITOR_RUN = "manual__2026-04-03T06:00:00+00:00"
-
-
-def _plugin():
-    """The plugin module, loaded once per test run (as tests/test_view.py loads it)."""
-    import importlib.util
-    import sys
-
-    if "plantops_plugin" not in sys.modules:
-        source = Path(__file__).resolve().parents[1] / "plugins" / "plantops_plugin.py"
-        spec = importlib.util.spec_from_file_location("plantops_plugin", source)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["plantops_plugin"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["plantops_plugin"]
 
 
 @pytest.fixture(scope="module")
@@ -91,14 +77,7 @@ def line(tmp_path_factory):
 
 @pytest.fixture
 def client(line):
-    from fastapi.testclient import TestClient
-
-    plugin = _plugin()
-    plugin.app.dependency_overrides[plugin.get_user] = lambda: {"username": "ops1"}
-    try:
-        yield TestClient(plugin.app)
-    finally:
-        plugin.app.dependency_overrides.clear()
+    yield from signed_in_client()
 
 
 def test_view_dict_shows_the_latest_inspection_day(line):
