@@ -247,3 +247,88 @@ def test_the_ingest_task_of_an_inspection_use_case_takes_runs_and_late_labels(tm
         pipeline.report_quarantine("pv_line", "dag-run-2")
     assert len(inspections.read_labels("L1")) == 6  # nothing of the bad file was written
     db.reset()
+
+
+@pytest.fixture
+def cli_use_case(home, tmp_path, monkeypatch):
+    """The CLI's view of this module's line: a use case whose inspection folder is FOLDER."""
+    import yaml
+
+    folder = tmp_path / "use_cases"
+    folder.mkdir()
+    (folder / f"{UC}.yaml").write_text(yaml.safe_dump({
+        "id": UC, "plant": "EL line (test)", "approvers": [{"id": "qe1", "name": "QE"}],
+        "inspection": {"folder": FOLDER, "line": "L1"}, "model": {"kind": "cell_texture_svm"}}))
+    monkeypatch.setenv("PLANTOPS_USE_CASES", str(folder))
+
+
+def test_released_images_land_again_as_runs_of_their_own_and_refusals_say_why(home, faulty, cli_use_case, capsys):
+    """Operators release rejected images with the CLI (after every other test of this module: it
+    changes r-faults' quarantine): a fixed image for a truncated one and for one that never came,
+    the quarantined blank frame as it is; the next ingest judges each like any other image."""
+    from plantops import cli
+
+    landed, _ = faulty
+    quarantine = home / "quarantine" / UC / "inspections" / "r-faults"
+    original = elpv.labels().set_index("cell_id")["file"]
+
+    def release(fault: str, *image: str) -> int:
+        return cli.main(["release", UC, f"inspections/r-faults/{landed.faults[fault]}", *image])
+
+    # Refused, with what to do instead; nothing moves.
+    for fault, why in [("duplicate", "its pixels are in bronze already"), ("missing_row", "no manifest row names"),
+                       ("missing_image", "pass the fixed image")]:
+        assert release(fault) == 1
+        assert why in capsys.readouterr().err
+        assert (quarantine / f"{landed.faults[fault]}.reason.json").is_file()
+    assert cli.main(["release", UC, "inspections/r-faults/nope.png"]) == 1
+    assert "no rejected item 'nope.png' of run 'r-faults'" in capsys.readouterr().err
+
+    truncated, missing, blank = (landed.faults[f] for f in ("truncated", "missing_image", "blank"))
+    assert release("truncated", "--image", original[truncated.removesuffix(".png")]) == 0
+    assert release("missing_image", "--image", original[missing.removesuffix(".png")]) == 0
+    assert release("blank") == 0
+    released = [json.loads(line)["released"] for line in capsys.readouterr().out.splitlines()]
+    assert [Path(p).name.startswith("r-faults-r") and p.endswith(".manifest.csv") for p in released] == [True] * 3
+    # The bad truncated original stays in quarantine (nothing is deleted); its reason is marked released.
+    assert (quarantine / truncated).is_file() and (quarantine / f"{truncated}.reason.json.released").is_file()
+    assert not (quarantine / blank).exists()  # the blank frame itself went back to the landing folder
+    listed = {item["file"] for item in landing.quarantined(UC)}
+    assert not {f"inspections/r-faults/{n}" for n in (truncated, missing, blank)} & listed
+    assert f"inspections/r-faults/{landed.faults['duplicate']}" in listed
+
+    runs = {r["run_id"]: r for r in ii.ingest_inspections(UC, FOLDER, "dag-run-release")["runs"]}
+    assert len(runs) == 3 and {r["status"] for r in runs.values()} == {"ingested"}
+    by_cell = {}
+    for run_id, run in runs.items():
+        if run["accepted"]:
+            by_cell.update({c: run_id for c in _bronze(home, run_id)["cell_id"]})
+        else:  # the blank frame, judged again: rejected again, quarantined under its new run
+            assert run["rejected_items"] == {blank: {"reason": "blank", "detail": run["rejected_items"][blank]["detail"]}}
+            assert (home / "quarantine" / UC / "inspections" / run_id / blank).is_file()
+    assert set(by_cell) == {truncated.removesuffix(".png"), missing.removesuffix(".png")}
+    statuses = [(r["status"], r["reason"]) for r in landing.rows_of(UC) if r["status"] == "released"]
+    assert [s for s, _ in statuses] == ["released"] * 3
+    assert statuses[0][1].startswith(f"released r-faults/{truncated} (truncated) as run r-faults-r")
+    # Released twice: the item is no longer in quarantine.
+    assert release("truncated", "--image", original[truncated.removesuffix(".png")]) == 1
+    assert "no rejected item" in capsys.readouterr().err
+
+
+def test_a_quarantined_run_comes_back_whole_when_its_fixed_manifest_is_released(home, cli_use_case, capsys):
+    from plantops import cli
+
+    elpv_replay.land_run(FOLDER, "r-badcols", CELLS[60:63])
+    _rewrite_manifest(home, "r-badcols", lambda f: f.rename(columns={"camera_id": "camera"}, inplace=True))
+    (run,) = ii.ingest_inspections(UC, FOLDER, "dag-run-q")["runs"]
+    assert run["status"] == "quarantined" and run["rejected"] == 3
+    assert cli.main(["release", UC, f"inspections/r-badcols/{CELLS[60]}.png"]) == 1
+    assert "release the fixed manifest r-badcols.manifest.csv" in capsys.readouterr().err
+    # The engineer fixes the manifest in quarantine, then releases it: images first, manifest last.
+    fixed = home / "quarantine" / UC / "r-badcols.manifest.csv"
+    fixed.write_text(fixed.read_text().replace("camera,", "camera_id,", 1))
+    assert cli.main(["release", UC, "r-badcols.manifest.csv"]) == 0
+    assert len(list((home / "landing" / FOLDER / "r-badcols").glob("*.png"))) == 3
+    (again,) = ii.ingest_inspections(UC, FOLDER, "dag-run-q2")["runs"]
+    assert (again["status"], again["accepted"], again["rejected"]) == ("ingested", 3, 0)
+    assert not [i for i in landing.quarantined(UC) if i["file"].startswith("inspections/r-badcols/")]

@@ -4,6 +4,7 @@
     python -m plantops.cli ingest line_3 --day 2026-03-24  # landed files + the day's historian window, now
     python -m plantops.cli quarantine tep_reactor          # files waiting, with their reasons
     python -m plantops.cli release tep_reactor <file>      # put a fixed file back in the landing zone
+    python -m plantops.cli release pv_cells inspections/<run>/<file> [--image fixed.png]  # a rejected image
     python -m plantops.cli ledger tep_reactor              # every landed file: status and row counts
     python -m plantops.cli decisions tep_reactor --kind monitor
     python -m plantops.cli replay tep_reactor history|upset|stale|maintenance|plant_change|new_normal
@@ -16,8 +17,9 @@ import argparse
 import json
 import sys
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
-from plantops.config import ConfigError, get_use_case
+from plantops.config import ConfigError, UseCase, get_use_case
 
 # `ingest` exits with this when a landed file was quarantined whole (the DAG run fails then too).
 QUARANTINED_EXIT_CODE = 2
@@ -38,6 +40,27 @@ def ingest_now(use_case_id: str, day: str | None = None) -> tuple[list[dict], in
     rows.append({"run_id": run_id, "days": result["days"], "quarantined_files": result["quarantined_files"],
                  "notified": result["notified"]})
     return rows, QUARANTINED_EXIT_CODE if result["quarantined_files"] else 0
+
+
+def release_quarantined(use_case: UseCase, name: str, image: Path | None = None) -> Path:
+    """Put a quarantined file back in line (see ``release`` in :func:`main`): where it lands."""
+    from plantops.sources.landing import release as release_file
+
+    if use_case.inspection is None:
+        if image is not None:
+            raise ValueError("--image: only for an inspection use case's rejected images")
+        return release_file(use_case.id, name, use_case.landing.folder)
+    from plantops.sources.elpv_replay import MANIFEST_SUFFIX
+    from plantops.stages import inspection_ingest
+
+    folder = use_case.inspection.folder
+    if "/" in name:
+        return inspection_ingest.release_item(use_case.id, folder, name, image)
+    if image is not None:
+        raise ValueError("--image: name a rejected image, inspections/<run>/<file>")
+    if name.endswith(MANIFEST_SUFFIX):
+        return inspection_ingest.release_run(use_case.id, folder, name)
+    return release_file(use_case.id, name, folder)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument("--limit", type=int, default=20)
     release = sub.add_parser("release", help="move a fixed file from quarantine back to the landing folder")
     release.add_argument("use_case")
-    release.add_argument("file")
+    release.add_argument("file", help="as the quarantine list names it; for an inspection use case "
+                         "inspections/<run>/<file> (a rejected image), <run>.manifest.csv or a labels file")
+    release.add_argument("--image", type=Path, help="inspection use cases: the fixed image to land in place of "
+                         "the rejected one (default: the quarantined image itself)")
     replay = sub.add_parser("replay", help="write TEP plant data into the historian and the landing zone")
     replay.add_argument("use_case")
     replay.add_argument("scenario", choices=["history", "upset", "stale", "maintenance", "plant_change", "new_normal"])
@@ -107,12 +133,14 @@ def main(argv: list[str] | None = None) -> int:
 
         rows = [{"table": table, "rows": n} for table, n in lake.register(get_use_case(args.use_case).id).items()]
     elif args.command == "release":
-        from plantops.sources.landing import release as release_file
-
         use_case = get_use_case(args.use_case)
-        if use_case.landing is None:
+        if use_case.inspection is None and use_case.landing is None:
             parser.error(f"use case {args.use_case} has no landing folder")
-        rows = [{"released": str(release_file(use_case.id, args.file, use_case.landing.folder))}]
+        try:
+            rows = [{"released": str(release_quarantined(use_case, args.file, args.image))}]
+        except (OSError, ValueError) as exc:
+            print(f"release: {exc}", file=sys.stderr)
+            return 1
     else:
         from plantops.sources import replay as replayer
 

@@ -350,8 +350,14 @@ def release(use_case: str, name: str, folder: str) -> Path:
     reason_file = source.with_name(source.name + ".reason.json")
     if reason_file.exists():
         reason_file.rename(reason_file.with_name(reason_file.name + ".released"))
-    _record(use_case, landed, "released", {}, "released from quarantine", "manual", target)
+    record_release(use_case, landed, "released from quarantine", target)
     return target
+
+
+def record_release(use_case: str, landed: LandedFile, reason: str, stored_at: Path, dag_run_id: str = "manual") -> int:
+    """Note that a person put these bytes back in line: the next ingest takes them again
+    (see :func:`already_processed`)."""
+    return _record(use_case, landed, "released", {}, reason, dag_run_id, stored_at)
 
 
 def quarantined(use_case: str) -> list[dict]:

@@ -63,7 +63,7 @@ REASONS = ("undecodable", "truncated", "wrong_size", "wrong_mode", "saturated", 
 BRONZE_COLUMNS = ("run_id", "cell_id", "module_id", "module_type", "line", "camera_id", "captured_at", "image",
                   "sha256", "width", "height")
 
-__all__ = ["ImageChecks", "ingest_inspections", "judge_image", "complete_runs"]
+__all__ = ["ImageChecks", "ingest_inspections", "judge_image", "complete_runs", "release_item", "release_run"]
 
 
 class BadImage(ValueError):
@@ -555,6 +555,86 @@ def quarantined_items(use_case_id: str) -> list[dict]:
         except (OSError, ValueError) as exc:
             out.append({"file": path.name.removesuffix(".reason.json"), "reason": f"unreadable reason file: {exc}"})
     return out
+
+
+def release_item(use_case_id: str, folder: str, item: str, image: Path | None = None, run_id: str = "manual") -> Path:
+    """Land a rejected inspection item again, as a run of its own: the operator's way back in.
+
+    ``item`` is the file as the quarantine list names it (``inspections/<run>/<file>``, or
+    ``<run>/<file>``). The image is ``image`` (a fixed or re-captured file) or else the quarantined
+    one (when a check was wrong about it). It lands as NiFi lands a run, under ``<run>-r<sha8>``
+    (``sha8``: of the image's bytes): the image, then a one-row manifest holding the item's
+    original manifest row, for the next ingest to judge like any other. The reason file is kept, renamed
+    ``*.reason.json.released``; a bad original stays in quarantine beside it (nothing is deleted).
+    The ledger records the release. Refused, with what to do instead: an image no manifest row
+    named (``missing_row``: land it in a run with its row), a ``duplicate`` (its pixels are in
+    bronze already), an item of a quarantined run (release the run's fixed manifest), and a
+    ``missing_image`` without ``image``."""
+    from plantops.sources import elpv_replay, landing
+
+    parts = Path(item).parts
+    parts = parts[1:] if parts and parts[0] == "inspections" else parts
+    if len(parts) != 2:
+        raise ValueError(f"{item!r}: name a rejected image as the quarantine list does, inspections/<run>/<file>")
+    inspection, name = parts
+    where = _places(use_case_id, inspection)["quarantine"]
+    reason_file = where / f"{name}.reason.json"
+    if not reason_file.is_file():
+        raise FileNotFoundError(f"no rejected item {name!r} of run {inspection!r} for {use_case_id} in {where}")
+    reason = json.loads(reason_file.read_text())
+    code, row = reason.get("reason"), reason.get("row")
+    if code == "batch_quarantined":
+        raise ValueError(f"{name}: its run's manifest was quarantined ({reason.get('detail')}); "
+                         f"release the fixed manifest {inspection}{elpv_replay.MANIFEST_SUFFIX} and its images come back with it")
+    if code == "duplicate":
+        raise ValueError(f"{name}: {reason.get('message')}: its pixels are in bronze already, nothing to release")
+    if not row:
+        raise ValueError(f"{name}: {code}: no manifest row names this image; land it again in a run whose manifest lists it")
+    stored = Path(reason["stored_at"]) if reason.get("stored_at") else None
+    source = Path(image) if image is not None else stored
+    if source is None or not source.is_file():
+        raise FileNotFoundError(f"{name}: {code}: no image to release"
+                                f"{'' if image is None else f' ({image} is not a file)'}; pass the fixed image")
+    data = source.read_bytes()
+    file_name = str(row["file_name"]).strip()
+    new_run = f"{inspection}-r{hashlib.sha256(data).hexdigest()[:8]}"
+    root = landing.landing_dir(folder)
+    manifest = root / f"{new_run}{elpv_replay.MANIFEST_SUFFIX}"
+    if manifest.exists() or (root / new_run).exists():
+        raise FileExistsError(f"{manifest} is already in the landing folder: released before and not yet ingested")
+    if image is None:
+        _move(source, root / new_run, file_name)
+    else:
+        elpv_replay.put_file(root / new_run, file_name, data)
+    labels = elpv_replay.LABEL_COLUMN in row and str(row[elpv_replay.LABEL_COLUMN]).strip() != ""
+    elpv_replay.put_file(root, manifest.name, elpv_replay.manifest_bytes([row], labels=labels))
+    reason_file.rename(reason_file.with_name(reason_file.name + ".released"))
+    released = landing.LandedFile(manifest, manifest.stat().st_size, landing.sha256_of(manifest))
+    landing.record_release(use_case_id, released, f"released {inspection}/{name} ({code}) as run {new_run}",
+                           manifest, run_id)
+    log.info("%s: released %s/%s (%s) as inspection run %s", use_case_id, inspection, name, code, new_run)
+    return manifest
+
+
+def release_run(use_case_id: str, folder: str, manifest_name: str) -> Path:
+    """A quarantined run's fixed manifest back to the landing folder, its images first (they were
+    quarantined with it, untouched), the manifest last, as NiFi would land them."""
+    from plantops.sources import elpv_replay, landing
+
+    inspection = manifest_name.removesuffix(elpv_replay.MANIFEST_SUFFIX)
+    if inspection == manifest_name:
+        raise ValueError(f"{manifest_name!r}: not an inspection manifest (*{elpv_replay.MANIFEST_SUFFIX})")
+    if not (get_settings().quarantine_root / use_case_id / manifest_name).is_file():
+        raise FileNotFoundError(f"no quarantined manifest {manifest_name!r} for {use_case_id}")
+    where = _places(use_case_id, inspection)["quarantine"]
+    for reason_file in sorted(where.glob("*.reason.json")):
+        if json.loads(reason_file.read_text()).get("reason") != "batch_quarantined":
+            continue
+        path = where / reason_file.name.removesuffix(".reason.json")
+        if path.is_file():
+            _move(path, landing.landing_dir(folder) / inspection, path.name)
+        reason_file.rename(reason_file.with_name(reason_file.name + ".released"))
+    return landing.release(use_case_id, manifest_name, folder)
 
 
 # -- inspectors' labels ---------------------------------------------------------------------------
