@@ -557,15 +557,16 @@ def quarantined_items(use_case_id: str) -> list[dict]:
     return out
 
 
-def release_item(use_case_id: str, folder: str, item: str, image: Path | None = None, run_id: str = "manual") -> Path:
+def release_item(use_case_id: str, folder: str, item: str, image: Path | None = None,
+                 run_id: str = "manual") -> Path:
     """Land a rejected inspection item again, as a run of its own: the operator's way back in.
 
     ``item`` is the file as the quarantine list names it (``inspections/<run>/<file>``, or
     ``<run>/<file>``). The image is ``image`` (a fixed or re-captured file) or else the quarantined
     one (when a check was wrong about it). It lands as NiFi lands a run, under ``<run>-r<sha8>``
     (``sha8``: of the image's bytes): the image, then a one-row manifest holding the item's
-    original manifest row, for the next ingest to judge like any other. The reason file is kept, renamed
-    ``*.reason.json.released``; a bad original stays in quarantine beside it (nothing is deleted).
+    original manifest row, for the next ingest to judge like any other. The reason file is kept,
+    renamed ``*.reason.json.released``; a bad original stays in quarantine beside it (nothing is deleted).
     The ledger records the release. Refused, with what to do instead: an image no manifest row
     named (``missing_row``: land it in a run with its row), a ``duplicate`` (its pixels are in
     bronze already), an item of a quarantined run (release the run's fixed manifest), and a
@@ -584,15 +585,15 @@ def release_item(use_case_id: str, folder: str, item: str, image: Path | None = 
     reason = json.loads(reason_file.read_text())
     code, row = reason.get("reason"), reason.get("row")
     if code == "batch_quarantined":
-        raise ValueError(f"{name}: its run's manifest was quarantined ({reason.get('detail')}); "
-                         f"release the fixed manifest {inspection}{elpv_replay.MANIFEST_SUFFIX} and its images come back with it")
+        raise ValueError(f"{name}: its run's manifest was quarantined ({reason.get('detail')}); release the "
+                         f"fixed manifest {inspection}{elpv_replay.MANIFEST_SUFFIX} and its images come back with it")
     if code == "duplicate":
         raise ValueError(f"{name}: {reason.get('message')}: its pixels are in bronze already, nothing to release")
     if not row:
-        raise ValueError(f"{name}: {code}: no manifest row names this image; land it again in a run whose manifest lists it")
-    stored = Path(reason["stored_at"]) if reason.get("stored_at") else None
-    source = Path(image) if image is not None else stored
-    if source is None or not source.is_file():
+        raise ValueError(f"{name}: {code}: no manifest row names this image; "
+                         "land it again in a run whose manifest lists it")
+    source = Path(image) if image is not None else where / name
+    if not source.is_file():
         raise FileNotFoundError(f"{name}: {code}: no image to release"
                                 f"{'' if image is None else f' ({image} is not a file)'}; pass the fixed image")
     data = source.read_bytes()
@@ -626,6 +627,8 @@ def release_run(use_case_id: str, folder: str, manifest_name: str) -> Path:
         raise ValueError(f"{manifest_name!r}: not an inspection manifest (*{elpv_replay.MANIFEST_SUFFIX})")
     if not (get_settings().quarantine_root / use_case_id / manifest_name).is_file():
         raise FileNotFoundError(f"no quarantined manifest {manifest_name!r} for {use_case_id}")
+    if (landing.landing_dir(folder) / manifest_name).exists():
+        raise FileExistsError(f"{manifest_name} is already in the landing folder {landing.landing_dir(folder)}")
     where = _places(use_case_id, inspection)["quarantine"]
     for reason_file in sorted(where.glob("*.reason.json")):
         if json.loads(reason_file.read_text()).get("reason") != "batch_quarantined":
