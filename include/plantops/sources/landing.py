@@ -349,9 +349,15 @@ def release(use_case: str, name: str, folder: str) -> Path:
     shutil.move(str(source), target)
     reason_file = source.with_name(source.name + ".reason.json")
     if reason_file.exists():
-        reason_file.rename(reason_file.with_name(reason_file.name + ".released"))
+        mark_released(reason_file)
     record_release(use_case, landed, "released from quarantine", target)
     return target
+
+
+def mark_released(reason_file: Path) -> Path:
+    """Keep a released item's reason file as ``*.reason.json.released``: off the quarantine list
+    (which reads ``*.reason.json``), still on disk."""
+    return reason_file.rename(reason_file.with_name(reason_file.name + ".released"))
 
 
 def record_release(use_case: str, landed: LandedFile, reason: str, stored_at: Path, dag_run_id: str = "manual") -> int:

@@ -609,7 +609,7 @@ def release_item(use_case_id: str, folder: str, item: str, image: Path | None = 
         elpv_replay.put_file(root / new_run, file_name, data)
     labels = elpv_replay.LABEL_COLUMN in row and str(row[elpv_replay.LABEL_COLUMN]).strip() != ""
     elpv_replay.put_file(root, manifest.name, elpv_replay.manifest_bytes([row], labels=labels))
-    reason_file.rename(reason_file.with_name(reason_file.name + ".released"))
+    landing.mark_released(reason_file)
     released = landing.LandedFile(manifest, manifest.stat().st_size, landing.sha256_of(manifest))
     landing.record_release(use_case_id, released, f"released {inspection}/{name} ({code}) as run {new_run}",
                            manifest, run_id)
@@ -636,7 +636,7 @@ def release_run(use_case_id: str, folder: str, manifest_name: str) -> Path:
         path = where / reason_file.name.removesuffix(".reason.json")
         if path.is_file():
             _move(path, landing.landing_dir(folder) / inspection, path.name)
-        reason_file.rename(reason_file.with_name(reason_file.name + ".released"))
+        landing.mark_released(reason_file)
     return landing.release(use_case_id, manifest_name, folder)
 
 
