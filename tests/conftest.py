@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -16,7 +17,31 @@ REPO = Path(__file__).resolve().parents[1]
 # whole run (one metadata DB per run) before any test module imports it.
 SESSION_HOME = Path(tempfile.mkdtemp(prefix="plantops-tests-"))
 os.environ["PLANTOPS_HOME"] = str(SESSION_HOME)
-os.environ.setdefault("PLANTOPS_API_PORT", "28181")
+
+from plantops.net import free_port  # noqa: E402
+
+# The embedded tier's default ports (`make demo`, `make up`): api-server, Spark Connect, mail sink.
+DEMO_PORTS = {"api-server": 28080, "spark connect": 28715, "mail sink": 28025}
+
+
+def _hold(port: int) -> socket.socket | None:
+    """Listen on a demo port for the whole run, so that any test that still reaches for a default
+    port fails here as it would beside a running demo; None when a demo already holds it."""
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError:
+        sock.close()
+        return None
+    sock.listen(1)
+    return sock
+
+
+HELD_PORTS = {name: _hold(port) for name, port in DEMO_PORTS.items()}
+# Every server the tests start takes a free port (the stack's own services are shared on purpose).
+os.environ["PLANTOPS_API_PORT"] = str(free_port())
+os.environ["PLANTOPS_SPARK_CONNECT_PORT"] = str(free_port())
+os.environ["PLANTOPS_SMTP_PORT"] = str(free_port())
 from plantops.environments import localenv  # noqa: E402
 
 localenv.apply(SESSION_HOME)

@@ -354,18 +354,15 @@ def test_env_example_users_include_every_approver():
         assert approvers <= users, f"{path.name}: approvers {approvers - users} have no Airflow user"
 
 
-def test_the_running_stack_leaves_the_tests_and_demo_ports_free():
-    """.ci/run keeps the native stack up through `make test`: a stack port equal to the tests'
-    api-server, the stack test's api-server, the demo's or the Spark Connect default fails every
-    e2e test at setup ("port already in use"), as a Spark worker's web UI on 28181 once did."""
-    import os
-
-    from plantops.environments import localenv, sparkconnect, stack
-    from test_stack import API_PORT as STACK_TEST_API_PORT
+def test_the_running_stack_leaves_the_demo_ports_free():
+    """.ci/run keeps the native stack up through `make test`, and a developer keeps `make demo` or
+    `make up` running beside it: a stack port equal to a demo default (api-server, Spark Connect,
+    mail sink) would break one or the other, as a Spark worker's web UI on 28181 once did."""
+    from conftest import DEMO_PORTS
+    from plantops.environments import sparkconnect, stack
 
     stack_ports = stack.ports()
     assert len(set(stack_ports.values())) == len(stack_ports), stack_ports
-    ours = {"tests api-server": int(os.environ["PLANTOPS_API_PORT"]), "stack test api-server": STACK_TEST_API_PORT,
-            "demo api-server": 28080, "spark connect": sparkconnect.DEFAULT_PORT, "localenv api-server": localenv.API_PORT}
-    clashes = {name: port for name, port in ours.items() if port in stack_ports.values()}
+    assert DEMO_PORTS["spark connect"] == sparkconnect.DEFAULT_PORT
+    clashes = {name: port for name, port in DEMO_PORTS.items() if port in stack_ports.values()}
     assert not clashes, f"{clashes} collide with the stack's {stack_ports}"

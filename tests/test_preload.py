@@ -11,27 +11,24 @@ from conftest import REPO
 # Runs as `<script> dag-processor`, then pretends to be `airflow scheduler`: Airflow's own Job()
 # calls the listener hook of the plugin found through AIRFLOW__CORE__PLUGINS_FOLDER.
 CHILD = r"""
-import json, os, sys, time
+import json, os, sys
 from airflow.jobs.job import Job
 
 out = {}
 Job()
 out["dag_processor_preloaded"] = "great_expectations" in sys.modules
 sys.argv[1] = "scheduler"
-began = time.perf_counter()
 Job()
-out["scheduler_hook_s"] = round(time.perf_counter() - began, 1)
 out["scheduler_preloaded"] = all(m in sys.modules for m in ("great_expectations", "mlflow", "evidently"))
 read, write = os.pipe()
 if os.fork() == 0:  # a task process, as the LocalExecutor's worker forks it
-    began = time.perf_counter()
+    os.write(write, json.dumps([m in sys.modules for m in ("great_expectations", "evidently")]).encode())
     import great_expectations as gx
     from evidently.metrics import ValueDrift
     gx.get_context(mode="ephemeral")
-    os.write(write, str(time.perf_counter() - began).encode())
     os._exit(0)
 os.wait()
-out["forked_task_gx_s"] = float(os.read(read, 64))
+out["forked_task_had"] = json.loads(os.read(read, 64))
 print(json.dumps(out))
 """
 
@@ -44,8 +41,8 @@ def test_a_local_executor_scheduler_preloads_and_its_forks_pay_no_import(airflow
     print(got)
     assert got["dag_processor_preloaded"] is False  # parsing stays light
     assert got["scheduler_preloaded"] is True
-    # A fresh process needs ~8 s here for GX alone; the fork finds it imported.
-    assert got["forked_task_gx_s"] < 1.0, got
+    # A fresh process needs ~8 s here for GX alone; the fork finds it (and Evidently) imported.
+    assert got["forked_task_had"] == [True, True], got
 
 
 def test_only_a_local_executor_scheduler_preloads(monkeypatch):

@@ -21,10 +21,11 @@ import pytest
 import yaml
 
 from conftest import REPO
+from plantops.net import free_port
 
 pytestmark = pytest.mark.stack
 USE_CASE = "tep_reactor"
-API_PORT = 28281
+API_PORT = free_port()  # beside a running `make up` or `make stack-airflow`
 APPROVAL_TIMEOUT = "1min"
 PLANTOPS_DAGS = [f"{USE_CASE}__{s}" for s in ("ingest", "features", "train", "score", "monitor", "feedback")]
 FEATURES = f"{USE_CASE}__features"
