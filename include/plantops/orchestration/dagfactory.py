@@ -493,8 +493,14 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
 
 
 def _as_list(assessments: Any) -> list[dict]:
-    """The mapped assessments as a list (a Kubernetes pod returns one assessment, not a list)."""
-    return [assessments] if isinstance(assessments, dict) else list(assessments)
+    """The mapped results as a list (a Kubernetes pod returns one assessment, not a list).
+
+    A mapped task's results arrive as a LazyXComSequence, whose iterator fetches item after item
+    until the API answers 404, and the Task SDK logs that last miss as an error ("XCom not found
+    ... offset=N") in every successful run. One slice request fetches them all, with no miss."""
+    if isinstance(assessments, dict):
+        return [assessments]
+    return list(assessments[:])
 
 
 def build_feedback(use_case: UseCase, a: dict[str, Asset]) -> DAG:
