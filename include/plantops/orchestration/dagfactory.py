@@ -218,12 +218,19 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
         # between it and today. `ranges` goes to the job and the gate as it is.
         @task
         def plan_window(params: dict, **context) -> dict:
-            from plantops.stages.pipeline import days_between, latest_feature_day, plan_features
+            from plantops.stages.pipeline import days_between, plan_features
 
-            if params.get("start") and params.get("end"):
-                return plan_features(use_case.id, days_between(params["start"], params["end"]))
-            days = _days_from_events(context)
-            return plan_features(use_case.id, days or [latest_feature_day(use_case.id)])
+            from airflow.sdk.exceptions import AirflowFailException
+            from plantops.stages.pipeline import NothingToBuild, unbuilt_days
+
+            try:
+                if params.get("start") or params.get("end"):
+                    return plan_features(use_case.id, days_between(params.get("start"), params.get("end")))
+                # An asset event names the days its ingest wrote; a manual run without params
+                # builds the bronze days that have no features yet.
+                return plan_features(use_case.id, _days_from_events(context) or unbuilt_days(use_case.id))
+            except (NothingToBuild, ValueError) as exc:  # a wrong request, not a glitch: no retry
+                raise AirflowFailException(str(exc)) from exc
 
         @task(outlets=[a["features"]], trigger_rule="none_failed_min_one_success")
         def publish_features(checks, window: dict, outlet_events=None) -> dict:

@@ -219,9 +219,22 @@ def plan_features(use_case_id: str, days: list[str]) -> dict[str, Any]:
     return plan
 
 
-def days_between(start: str, end: str) -> list[str]:
+# How a manual features run names the days to build (the DAG's params, `cli run --start --end`).
+FEATURE_PARAMS = '{"start": "YYYY-MM-DD", "end": "YYYY-MM-DD"} (end exclusive)'
+
+
+class NothingToBuild(ValueError):
+    """A features run without days: no asset event, no params, and no bronze day without features."""
+
+
+def days_between(start: str | None, end: str | None) -> list[str]:
     """The ISO days of [start, end): what a manual rebuild of a range asks for."""
-    first, after = _day(start).date(), _day(end).date()
+    if not start or not end:
+        raise ValueError(f"give both start and end: {FEATURE_PARAMS}; got start={start!r}, end={end!r}")
+    try:
+        first, after = _day(start).date(), _day(end).date()
+    except ValueError:
+        raise ValueError(f"expected days as {FEATURE_PARAMS}; got start={start!r}, end={end!r}") from None
     if after <= first:
         raise ValueError(f"the end ({end}) must be after the start ({start})")
     return [(first + timedelta(days=k)).isoformat() for k in range((after - first).days)]
@@ -233,6 +246,31 @@ def built_feature_days(use_case_id: str) -> list[str]:
     if (root / "images").is_dir():
         return sorted(p.name.removeprefix("day=") for p in (root / "images").glob("day=*") if p.is_dir())
     return sorted(p.name.removeprefix("date=") for p in root.glob("date=*") if p.is_dir())
+
+
+def bronze_days(use_case_id: str) -> list[str]:
+    """The days that have bronze, oldest first (inspection lines: ``inspections/day=*``)."""
+    root = get_settings().bronze_root / use_case_id
+    if (root / "inspections").is_dir():
+        return sorted(p.name.removeprefix("day=") for p in (root / "inspections").glob("day=*")
+                      if p.is_dir() and any(p.glob("*.parquet")))
+    return sorted(p.name.removeprefix("date=") for p in root.glob("date=*") if p.is_dir() and any(p.glob("*.parquet")))
+
+
+def unbuilt_days(use_case_id: str) -> list[str]:
+    """The bronze days without features yet: what a features run without params or events builds.
+    Raises :class:`NothingToBuild` naming the params when there are none (no bronze yet, or every
+    bronze day built: a rebuild names its days)."""
+    have = bronze_days(use_case_id)
+    built = set(built_feature_days(use_case_id))
+    todo = [d for d in have if d not in built]
+    if todo:
+        return todo
+    if not have:
+        raise NothingToBuild(f"{use_case_id} has no bronze yet: ingest first (python -m plantops.cli ingest "
+                             f"{use_case_id} --day YYYY-MM-DD), or name the days to build: {FEATURE_PARAMS}")
+    raise NothingToBuild(f"every bronze day of {use_case_id} ({have[0]}..{have[-1]}) has features: to rebuild "
+                         f"days, name them: {FEATURE_PARAMS}")
 
 
 def load_image_features(use_case_id: str, days: Iterable[str] | None = None) -> pd.DataFrame:
@@ -297,7 +335,8 @@ def load_features(use_case_id: str, start: str | None = None, end: str | None = 
 def latest_feature_day(use_case_id: str) -> str:
     days = built_feature_days(use_case_id)
     if not days:
-        raise FileNotFoundError(f"no feature partitions for {use_case_id}")
+        raise NoFeatures(f"no feature partitions for {use_case_id}: build them first ({use_case_id}__features, "
+                         f"params {FEATURE_PARAMS}, or python -m plantops.cli run {use_case_id} features)")
     return days[-1]
 
 
