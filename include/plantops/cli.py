@@ -2,6 +2,7 @@
 
     python -m plantops.cli init-use-case line_3 --from export.csv --timezone Europe/Berlin
     python -m plantops.cli ingest line_3 --day 2026-03-24  # landed files + the day's historian window, now
+    python -m plantops.cli run line_3 all [--start D --end D]  # features, train, score, monitor: the DAGs, now
     python -m plantops.cli quarantine tep_reactor          # files waiting, with their reasons
     python -m plantops.cli release tep_reactor <file>      # put a fixed file back in the landing zone
     python -m plantops.cli release pv_cells inspections/<run>/<file> [--image fixed.png]  # a rejected image
@@ -42,6 +43,35 @@ def ingest_now(use_case_id: str, day: str | None = None) -> tuple[list[dict], in
     return rows, QUARANTINED_EXIT_CODE if result["quarantined_files"] else 0
 
 
+def run_now(use_case_id: str, stage: str, start: str | None = None, end: str | None = None) -> tuple[list[dict], int]:
+    """Run a stage (or ``all``) of the use case through its DAGs in this process on the embedded
+    tier (:mod:`plantops.orchestration.localrun`); prints each stage's row as it ends."""
+    from plantops.environments import localenv
+    from plantops.orchestration.localrun import STAGES, LocalRunner, RunError, log_path, parse_range
+    from plantops.settings import get_settings
+    from plantops.stages.pipeline import bronze_days
+
+    if stage not in (*STAGES, "all"):
+        raise ValueError(f"unknown stage {stage!r}: one of {', '.join(STAGES)}, all")
+    first, after = parse_range(start, end)
+    folder = Path(get_settings().use_cases_dir)
+    if not (folder / f"{use_case_id}.yaml").is_file():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml"))) or "none"
+        raise ValueError(f"unknown use case {use_case_id!r}: no {folder / (use_case_id + '.yaml')} (known: {known}; "
+                         "draft one with init-use-case)")
+    use_case = get_use_case(use_case_id)  # a broken YAML fails here, naming the field
+    if stage in ("features", "all") and not bronze_days(use_case.id):
+        raise RunError(f"{use_case.id} has no bronze yet: run python -m plantops.cli ingest {use_case.id} "
+                       "--day YYYY-MM-DD first")
+    home = Path(get_settings().home)
+    localenv.apply(home)  # before Airflow is imported: it reads its configuration once
+    log_file = log_path(home)
+    runner = LocalRunner(use_case, log_file, sys.stdout)
+    print(json.dumps({"use_case": use_case.id, "stage": stage, "log": str(log_file)}), flush=True)
+    runner.prepare()
+    return runner.run(stage, first, after)
+
+
 def release_quarantined(use_case: UseCase, name: str, image: Path | None = None) -> Path:
     """Put a quarantined file back in line (see ``release`` in :func:`main`): where it lands."""
     from plantops.sources.landing import release as release_file
@@ -79,6 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     ingest = sub.add_parser("ingest", help="ingest now: every landed file and the day's historian window")
     ingest.add_argument("use_case")
     ingest.add_argument("--day", help="YYYY-MM-DD: the historian window [day, day + 1) (default: today, UTC)")
+    run = sub.add_parser("run", help="run a stage's DAG now, in this process: features, train, score, monitor, all")
+    run.add_argument("use_case")
+    run.add_argument("stage", help="features | train | score | monitor | all (the four in order)")
+    run.add_argument("--start", help="YYYY-MM-DD: first day (features: build [start, end); score and monitor: "
+                                     "each feature day in it; default: features the unbuilt bronze days, score "
+                                     "and monitor the newest feature day)")
+    run.add_argument("--end", help="YYYY-MM-DD: the day after the last day")
     for name in ("quarantine", "ledger", "decisions", "lake"):
         cmd = sub.add_parser(name)
         cmd.add_argument("use_case")
@@ -116,6 +153,13 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"ingest: {exc}", file=sys.stderr)
             return 1
+    elif args.command == "run":
+        try:
+            rows, code = run_now(args.use_case, args.stage, args.start, args.end)
+        except (ConfigError, ValueError, RuntimeError) as exc:
+            print(f"run: {exc}", file=sys.stderr)
+            return 1
+        return code  # each stage's row was printed when it ended
     elif args.command == "quarantine":
         from plantops.sources.landing import quarantined
 
