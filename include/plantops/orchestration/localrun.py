@@ -241,12 +241,16 @@ def _xcom(dag_id: str, run_id: str, task_id: str) -> Any:
 
 
 def _last_error(log_file: Path) -> str | None:
-    """The last task exception in the log, for the error message (the log has the traceback)."""
-    lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines()[-400:]]
-    for line in reversed(lines):
-        if any(marker in line for marker in ("Exception:", "Error:")) and "Traceback" not in line:
-            return line[:500]
-    return None
+    """The last task exception in the log, for the error message (the log has the traceback). A
+    failed spark-submit only says "Cannot execute: spark-submit ...": the job's own last ERROR
+    line says why, so it comes first."""
+    lines = [line.strip() for line in log_file.read_text(errors="replace").splitlines()[-2000:]]
+    exception = next((line for line in reversed(lines) if ("Exception:" in line or "Error:" in line)
+                      and not line.startswith("File ")), None)
+    job = next((line for line in reversed(lines) if " ERROR spark_jobs." in line), None)
+    if job is not None and exception is not None and "Cannot execute: spark-submit" in exception:
+        return job[job.index(" ERROR spark_jobs.") + 7:].split(" [airflow.task")[0][:500]
+    return None if exception is None else exception[:500]
 
 
 @contextlib.contextmanager
