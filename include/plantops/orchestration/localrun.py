@@ -166,10 +166,9 @@ class LocalRunner:
             row["pending_approval"] = {
                 "dag_id": self.use_case.dag_id("monitor"), "task_id": "request_approval",
                 "assigned": [a.id for a in self.use_case.approvers],
-                "answer": "as an assigned engineer in the Airflow UI on this home (make up): Browse -> Required "
-                          f"Actions, {os.environ.get('AIRFLOW__API__BASE_URL', '')}; the run waits there "
-                          f"until answered or {self.use_case.monitoring.approval_timeout} pass under the scheduler "
-                          "(the safe default then: no retraining)",
+                "answer": "as an assigned engineer in the Airflow UI of this home (make up, "
+                          f"{os.environ.get('AIRFLOW__API__BASE_URL', '')}): Browse -> Required Actions; the run "
+                          "waits at request_approval in the metadata DB",
             }
         return row
 
