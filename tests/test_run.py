@@ -48,6 +48,21 @@ def history_export(path: Path, first_day: str = FIRST_DAY, days: int = DAYS) -> 
     return path
 
 
+def new_state_export(path: Path, day: str) -> Path:
+    """A day of the same export after a recipe change: every tag steady near the top of its range
+    (inside the drafted limits, so every value lands), far from the reference: drift and alarms."""
+    rng = np.random.default_rng(9)
+    n = 288
+    pd.DataFrame({
+        "Timestamp": pd.date_range(f"{day} 00:00", periods=n, freq="5min"),
+        "FIC-101.PV": np.round(54.5 + rng.normal(0, 0.3, n), 4),
+        "TI 102 Temp.PV": np.round(83 + rng.normal(0, 0.3, n), 4),
+        "PI103.PV": np.round(9.5 + rng.normal(0, 0.2, n), 4),
+        "LI104.PV": np.round(62.5 + rng.normal(0, 0.5, n), 4),
+    }).to_csv(path, index=False, date_format="%Y-%m-%d %H:%M:%S")
+    return path
+
+
 def run_cli(capsys, *argv: str) -> tuple[int, list[dict], str]:
     code = cli.main(list(argv))
     captured = capsys.readouterr()
@@ -149,7 +164,8 @@ def cli_lines(env: dict[str, str], *argv: str, expect: int = 0) -> list[dict]:
 @pytest.mark.e2e
 def test_from_an_export_to_the_first_monitor_decision_with_the_cli(airflow_db, tmp_path):
     """README "Adding a use case": init-use-case, land, ingest, run all -> features, a champion,
-    predictions, a monitor decision; the same run's log has no XCom miss."""
+    predictions, a monitor decision; the same run's log has no XCom miss. Then a plant change: the
+    monitor's approval is reported, not waited for."""
     uc = "onboard_1"
     home = airflow_db  # the run's migrated metadata DB: the command finds it migrated
     env = {**os.environ, "PLANTOPS_HOME": str(home), "PLANTOPS_USE_CASES": str(tmp_path / "use_cases"),
@@ -187,3 +203,30 @@ def test_from_an_export_to_the_first_monitor_decision_with_the_cli(airflow_db, t
     # A successful features run logs no XCom miss (a mapped result read item by item used to).
     log_text = Path(started["log"]).read_text()
     assert "publish_features" in log_text and "XCom not found" not in log_text
+
+    # A recipe change (a plant event) and a day in the new state: the monitor asks an engineer.
+    # The command reports the pending approval and returns (exit 3) instead of waiting forever.
+    historian.record_plant_event(uc, datetime(2026, 3, 26, 2, tzinfo=timezone.utc), "setpoint_change",
+                                 "new recipe", "ops1")
+    new_state_export(landing / "pi_export_20260326.csv", "2026-03-26")
+    assert cli_lines(env, "ingest", uc, "--day", "2026-03-26")[-1]["days"] == ["2026-03-25", "2026-03-26"]
+    _, rebuilt = cli_lines(env, "run", uc, "features", "--start", "2026-03-25", "--end", "2026-03-27")
+    assert rebuilt["days_built"] == ["2026-03-25", "2026-03-26"]
+    _, scored = cli_lines(env, "run", uc, "score", "--start", "2026-03-26", "--end", "2026-03-27")
+    assert scored["days"] == ["2026-03-26"] and scored["alarms"] > 0
+    _, asked = cli_lines(env, "run", uc, "monitor", "--start", "2026-03-26", "--end", "2026-03-27", expect=3)
+    (decision,) = asked["decisions"]
+    assert (decision["day"], decision["decision"], decision["rule"]) == ("2026-03-26", "approval", "plant_change")
+    pending = asked["pending_approval"]
+    assert (pending["dag_id"], pending["task_id"], pending["assigned"]) == (f"{uc}__monitor", "request_approval",
+                                                                            ["eng1"])
+    assert "Required Actions" in pending["answer"]
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:  # left waiting for the answer in the metadata DB
+        state = session.scalar(select(TaskInstance.state).where(
+            TaskInstance.dag_id == f"{uc}__monitor", TaskInstance.run_id == asked["run_id"],
+            TaskInstance.task_id == "request_approval"))
+    assert str(state) == "awaiting_input"
