@@ -130,7 +130,7 @@ def test_a_compared_kind_takes_its_own_params(tmp_path):
         ({"inspection": None}, "tags", "at least one tag (or an 'inspection' section"),
         ({"model": {"kind": "mspm_pca"}}, "model.kind", "does not suit a use case with an inspection section"),
         ({"model": {"kind": "cell_cnn", "compare_with": ["normal_behaviour"]}}, "model.compare_with",
-         "expected one of ['cell_cnn', 'cell_ensemble', 'cell_texture_svm']"),
+         "expected one of ['cell_cnn', 'cell_ensemble', 'cell_pretrained', 'cell_texture_svm']"),
         ({"model": {"kind": "cell_texture_svm", "compare_params": {"cell_cnn": {"epochs": 5}}}},
          "model.compare_params", "['cell_cnn'] not named in model.compare_with"),
         ({"model": {"kind": "cell_texture_svm", "compare_with": ["cell_cnn"], "compare_params": {"cell_cnn": {"epochs": 0}}}},

@@ -69,18 +69,18 @@ def test_the_held_out_quarter_is_fixed_per_cell(features, labels):
 def test_train_registers_compares_side_by_side_and_promotes_once(plantops_home, features, labels):
     from plantops.stages import registry
 
-    # The CNN trains 2 short epochs here (the point is the flow, not its accuracy); the SVM, compared
-    # side by side with its default parameters, is fast anyway.
-    uc = use_case(kind="cell_cnn", compare_with=["cell_texture_svm"],
-                  params={"epochs": 2, "filters": [8, 16], "batch_size": 16, "tta": False})
+    # The SVM with its default parameters (fast, and not degenerate on these cells: the gate refuses a
+    # degenerate first champion); the CNN beside it trains 2 short epochs (the point is the flow).
+    uc = use_case(kind="cell_texture_svm", compare_with=["cell_cnn"],
+                  compare_params={"cell_cnn": {"epochs": 2, "filters": [8, 16], "batch_size": 16, "tta": False}})
     first = it.train_inspection(uc, features, labels, run_tags={"airflow_run_id": "train-1"})
     assert first["promoted"] and first["reason"] == "no champion to compare with" and first["version"] == "1"
-    for key in ("accuracy", "defect_recall", "cell_texture_svm_accuracy", "cell_texture_svm_defect_recall",
+    for key in ("accuracy", "defect_recall", "cell_cnn_accuracy", "cell_cnn_defect_recall",
                 "recall_class_3"):
         assert key in first["metrics"], (key, first["metrics"])
     assert registry.champion("pv_cells")[0] == "1"
     run = mlflow.get_run(first["run_id"])
-    assert run.data.params["model_kind"] == "cell_cnn" and run.data.params["compared_with"] == "cell_texture_svm"
+    assert run.data.params["model_kind"] == "cell_texture_svm" and run.data.params["compared_with"] == "cell_cnn"
     held = it.split(it.labelled_cells(features, labels)).holdout
     assert run.data.metrics["n_holdout"] == len(held)
     confusions = mlflow.tracking.MlflowClient().get_model_version("pv_cells", "1").tags["confusions"]
@@ -96,6 +96,20 @@ def test_train_registers_compares_side_by_side_and_promotes_once(plantops_home, 
     assert second["version"] == "2" and not second["promoted"], second
     assert "not above champion v1" in second["reason"], second["reason"]
     assert registry.champion("pv_cells")[0] == "1"
+
+
+def test_a_degenerate_first_model_is_not_promoted_and_the_record_says_why(plantops_home, features, labels):
+    from plantops.stages import registry
+
+    # A head regularised to nothing and unweighted: every cell gets (nearly) the same class.
+    uc = use_case(kind="cell_pretrained", compare_with=[],
+                  params={"C": 1e-7, "class_weight": "none", "cv_folds": 3})
+    result = it.train_inspection(uc, features, labels, run_tags={"airflow_run_id": "train-degenerate"})
+    assert not result["promoted"] and result["reason"].startswith("degenerate model refused: "), result["reason"]
+    assert result["degenerate"] == {"model": result["reason"]}
+    assert registry.champion("pv_cells") is None
+    run = mlflow.get_run(result["run_id"])
+    assert run.data.tags["decision"] == "kept_champion" and run.data.tags["reason"] == result["reason"]
 
 
 def test_too_few_labels_is_a_clear_error(plantops_home, features, labels):

@@ -34,6 +34,7 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "cell_texture_svm": {},
     "cell_cnn": {"epochs": 3, "filters": [8, 16], "batch_size": 16, "tta": True},
     "cell_ensemble": {"cnn_epochs": 2, "cnn_filters": [8, 16]},
+    "cell_pretrained": {"cv_folds": 3},
 }
 USE_CASE: dict[str, Any] = {
     "id": "pv_cells",
@@ -47,7 +48,7 @@ classifiers = pytest.mark.parametrize("name", CLASSIFIERS)
 
 
 def test_both_vision_kinds_are_registered_classifiers():
-    assert CLASSIFIERS == ["cell_cnn", "cell_ensemble", "cell_texture_svm"]
+    assert CLASSIFIERS == ["cell_cnn", "cell_ensemble", "cell_pretrained", "cell_texture_svm"]
 
 
 def _rows(size: int) -> pd.DataFrame:
@@ -81,7 +82,16 @@ def rows() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def cases(rows):
+def embedding_home(tmp_path_factory) -> Any:
+    """cell_pretrained caches its embeddings under PLANTOPS_HOME: a private one for the module."""
+    with pytest.MonkeyPatch.context() as patch:
+        home = tmp_path_factory.mktemp("vision_home")
+        patch.setenv("PLANTOPS_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="module")
+def cases(rows, embedding_home):
     from plantops.sources import elpv
 
     held = elpv.holdout_mask(rows).to_numpy()
@@ -134,7 +144,10 @@ def test_build_fit_and_score(cases, name):
     assert (scored["predicted_class"].to_numpy() == proba.argmax(axis=1)).all()
     np.testing.assert_allclose(scored["defect_probability"], proba[:, 2] + proba[:, 3], atol=1e-12)
     np.testing.assert_allclose(scored["expected"], proba @ np.asarray(CLASS_PROBABILITIES), atol=1e-12)
-    np.testing.assert_allclose(scored["score"], scored["defect_probability"] / kind.params.reject_threshold)
+    # The reject threshold: the kind's, or the one the model chose on its fit cells (cell_pretrained).
+    threshold = getattr(model, "reject_threshold_", kind.params.reject_threshold)
+    assert kind.threshold(model) == threshold and 0 < threshold < 1
+    np.testing.assert_allclose(scored["score"], scored["defect_probability"] / threshold)
     assert (scored["alarm"].to_numpy() == (scored["score"].to_numpy() > 1.0)).all()
     assert scored["residual"].isna().all()
     # Rows of a multiple of the model's side are reduced to it: the same cells at 60 x 60 score as at 30 x 30
@@ -194,7 +207,10 @@ def test_evaluate_on_held_out_cells(cases, name):
     assert math.isnan(empty["accuracy"]) and math.isnan(empty["defect_recall"]) and empty["n_holdout"] == 0
     good_only = kind.evaluate(case.model, holdout[holdout["label"] < 2])
     assert math.isnan(good_only["defect_recall"]) and good_only["n_holdout_defective"] == 0
-    # A stricter operating point rejects fewer cells.
+    # A stricter operating point rejects fewer cells (cell_pretrained chooses its own on the fit cells).
+    if hasattr(case.model, "reject_threshold_"):
+        assert result["reject_threshold"] == case.model.reject_threshold_
+        return
     strict = get_kind(case.use_case.model_copy(update={"model": case.use_case.model.model_copy(
         update={"params": {**FAST_PARAMS[name], "reject_threshold": 0.95}})}))
     assert strict.evaluate(case.model, case.data)["false_reject_rate"] <= result["false_reject_rate"]
@@ -204,14 +220,40 @@ def _evaluation(accuracy: float, recall: float) -> dict[str, Any]:
     return {"accuracy": accuracy, "defect_recall": recall, "false_reject_rate": 0.1}
 
 
+def test_gate_refuses_a_degenerate_model_even_as_the_first_champion(cases):
+    kind = cases("cell_texture_svm").kind
+    # 100 held-out cells, 57 of class 0: a model calling 96 of them class 0 scores 0.61 accuracy.
+    one_class = [[57, 0, 0, 0], [10, 0, 0, 0], [4, 0, 0, 0], [25, 0, 0, 4]]
+    evaluation = {**_evaluation(0.61, 0.14), "balanced_accuracy": 0.3, "confusion": one_class}
+    promoted, reason = kind.gate(evaluation, None, None)
+    assert not promoted and reason.startswith("degenerate model refused: one class predicted for 96.0%"), reason
+    assert not kind.gate(evaluation, _evaluation(0.5, 0.1), "1")[0]
+    # Classes spread out but no better than chance: refused on balanced accuracy (<= 0.25 + 0.05).
+    spread = {**_evaluation(0.61, 0.5), "balanced_accuracy": 0.30, "top_class_share": 0.7}
+    promoted, reason = kind.gate(spread, None, None)
+    assert not promoted and "balanced accuracy 0.3000 <= chance 1/4 + 0.05 = 0.3000" in reason, reason
+    # Just above both limits: an ordinary first champion.
+    fine = {**_evaluation(0.61, 0.5), "balanced_accuracy": 0.31, "top_class_share": 0.95}
+    assert kind.gate(fine, None, None) == (True, "no champion to compare with")
+    # evaluate() reports the share the guard reads.
+    case = cases("cell_texture_svm")
+    real = kind.evaluate(case.model, case.data)
+    counts = np.bincount(case.scored["predicted_class"], minlength=4)
+    assert real["top_class_share"] == pytest.approx(counts.max() / counts.sum())
+
+
 @classifiers
 def test_gate_promotes_on_accuracy_without_losing_defect_recall(cases, name):
     case = cases(name)
     kind = case.kind
     real = kind.evaluate(case.model, case.data)
-    assert kind.gate(real, None, None) == (True, "no champion to compare with")
-    promoted, reason = kind.gate(real, None, "3")
-    assert promoted and "v3 cannot score" in reason
+    refused = kind.degenerate(real)
+    if refused is None:
+        assert kind.gate(real, None, None) == (True, "no champion to compare with")
+        promoted, reason = kind.gate(real, None, "3")
+        assert promoted and "v3 cannot score" in reason
+    else:  # a 3-epoch CNN on 120 cells may well be degenerate: then never promoted
+        assert kind.gate(real, None, None) == (False, refused)
 
     challenger = _evaluation(0.84, 0.90)
     promoted, reason = kind.gate(challenger, _evaluation(0.82, 0.90), "1")
@@ -297,6 +339,10 @@ def test_wrong_params_name_the_field(cases, name, tmp_path):
     elif name == "cell_ensemble":
         assert "model.params.cnn_weight" in refused({"cnn_weight": 1.5})
         assert "model.params.cnn_size" in refused({"cnn_size": 64})
+    elif name == "cell_pretrained":
+        assert "model.params.views" in refused({"views": 3})
+        assert "model.params.defect_recall_target" in refused({"defect_recall_target": 0})
+        assert "model.params.C" in refused({"C": 0})
     else:
         assert "model.params.C" in refused({"C": -1})
         assert "model.params.vlad_clusters" in refused({"vlad_clusters": -1})

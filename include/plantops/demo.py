@@ -426,6 +426,7 @@ def pv_cells(demo: Demo) -> dict[str, Any]:
         "decisions": [f"{r['kind']}:{r['branch']}" for r in reversed(rows)],
         "rejected_images": [{"file": q["file"], "reason": q["reason"]} for q in inspection_ingest.quarantined_items(PV)],
         "first_training": {"promoted": first["promoted"], "reason": first["reason"],
+                           "refused_as_degenerate": first.get("degenerate", {}),
                            "held_out": {k: round(v, 4) for k, v in first["metrics"].items()
                                         if k.endswith(("accuracy", "defect_recall", "false_reject_rate"))}},
         "triggered_runs": [t["run_id"] for t in triggered],

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from plantops.kinds.base import KindParams, ModelKind
 from plantops.kinds.cell_cnn import CellCnn
 from plantops.kinds.cell_ensemble import CellEnsemble
+from plantops.kinds.cell_pretrained import CellPretrained
 from plantops.kinds.cell_texture_svm import CellTextureSvm
 from plantops.kinds.mspm_early import MspmEarly
 from plantops.kinds.mspm_pca import MspmPca
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from plantops.config import UseCase
 
 KINDS: dict[str, type[ModelKind]] = {kind.name: kind for kind in (MspmPca, MspmEarly, NormalBehaviour,
-                                                                  CellTextureSvm, CellCnn, CellEnsemble)}
+                                                                  CellTextureSvm, CellCnn, CellEnsemble,
+                                                                  CellPretrained)}
 
 
 class UnknownKind(KeyError):

@@ -265,6 +265,9 @@ class RegressionKind(ModelKind):
 # The inspectors' defect probabilities, one per class index: what the elpv data, the inspectors'
 # labels and the classifier kinds all mean by a class.
 CLASS_PROBABILITIES = (0.0, 1 / 3, 2 / 3, 1.0)
+# The degenerate-model guard of the classifier gate (ClassifierKind.degenerate).
+MAX_TOP_CLASS_SHARE = 0.95
+MIN_BALANCED_MARGIN = 0.05
 
 
 def class_index(probability: float) -> int:
@@ -359,7 +362,7 @@ class ClassifierKind(ModelKind):
 
         proba = np.asarray(model.predict_proba(self.model_input(model, rows)), dtype=float)
         defect = proba[:, self.defective_classes()].sum(axis=1)
-        score = defect / self.params.reject_threshold
+        score = defect / self.threshold(model)
         out = pd.DataFrame({"score": score, "alarm": (score > 1.0).astype(int)}, index=rows.index)
         out["expected"] = proba @ np.asarray(CLASS_PROBABILITIES)
         out["residual"] = np.nan
@@ -368,6 +371,12 @@ class ClassifierKind(ModelKind):
         for k in range(proba.shape[1]):
             out[f"p_class_{k}"] = proba[:, k]
         return out
+
+    def threshold(self, model: Any) -> float:
+        """The reject threshold on P(defective): the one the model chose on its fit cells
+        (``reject_threshold_``, e.g. ``cell_pretrained``'s for a defect-recall target), else the
+        kind's ``reject_threshold``."""
+        return float(getattr(model, "reject_threshold_", self.params.reject_threshold))
 
     def tag_contributions(self, model: Any, rows: pd.DataFrame) -> pd.DataFrame:
         """The image is the one input: its part is the whole score (where on the cell: the
@@ -410,7 +419,7 @@ class ClassifierKind(ModelKind):
             return float(rejected[mask].mean()) if mask.any() else math.nan
 
         defect_recall, false_reject = share(defective), share(~defective)
-        return {
+        result = {
             "accuracy": float(np.trace(confusion) / len(truth)) if len(truth) else math.nan,
             "balanced_accuracy": float(np.mean(present)) if present else math.nan,
             "recall": recall,
@@ -420,11 +429,17 @@ class ClassifierKind(ModelKind):
             "far": false_reject,
             "detection_rate": defect_recall,
             "detection_rates": {f"class_{k}": share(truth == k) for k in self.defective_classes() if (truth == k).any()},
-            "reject_threshold": self.params.reject_threshold,
+            "reject_threshold": self.threshold(model),
+            # the share of held-out cells given the most predicted class (the degenerate-model guard)
+            "top_class_share": float(confusion.sum(axis=0).max() / len(truth)) if len(truth) else math.nan,
             "n_fit": len(getattr(data, "fit", ())),
             "n_holdout": len(truth),
             "n_holdout_defective": int(defective.sum()),
         }
+        # Why the gate would refuse this model ("" when it would not): kept with every evaluation, so
+        # the decision record says it of a compared kind too.
+        result["degenerate"] = self.degenerate(result) or ""
+        return result
 
     def gate(self, challenger: dict[str, Any], champion: dict[str, Any] | None,
              champion_version: str | None, new_normal: dict[str, Any] | None = None) -> tuple[bool, str]:
@@ -432,12 +447,40 @@ class ClassifierKind(ModelKind):
         operating point is not lower than the champion's (a missed defect is the costly error) and
         the four-class accuracy is higher; on equal accuracy, a higher defect recall wins. Without
         a champion, or with one that cannot score these rows, the challenger wins. ``new_normal``
-        does not apply: inspectors' labels, not normal operation, judge a classifier."""
+        does not apply: inspectors' labels, not normal operation, judge a classifier.
+
+        Before any comparison, a degenerate challenger (:meth:`degenerate`) is refused, even when
+        there is no champion yet: a model that calls nearly every cell one class is not a model."""
+        refused = self.degenerate(challenger)
+        if refused is not None:
+            return False, refused
         if champion_version is None:
             return True, "no champion to compare with"
         if champion is None:
             return True, f"champion v{champion_version} cannot score the current image rows"
         return self.compare(challenger, champion, champion_version, math.nan)
+
+    @staticmethod
+    def degenerate(evaluation: dict[str, Any]) -> str | None:
+        """Why a held-out evaluation shows a degenerate model (None when it does not): one class
+        predicted for more than :data:`MAX_TOP_CLASS_SHARE` of the held-out cells, or a balanced
+        accuracy at most chance (1 / classes) + :data:`MIN_BALANCED_MARGIN`. Such a model can still
+        score a high four-class accuracy on elpv (57 % of the cells are class 0)."""
+        n_classes = len(CLASS_PROBABILITIES)
+        share = evaluation.get("top_class_share", math.nan)
+        confusion = evaluation.get("confusion")
+        if (share is None or math.isnan(share)) and confusion is not None:
+            counts = [sum(row[k] for row in confusion) for k in range(n_classes)]
+            share = max(counts) / sum(counts) if sum(counts) else math.nan
+        if share is not None and not math.isnan(share) and share > MAX_TOP_CLASS_SHARE:
+            return (f"degenerate model refused: one class predicted for {share:.1%} of the held-out cells "
+                    f"(> {MAX_TOP_CLASS_SHARE:.0%})")
+        balanced = evaluation.get("balanced_accuracy", math.nan)
+        floor = 1 / n_classes + MIN_BALANCED_MARGIN
+        if balanced is not None and not math.isnan(balanced) and balanced <= floor:
+            return (f"degenerate model refused: balanced accuracy {balanced:.4f} <= chance 1/{n_classes} + "
+                    f"{MIN_BALANCED_MARGIN} = {floor:.4f}")
+        return None
 
     def compare(self, challenger: dict[str, Any], champion: dict[str, Any], champion_version: str,
                 limit: float) -> tuple[bool, str]:

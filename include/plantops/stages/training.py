@@ -373,7 +373,8 @@ def _decide_and_record(
                                          new_normal)
         if promoted:
             registry.set_alias(name, registry.CHAMPION, version)
-    champion_version = version if promoted or before is None else before[0]
+    # No champion at all when the first challenger was refused (a degenerate classifier).
+    champion_version = version if promoted else (before[0] if before is not None else None)
     metrics = _side_by_side(evaluations)
     champion_metrics = _flat_metrics(evaluations[MODEL] if promoted else champion_eval or _EMPTY)
     for key, value in _flat_metrics(champion_eval or _EMPTY, prefix="previous_champion_").items():
@@ -390,6 +391,9 @@ def _decide_and_record(
         "champion_version": champion_version,
         "champion_metrics": champion_metrics,
     }
+    refused = {label: e["degenerate"] for label, e in evaluations.items() if e.get("degenerate")}
+    if refused:  # classifiers: the models the gate would refuse as degenerate, and why
+        result["degenerate"] = refused
     client.log_dict(run_id, {
         "target_far": use_case.model.false_alarm_rate,
         "far_limit": far_limit(use_case.model.false_alarm_rate),
@@ -401,7 +405,7 @@ def _decide_and_record(
         "decision": decision,
         "result": result,
     }, "comparison.json")
-    for key, value in {"decision": decision, "reason": reason, "champion_version": champion_version}.items():
+    for key, value in {"decision": decision, "reason": reason, "champion_version": champion_version or "none"}.items():
         client.set_tag(run_id, key, value)
     client.set_model_version_tag(name, version, "reason", reason)
     client.set_model_version_tag(name, version, "decision", decision)
