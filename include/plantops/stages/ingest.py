@@ -649,6 +649,11 @@ def _ingest_file(use_case: UseCase, source: LandedFileSource, landed: Any, run_i
                               "values_in": 0, "values_written": 0, "values_rejected": 0}
     try:
         raw = landing.read_landed(landed.path, source)
+    except landing.TruncatedFile as exc:  # cut mid-record: not one value of it is read
+        details = {"problem": "truncated", "offset": exc.offset, "size": exc.size}
+        landing.quarantine(use_case.id, landed, str(exc), counts, run_id, details)
+        return {"file": landed.name, "source": source.name, "status": "quarantined", "reason": str(exc),
+                **details, **counts}
     except landing.UnreadableFile as exc:  # any unreadable file is quarantined, not fatal
         landing.quarantine(use_case.id, landed, str(exc), counts, run_id)
         return {"file": landed.name, "source": source.name, "status": "quarantined", "reason": str(exc), **counts}
