@@ -215,8 +215,9 @@ def test_the_same_bytes_under_a_new_name_are_a_recorded_no_op(day):
 
 
 def test_overlapping_values_of_another_file_are_not_written_twice(day):
-    """A file under a new name with other bytes (a re-export) whose values bronze holds already:
-    those values are rejected, named after the file that brought them; the new ones are written."""
+    """A file under a new name with other bytes (a re-export) at times bronze holds already: the
+    same value is rejected, named after the file that brought it; a differing one is a conflict
+    (kept beside bronze, see tests/test_corrections.py); the new ones are written."""
     use_case, episode, path, frame = day
     ingest.ingest_landed(use_case, "run-1")
     later = frame.assign(ts=frame["ts"] + pd.Timedelta(hours=12))  # its first half at the first file's times
@@ -226,8 +227,15 @@ def test_overlapping_values_of_another_file_are_not_written_twice(day):
     overlap = 240  # rows of the re-export at times the first file covers (3-minute samples, 12 h)
     assert (item["values_written"], item["values_rejected"]) == ((480 - overlap) * V, overlap * V)
     assert (item["rows_written"], item["rows_rejected"]) == (480 - overlap, overlap)
-    assert item["rejected_values"] == {t: {f"already in bronze from {path.name!r}": overlap}
-                                       for t in frame.columns if t != "ts"}
+    tags = [t for t in frame.columns if t != "ts"]
+    # The re-export's first half holds the first file's second-half values at the first half's times.
+    ordered = frame.sort_values("ts").reset_index(drop=True)
+    differ = {t: int((ordered[t].to_numpy()[:overlap] != ordered[t].to_numpy()[overlap:2 * overlap]).sum())
+              for t in tags}
+    expected = {t: {k: n for k, n in ((f"already in bronze from {path.name!r}", overlap - differ[t]),
+                                      (ingest.conflict_reason(path.name), differ[t])) if n} for t in tags}
+    assert item["rejected_values"] == expected
+    assert item.get("conflicts", 0) == sum(differ.values()) > 0
     bronze = assert_bronze_unique()
     assert len(bronze) == 480 * V + (480 - overlap) * V
     first_day = bronze[bronze["batch"] == path.name]

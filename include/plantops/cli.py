@@ -7,6 +7,8 @@
     python -m plantops.cli release tep_reactor <file>      # put a fixed file back in the landing zone
     python -m plantops.cli release pv_cells inspections/<run>/<file> [--image fixed.png]  # a rejected image
     python -m plantops.cli ledger tep_reactor              # every landed file: status and row counts
+    python -m plantops.cli conflicts tep_reactor [--all]  # later values that differ from bronze's
+    python -m plantops.cli correct tep_reactor <file> [--by NAME]  # bronze takes that file's values
     python -m plantops.cli decisions tep_reactor --kind monitor
     python -m plantops.cli replay tep_reactor history|upset|stale|maintenance|plant_change|new_normal
     python -m plantops.cli lake tep_reactor                # bronze and features as Trino tables (stack tiers)
@@ -128,6 +130,13 @@ def main(argv: list[str] | None = None) -> int:
                          "inspections/<run>/<file> (a rejected image), <run>.manifest.csv or a labels file")
     release.add_argument("--image", type=Path, help="inspection use cases: the fixed image to land in place of "
                          "the rejected one (default: the quarantined image itself)")
+    conflicts = sub.add_parser("conflicts", help="landed values that differ from bronze's (open ones)")
+    conflicts.add_argument("use_case")
+    conflicts.add_argument("--all", action="store_true", help="also the replaced ones, with their audit record")
+    correct = sub.add_parser("correct", help="replace bronze's values with a later file's (its open conflicts)")
+    correct.add_argument("use_case")
+    correct.add_argument("file", help="the later landed file, as `conflicts` names it (new_file)")
+    correct.add_argument("--by", help="who corrects (default: the OS user), kept in the audit record")
     replay = sub.add_parser("replay", help="write TEP plant data into the historian and the landing zone")
     replay.add_argument("use_case")
     replay.add_argument("scenario", choices=["history", "upset", "stale", "maintenance", "plant_change", "new_normal"])
@@ -168,6 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         from plantops.sources.landing import rows_of
 
         rows = rows_of(args.use_case)
+    elif args.command == "conflicts":
+        from plantops.stages import corrections
+
+        rows = corrections.listed(get_use_case(args.use_case).id, None if args.all else corrections.OPEN)
+    elif args.command == "correct":
+        from plantops.stages import corrections
+
+        try:
+            rows = [corrections.correct(get_use_case(args.use_case).id, args.file, args.by)]
+        except ValueError as exc:
+            print(f"correct: {exc}", file=sys.stderr)
+            return 1
     elif args.command == "decisions":
         from plantops.stages import decisions
 

@@ -114,6 +114,9 @@ def _zone(value: str | None) -> str | None:
     return value
 
 
+ON_CONFLICT = ("keep", "replace")
+
+
 class LandedFileSource(_Frozen):
     """One kind of file NiFi lands in the folder: which names, which format, which layout.
 
@@ -133,6 +136,10 @@ class LandedFileSource(_Frozen):
     naive_timezone: str | None = None  # None: landing.naive_timezone
     # Columns of the file that hold no tag (a status text, a comment): dropped when read, not counted.
     ignore_columns: tuple[str, ...] = ()
+    # A value that differs from bronze's for the same (asset, tag, ts, source): "keep" keeps bronze's
+    # and lists the conflict for `cli correct`; "replace" takes the later value at once (historians
+    # known to re-send corrected values, as PI's replace mode). Either way an audit record is kept.
+    on_conflict: str = "keep"
 
     @model_validator(mode="before")
     @classmethod
@@ -184,6 +191,15 @@ class LandedFileSource(_Frozen):
     @classmethod
     def _naive_timezone(cls, value: str | None) -> str | None:
         return _zone(value)
+
+    @field_validator("on_conflict")
+    @classmethod
+    def _on_conflict(cls, value: str) -> str:
+        if value not in ON_CONFLICT:
+            raise ValueError("expected keep (bronze keeps its value; a differing later value is listed by "
+                             "`cli conflicts` until `cli correct` takes it) or replace (a differing later value "
+                             "replaces bronze's, with an audit record)")
+        return value
 
     @model_validator(mode="after")
     def _only_where_it_applies(self) -> LandedFileSource:

@@ -197,6 +197,113 @@ class UnreadableFile(ValueError):
     """The file cannot be read or decoded as its source says; it is quarantined with this reason."""
 
 
+class TruncatedFile(UnreadableFile):
+    """The file ends mid-record: NiFi may still be writing it, or the transfer broke. No value of it
+    is read (half a line is no value, and a cut cell would lock the full file's value out of bronze);
+    ``offset`` is where the cut record starts, ``size`` the file's size."""
+
+    def __init__(self, message: str, offset: int, size: int) -> None:
+        super().__init__(message)
+        self.offset, self.size = offset, size
+
+
+# A parquet file starts and ends with this marker; the footer (the schema) sits just before the end.
+PARQUET_MAGIC = b"PAR1"
+_TAIL_CHUNK = 1 << 16
+
+
+def _last_line(path: Path, size: int) -> tuple[int, bytes, bool]:
+    """Where the file's last non-empty line starts, its bytes, and whether a line end follows it
+    (read backwards in chunks: a large file's head is never read for this)."""
+    tail, position = b"", size
+    with path.open("rb") as handle:
+        while position > 0:
+            step = min(_TAIL_CHUNK, position)
+            position -= step
+            handle.seek(position)
+            tail = handle.read(step) + tail
+            stripped = tail.rstrip(b"\r\n")  # trailing line ends and blank lines are no line
+            if b"\n" in stripped:
+                break
+    stripped = tail.rstrip(b"\r\n")
+    cut = stripped.rfind(b"\n") + 1
+    return position + cut, stripped[cut:], len(stripped) < len(tail)
+
+
+def cut_record(path: Path, source: LandedFileSource) -> tuple[int, str] | None:
+    """Whether the file ends mid-record, as bytes tell it before any parser does: ``(offset, why)``
+    for a csv or jsonl whose last line has no line end or (csv) fewer fields than the header, or a
+    parquet file without its closing marker (the footer never came); None for a complete file."""
+    size = path.stat().st_size
+    if size == 0:
+        return None  # an empty file is unreadable, not cut
+    if source.format == "parquet":
+        with path.open("rb") as handle:
+            head = handle.read(4)
+            handle.seek(max(0, size - 4))
+            tail = handle.read(4)
+        if head == PARQUET_MAGIC and (size < 12 or tail != PARQUET_MAGIC):
+            return size, "the parquet footer is missing (the file does not end with its closing PAR1)"
+        return None
+    if "\n".encode(source.encoding) != b"\n":
+        return None  # a two-byte encoding (UTF-16): the byte scan below would misread it
+    offset, line, ended = _last_line(path, size)
+    if not ended:
+        return offset, "the last line has no line end"
+    if source.format == "csv":
+        with path.open("rb") as handle:
+            header = handle.readline(_TAIL_CHUNK * 16)
+        if offset == 0:
+            return None  # the header is the only line: no row to cut
+        have, want = (_field_count(raw.decode(source.encoding, errors="replace"), source.delimiter)
+                      for raw in (line, header))
+        if have < want:
+            return offset, f"the last line has {have} of the header's {want} fields"
+    return None
+
+
+def _field_count(line: str, delimiter: str) -> int:
+    import csv
+
+    return len(next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter), []))
+
+
+def _looks_complete(path: Path, source: LandedFileSource, offset: int) -> bool:
+    """Whether the unended last line would parse whole (a csv row with the header's field count, a
+    JSON object): a file written without its final line end rather than cut."""
+    with path.open("rb") as handle:
+        header = handle.readline(_TAIL_CHUNK * 16)
+        handle.seek(offset)
+        line = handle.read().decode(source.encoding, errors="replace")
+    if source.format == "jsonl":
+        try:
+            return isinstance(json.loads(line), dict)
+        except ValueError:
+            return False
+    if offset == 0:
+        return False
+    return (_field_count(line, source.delimiter)
+            == _field_count(header.decode(source.encoding, errors="replace"), source.delimiter))
+
+
+def check_complete(path: Path, source: LandedFileSource, where: str) -> None:
+    """Raise :class:`TruncatedFile` when the file ends mid-record (see :func:`cut_record`)."""
+    cut = cut_record(path, source)
+    if cut is None:
+        return
+    offset, why = cut
+    size = path.stat().st_size
+    message = (f"unreadable {source.format} ({where}): truncated at byte {offset} of {size}: {why}; NiFi may "
+               "still be writing the file or the transfer broke, so none of its values was read. Land the "
+               "complete file again (its bytes differ, so it is taken as a new file)")
+    if source.format != "parquet" and _looks_complete(path, source, offset):
+        # A cut inside the last cell keeps the field count, so "parses whole" is no proof: say so.
+        message += ("; its last line parses whole, as a line cut inside its last cell also does: if the "
+                    "export really ends there, end its last line in quarantine (echo >> <file>) and release "
+                    "it (python -m plantops.cli release <use case> <file>)")
+    raise TruncatedFile(message, offset, size)
+
+
 def read_landed(path: Path, source: LandedFileSource) -> pd.DataFrame:
     """The file as a frame, its cells as they came: csv cells are text (the number parse and the
     raw text of a rejected value come from the text), jsonl values as JSON has them."""
@@ -206,6 +313,9 @@ def read_landed(path: Path, source: LandedFileSource) -> pd.DataFrame:
     # become part of the first column's name.
     encoding = "utf-8-sig" if codecs.lookup(source.encoding).name == "utf-8" else source.encoding
     where = f"source {source.name}" + ("" if source.format == "parquet" else f", encoding {source.encoding}")
+    # A cut file is refused before it is parsed: a parser reads a cut last cell (-0.36 of -0.3609)
+    # as a value, or a short row as empty cells.
+    check_complete(path, source, where)
     try:
         if source.format == "parquet":
             return pd.read_parquet(path)
@@ -323,13 +433,16 @@ def skip_duplicate(use_case: str, landed: LandedFile, previous: dict, dag_run_id
     return target
 
 
-def quarantine(use_case: str, landed: LandedFile, reason: str, counts: dict, dag_run_id: str) -> Path:
-    """Move the file, untouched, to quarantine and write its reason beside it."""
+def quarantine(use_case: str, landed: LandedFile, reason: str, counts: dict, dag_run_id: str,
+               details: dict | None = None) -> Path:
+    """Move the file, untouched, to quarantine and write its reason beside it (with ``details``, e.g.
+    ``{"problem": "truncated", "offset": ...}``, for a reader that acts on the kind of problem)."""
     target = _unique_target(get_settings().quarantine_root / use_case, landed.name, landed.sha256)
     shutil.move(str(landed.path), target)
     atomic_write_json(target.with_name(target.name + ".reason.json"), {
         "file": landed.name, "sha256": landed.sha256, "size": landed.size, "reason": reason,
         "counts": counts, "dag_run_id": dag_run_id, "quarantined_at": datetime.now(timezone.utc).isoformat(),
+        **(details or {}),
     })
     _record(use_case, landed, "quarantined", counts, reason, dag_run_id, target)
     log.warning("quarantined %s: %s", landed.name, reason)

@@ -442,9 +442,18 @@ def prepare_long(use_case: UseCase, frame: pd.DataFrame, source: LandedFileSourc
     return PreparedLong(raw=raw, values=values, checked=checked, duplicate=duplicate)
 
 
-def _held_elsewhere(use_case: UseCase, candidates: pd.DataFrame, own: str) -> pd.Series:
-    """For each candidate value (asset, tag, ts), the landed file whose row for it bronze holds
-    already ("" if none): another file's values are never written twice."""
+def _held_elsewhere(use_case: UseCase, candidates: pd.DataFrame, numbers: np.ndarray, own: str,
+                    file_name: str) -> tuple[pd.Series, pd.DataFrame, pd.Index]:
+    """Each candidate value (asset, tag, ts) against the rows other landed files brought to bronze:
+    another file's values are never written twice.
+
+    Returns ``held`` (per candidate: "" or ``already in bronze from '<file>'`` when bronze holds the
+    same value), the **conflicts** (candidates whose value differs from bronze's: columns asset,
+    tag, ts, bronze_value, bronze_file, new_value, indexed as the candidates) and the candidates
+    bronze holds already as this very file's (replaced by an earlier try of it: ``on_conflict:
+    replace`` or ``cli correct``), which count as written.
+    """
+    import numpy as np
     import pandas as pd
 
     root = get_settings().bronze_root / use_case.id
@@ -453,18 +462,32 @@ def _held_elsewhere(use_case: UseCase, candidates: pd.DataFrame, own: str) -> pd
     for day in sorted(days):
         for path in sorted((root / f"date={day}").glob("landing-*.parquet")):
             if path.name != own:
-                frames.append(pd.read_parquet(path, columns=["asset", "tag", "ts", "batch"]))
+                frames.append(pd.read_parquet(path, columns=["asset", "tag", "ts", "value", "batch"]))
     held = pd.Series("", index=candidates.index, dtype=object)
+    clash = pd.DataFrame(columns=["asset", "tag", "ts", "bronze_value", "bronze_file", "new_value"])
     if not frames:
-        return held
+        return held, clash, pd.Index([])
     key = ["asset", "tag", "ts"]
     other = pd.concat(frames, ignore_index=True).drop_duplicates(key)
     other["ts"] = pd.to_datetime(other["ts"], utc=True).astype("datetime64[ns, UTC]")
-    mine = candidates[key].assign(ts=candidates["ts"].astype("datetime64[ns, UTC]"), position=candidates.index)
+    mine = candidates[key].assign(ts=candidates["ts"].astype("datetime64[ns, UTC]"), position=candidates.index,
+                                  new_value=np.asarray(numbers, dtype=float))
     found = mine.merge(other, on=key, how="inner")
-    why = "already in bronze from " + found["batch"].astype(str).map(repr)
-    held.loc[found["position"].to_numpy()] = why.to_numpy()
-    return held
+    old, new = found["value"].to_numpy(dtype=float), found["new_value"].to_numpy(dtype=float)
+    same = (old == new) | (np.isnan(old) & np.isnan(new))
+    ours = same & (found["batch"].astype(str) == file_name).to_numpy()
+    repeat = found[same & ~ours]
+    held.loc[repeat["position"].to_numpy()] = ("already in bronze from " + repeat["batch"].astype(str).map(repr)).to_numpy()
+    differ = found[~same]
+    clash = pd.DataFrame({"asset": differ["asset"].to_numpy(), "tag": differ["tag"].to_numpy(),
+                          "ts": differ["ts"].to_numpy(), "bronze_value": differ["value"].to_numpy(dtype=float),
+                          "bronze_file": differ["batch"].astype(str).to_numpy(),
+                          "new_value": differ["new_value"].to_numpy()}, index=differ["position"].to_numpy())
+    return held, clash, pd.Index(found.loc[ours, "position"].to_numpy())
+
+
+def conflict_reason(bronze_file: str) -> str:
+    return f"conflicts with bronze's value from {bronze_file!r}"
 
 
 def _landed_values(use_case: UseCase, prepared: PreparedFile, batch: str) -> pd.DataFrame:
@@ -649,6 +672,11 @@ def _ingest_file(use_case: UseCase, source: LandedFileSource, landed: Any, run_i
                               "values_in": 0, "values_written": 0, "values_rejected": 0}
     try:
         raw = landing.read_landed(landed.path, source)
+    except landing.TruncatedFile as exc:  # cut mid-record: not one value of it is read
+        details = {"problem": "truncated", "offset": exc.offset, "size": exc.size}
+        landing.quarantine(use_case.id, landed, str(exc), counts, run_id, details)
+        return {"file": landed.name, "source": source.name, "status": "quarantined", "reason": str(exc),
+                **details, **counts}
     except landing.UnreadableFile as exc:  # any unreadable file is quarantined, not fatal
         landing.quarantine(use_case.id, landed, str(exc), counts, run_id)
         return {"file": landed.name, "source": source.name, "status": "quarantined", "reason": str(exc), **counts}
@@ -659,12 +687,22 @@ def _ingest_file(use_case: UseCase, source: LandedFileSource, landed: Any, run_i
     values, outcome, prepared = judged.values, judged.outcome, judged.prepared
     parts = list(judged.notes) + ([] if outcome is None or outcome.success else [outcome.reason()])
     rejected_values: dict[str, dict[str, int]] = {}
+    clash, replacing = None, None
     if values is not None:
+        import pandas as pd
+
+        replacing = pd.Series(False, index=values.index)  # good values that go to bronze in place of another's
         if not outcome.structural:
             good = values["reason"] == ""
             if good.any():
-                held = _held_elsewhere(use_case, values[good], f"landing-{key}.parquet")
+                held, clash, ours = _held_elsewhere(use_case, values[good], prepared.numbers(values[good]),
+                                                    f"landing-{key}.parquet", landed.name)
                 values.loc[held.index[held != ""], "reason"] = held[held != ""]
+                replacing.loc[ours] = True
+                if source.on_conflict == "replace":
+                    replacing.loc[clash.index] = True
+                else:  # kept beside bronze as a conflict, bronze's value stays until `cli correct`
+                    values.loc[clash.index, "reason"] = clash["bronze_file"].map(conflict_reason)
         rejected_values = tally(values[values["reason"] != ""])
     reason = "; ".join(parts + summary(rejected_values)) or "ok"
     bad = None if values is None else values["reason"] != ""
@@ -680,18 +718,43 @@ def _ingest_file(use_case: UseCase, source: LandedFileSource, landed: Any, run_i
         return {"file": landed.name, "source": source.name, "status": "quarantined", "reason": reason, **counts}
     rejected = values[bad].assign(raw=prepared.raw_texts(values[bad]), source="landing")
     quarantined_rows = _quarantine_rows(use_case, rejected, key)
-    written = values[~bad].assign(value=prepared.numbers(values[~bad]), source="landing")
+    accepted = values[~bad]
+    written = values[~bad & ~replacing].assign(value=prepared.numbers(values[~bad & ~replacing]), source="landing")
     days = write_bronze(get_settings().bronze_root, use_case.id, written[LONG_COLUMNS], f"landing-{key}")
-    rows_written = int(written["row"].nunique())
+    replaced = _keep_conflicts(use_case, source, landed.name, values, prepared, clash, run_id)
+    rows_written = int(accepted["row"].nunique())
     counts.update(rows_written=rows_written, rows_rejected=judged.rows_in - rows_written,
                   values_written=int((~bad).sum()), values_rejected=int(bad.sum()),
                   rejected_values=rejected_values)
-    assert counts["values_written"] == sum(days.values())
+    if clash is not None and len(clash):
+        counts["conflicts"] = len(clash)
+    if replacing.any():
+        counts["values_replaced"] = int(replacing.sum())
+    assert counts["values_written"] == sum(days.values()) + int(replacing.sum())
     assert counts["values_in"] == counts["values_written"] + counts["values_rejected"]
     assert counts["rows_in"] == counts["rows_written"] + counts["rows_rejected"]
     landing.archive(use_case.id, landed, counts, run_id, reason)
     return {"file": landed.name, "source": source.name, "status": "ingested", "days": days,
-            "rejected_rows_at": quarantined_rows, **counts}
+            "rejected_rows_at": quarantined_rows, **({"replaced_days": replaced} if replaced else {}), **counts}
+
+
+def _keep_conflicts(use_case: UseCase, source: LandedFileSource, file_name: str, values: pd.DataFrame,
+                    prepared: Any, clash: pd.DataFrame | None, run_id: str) -> list[str]:
+    """Keep the file's conflicts beside bronze (both values, both files); with the source's
+    ``on_conflict: replace`` put its values in place of bronze's at once, with the audit record.
+    The days whose bronze changed that way (the next lines of ``pipeline.ingest`` announce them)."""
+    from plantops.stages import corrections
+
+    if clash is None or clash.empty:
+        return []
+    part = values.loc[clash.index]
+    found = clash.assign(source="landing", new_quality=part["quality"].to_numpy(),
+                         new_raw=prepared.raw_texts(part))
+    ids = corrections.record(use_case.id, found, file_name, run_id)
+    if source.on_conflict != "replace":
+        return []
+    done = corrections.replace(use_case.id, ids, f"source {source.name}", corrections.BY_SOURCE)
+    return sorted({c["day"] for c in done})
 
 
 def _gx_fallback(values: pd.DataFrame, named: np.ndarray, kept: np.ndarray, outcome: Any,

@@ -44,6 +44,7 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
     Files quarantined whole are mailed to the operators and recorded in the decision store (kind
     ``quarantine``); the DAG's ``report_quarantine`` task then fails the run (:func:`report_quarantine`).
     """
+    from plantops.stages import corrections
     from plantops.stages.ingest import ingest_historian, ingest_landed
 
     use_case = get_use_case(use_case_id)
@@ -57,6 +58,10 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
     days = {day for batch in batches for day in batch.get("days", {})}
     for item in landed["files"]:
         days.update(item.get("days", {}))
+    # Days whose bronze values were replaced (`cli correct`, or a source's on_conflict: replace in
+    # this run): this run's bronze event names them, so the features plan rebuilds them.
+    corrected = corrections.claim_days(use_case_id, run_id)
+    days.update(corrected)
     quarantined = [f for f in landed["files"] if f["status"] == "quarantined"]
     notified = _tell_quarantined(use_case, run_id, days) if quarantined else None
     return {
@@ -69,6 +74,7 @@ def ingest(use_case_id: str, start: str, end: str, run_id: str) -> dict[str, Any
             "reason": "; ".join(str(b["reason"]) for b in batches) if windows else "no historian tags",
         },
         "files": landed["files"],
+        "corrected_days": corrected,
         "quarantined_files": len(quarantined),
     }
 
