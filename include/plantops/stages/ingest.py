@@ -189,7 +189,7 @@ def ingest_historian(use_case: UseCase, start: datetime, end: datetime, run_id: 
                   values_rejected=counts["rows_rejected"])
     assert counts["rows_in"] == counts["rows_written"] + counts["rows_rejected"]
     rejected_values = tally(rejected)
-    reason = "; ".join(([] if outcome.success else [outcome.reason()]) + summary(rejected_values)) or "ok"
+    reason = "; ".join(summary(rejected_values) + ([] if outcome.success else [outcome.reason()])) or "ok"
     log.info("historian %s: %s (%s)", batch, counts, reason)
     return {**counts, "days": days, "quarantined": quarantined, "reason": reason, "rejected_values": rejected_values}
 
@@ -657,7 +657,9 @@ def _ingest_file(use_case: UseCase, source: LandedFileSource, landed: Any, run_i
     counts.update(rows_in=judged.rows_in, values_in=judged.values_in)
     key = landing.batch_key(landed.name)
     values, outcome, prepared = judged.values, judged.outcome, judged.prepared
-    parts = list(judged.notes) + ([] if outcome is None or outcome.success else [outcome.reason()])
+    # The file's own problems first, then the plain counts per tag and reason; GX's view of the same
+    # cells (its expectation names and row counts) last, as the gate's evidence.
+    gx = [] if outcome is None or outcome.success else [outcome.reason()]
     rejected_values: dict[str, dict[str, int]] = {}
     if values is not None:
         if not outcome.structural:
@@ -666,7 +668,7 @@ def _ingest_file(use_case: UseCase, source: LandedFileSource, landed: Any, run_i
                 held = _held_elsewhere(use_case, values[good], f"landing-{key}.parquet")
                 values.loc[held.index[held != ""], "reason"] = held[held != ""]
         rejected_values = tally(values[values["reason"] != ""])
-    reason = "; ".join(parts + summary(rejected_values)) or "ok"
+    reason = "; ".join(list(judged.notes) + summary(rejected_values) + gx) or "ok"
     bad = None if values is None else values["reason"] != ""
     whole_file = values is None or bool(judged.notes) or outcome.structural or (
         use_case.landing.bad_rows == "quarantine" and bool(bad.any()))
