@@ -619,9 +619,10 @@ def ingest_landed(use_case: UseCase, run_id: str) -> dict:
             continue
         previous = landing.already_processed(use_case.id, landed)
         if previous:
-            landing.skip_duplicate(use_case.id, landed, previous, run_id)
-            results.append({"file": landed.name, "status": "duplicate", "ledger_id": previous["id"],
-                            "duplicate_of": previous["name"]})
+            # The copy's own ledger row, and the original named beside it: a re-send is its own event.
+            ledger_id = landing.skip_duplicate(use_case.id, landed, previous, run_id)
+            results.append({"file": landed.name, "status": "duplicate", "ledger_id": ledger_id,
+                            "duplicate_of": previous["name"], "duplicate_of_ledger_id": previous["id"]})
             continue
         results.append(_ingest_file(use_case, matched[0], landed, run_id))
     return {"files": results}
@@ -648,7 +649,7 @@ def _ingest_file(use_case: UseCase, source: LandedFileSource, landed: Any, run_i
     counts: dict[str, Any] = {"rows_in": 0, "rows_written": 0, "rows_rejected": 0,
                               "values_in": 0, "values_written": 0, "values_rejected": 0}
     try:
-        raw = landing.read_landed(landed.path, source)
+        raw = landing.read_landed(landed.path, source, use_case.id)
     except landing.UnreadableFile as exc:  # any unreadable file is quarantined, not fatal
         landing.quarantine(use_case.id, landed, str(exc), counts, run_id)
         return {"file": landed.name, "source": source.name, "status": "quarantined", "reason": str(exc), **counts}
