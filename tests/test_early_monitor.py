@@ -2,8 +2,9 @@
 detection, filter restarts, missing values, contributions and a skops round trip.
 
 Feature rows are built per run as the pipeline's contract does (3-minute buckets, 20-bucket
-rolling window, the first 20 rows of each run dropped) and fitted as in ``bench/detectors.py``:
-d00 plus the first 480 samples of d00_te; the last 480 samples of d00_te are held-out normal rows.
+rolling window, the first 20 rows of each run dropped) and fitted on d00 plus the first 480
+samples of d00_te (more fit rows for the calibration checks; ``bench/detectors.py`` fits on d00
+only); the last 480 samples of d00_te are held-out normal rows.
 """
 
 from __future__ import annotations

@@ -202,6 +202,9 @@ def test_the_same_bytes_under_a_new_name_are_a_recorded_no_op(day):
     assert [(r["name"], r["status"], r["duplicate_of"]) for r in ledger] == [
         (path.name, "ingested", None), (resent.name, "duplicate", path.name)]
     assert ledger[1]["sha256"] == ledger[0]["sha256"] and ledger[1]["dag_run_id"] == "run-2"
+    # The result (the line `cli ingest` prints) names the copy's own ledger row, and the original's beside it.
+    assert (item["ledger_id"], item["duplicate_of_ledger_id"]) == (ledger[1]["id"], ledger[0]["id"])
+    assert ledger[1]["id"] != ledger[0]["id"]
     assert not resent.exists()
     archived = get_settings().archive_root / UC / "duplicates" / resent.name
     assert archived.read_bytes() == sent and ledger[1]["stored_at"] == str(archived)

@@ -286,8 +286,11 @@ def test_latin1_csv_with_a_degree_sign_in_a_header(tags):
     _land("pi_utf8.csv", export("21,6"))  # other bytes: the same again would be a duplicate
     (item,) = _ingest(utf8)
     assert item["status"] == "quarantined"
+    yaml = get_settings().use_cases_dir / f"{UC}.yaml"
     assert item["reason"] == ("unreadable csv (source pi_csv, encoding utf-8): 'utf-8' codec can't decode byte 0xb0 "
-                              f"in position {header.index('°')}: invalid start byte")
+                              f"in position {header.index('°')}: invalid start byte; the file is not utf-8 at byte "
+                              f"offset {header.index('°')}: set `encoding: latin-1` (or cp1252) on landing source "
+                              f"pi_csv in {yaml}, then release the file")
     assert _in_quarantine("pi_utf8.csv")["reason"] == item["reason"]
     assert (item["values_in"], item["values_written"]) == (0, 0)
     assert not (get_settings().bronze_root / UC).exists()

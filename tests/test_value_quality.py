@@ -153,6 +153,12 @@ def test_each_bad_cell_rejects_its_value_only(use_case):
     for tag, reasons in expected.items():
         for reason, n in reasons.items():
             assert f"{n} x {reason} in {tag}" in row["reason"]
+    # The reason leads with the plain counts; GX's view of the same cells (NaN in the frame it
+    # checks) comes after them and shows no list of NaN.
+    first_tag = sorted(expected)[0]
+    first_reason, first_n = sorted(expected[first_tag].items())[0]
+    assert row["reason"].startswith(f"{first_n} x {first_reason} in {first_tag}"), row["reason"]
+    assert "[nan" not in row["reason"] and "nan]" not in row["reason"], row["reason"]
 
     # The monitor's data-quality signal counts exactly these values.
     share = ingest.rejected_share(use_case, DAY.to_pydatetime(), (DAY + timedelta(days=1)).to_pydatetime())

@@ -304,9 +304,10 @@ def check_complete(path: Path, source: LandedFileSource, where: str) -> None:
     raise TruncatedFile(message, offset, size)
 
 
-def read_landed(path: Path, source: LandedFileSource) -> pd.DataFrame:
+def read_landed(path: Path, source: LandedFileSource, use_case_id: str | None = None) -> pd.DataFrame:
     """The file as a frame, its cells as they came: csv cells are text (the number parse and the
-    raw text of a rejected value come from the text), jsonl values as JSON has them."""
+    raw text of a rejected value come from the text), jsonl values as JSON has them. A file that
+    does not decode names the byte and the ``encoding`` to set on the source (in ``<use_case_id>.yaml``)."""
     import pandas as pd
 
     # A UTF-8 file from a Windows tool starts with a byte-order mark; without utf-8-sig it would
@@ -326,7 +327,23 @@ def read_landed(path: Path, source: LandedFileSource) -> pd.DataFrame:
         return _read_jsonl(path, encoding)
     except Exception as exc:  # noqa: BLE001 - whatever the reader says, the file is unreadable as configured
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UnreadableFile(f"unreadable {source.format} ({where}): {text}") from exc
+        raise UnreadableFile(f"unreadable {source.format} ({where}): {text}"
+                             + _decode_hint(exc, source, use_case_id)) from exc
+
+
+def _decode_hint(exc: BaseException, source: LandedFileSource, use_case_id: str | None) -> str:
+    """What to change when the bytes are not the source's encoding: a PI or Excel export on a
+    Windows host is usually latin-1 / cp1252, and the codec's message alone does not say so."""
+    error: BaseException | None = exc
+    while error is not None and not isinstance(error, UnicodeDecodeError):
+        error = error.__cause__ or error.__context__
+    if error is None:
+        return ""
+    yaml = str(get_settings().use_cases_dir / f"{use_case_id}.yaml") if use_case_id else "the use case's YAML"
+    suggest = "cp1252" if codecs.lookup(source.encoding).name in ("latin-1", "iso8859-1") else "latin-1"
+    other = "latin-1" if suggest == "cp1252" else "cp1252"
+    return (f"; the file is not {source.encoding} at byte offset {error.start}: set `encoding: {suggest}` "
+            f"(or {other}) on landing source {source.name} in {yaml}, then release the file")
 
 
 def _read_jsonl(path: Path, encoding: str) -> pd.DataFrame:
@@ -421,16 +438,17 @@ def archive(use_case: str, landed: LandedFile, counts: dict, dag_run_id: str, re
     return target
 
 
-def skip_duplicate(use_case: str, landed: LandedFile, previous: dict, dag_run_id: str) -> Path:
+def skip_duplicate(use_case: str, landed: LandedFile, previous: dict, dag_run_id: str) -> int:
     """The same bytes landed again (under any name): no new rows; the copy is archived so the
-    watcher stops firing, and the ledger records it as a duplicate of the file ``previous`` names."""
+    watcher stops firing, and the ledger records it as a duplicate of the file ``previous`` names.
+    Returns the copy's own ledger id (the original's is ``previous['id']``)."""
     target = _unique_target(get_settings().archive_root / use_case / "duplicates", landed.name, landed.sha256)
     shutil.move(str(landed.path), target)
     reason = (f"same bytes as {previous['name']!r}, {previous['status']} "
               f"(ledger id {previous['id']}, sha256 {landed.sha256[:12]})")
-    _record(use_case, landed, "duplicate", {}, reason, dag_run_id, target, duplicate_of=previous["name"])
-    log.info("%s: %s; archived the copy at %s", landed.name, reason, target)
-    return target
+    ledger_id = _record(use_case, landed, "duplicate", {}, reason, dag_run_id, target, duplicate_of=previous["name"])
+    log.info("%s: %s; archived the copy at %s (ledger id %d)", landed.name, reason, target, ledger_id)
+    return ledger_id
 
 
 def quarantine(use_case: str, landed: LandedFile, reason: str, counts: dict, dag_run_id: str,

@@ -189,7 +189,7 @@ def ingest_historian(use_case: UseCase, start: datetime, end: datetime, run_id: 
                   values_rejected=counts["rows_rejected"])
     assert counts["rows_in"] == counts["rows_written"] + counts["rows_rejected"]
     rejected_values = tally(rejected)
-    reason = "; ".join(([] if outcome.success else [outcome.reason()]) + summary(rejected_values)) or "ok"
+    reason = "; ".join(summary(rejected_values) + ([] if outcome.success else [outcome.reason()])) or "ok"
     log.info("historian %s: %s (%s)", batch, counts, reason)
     return {**counts, "days": days, "quarantined": quarantined, "reason": reason, "rejected_values": rejected_values}
 
@@ -642,9 +642,10 @@ def ingest_landed(use_case: UseCase, run_id: str) -> dict:
             continue
         previous = landing.already_processed(use_case.id, landed)
         if previous:
-            landing.skip_duplicate(use_case.id, landed, previous, run_id)
-            results.append({"file": landed.name, "status": "duplicate", "ledger_id": previous["id"],
-                            "duplicate_of": previous["name"]})
+            # The copy's own ledger row, and the original named beside it: a re-send is its own event.
+            ledger_id = landing.skip_duplicate(use_case.id, landed, previous, run_id)
+            results.append({"file": landed.name, "status": "duplicate", "ledger_id": ledger_id,
+                            "duplicate_of": previous["name"], "duplicate_of_ledger_id": previous["id"]})
             continue
         results.append(_ingest_file(use_case, matched[0], landed, run_id))
     return {"files": results}
@@ -671,7 +672,7 @@ def _ingest_file(use_case: UseCase, source: LandedFileSource, landed: Any, run_i
     counts: dict[str, Any] = {"rows_in": 0, "rows_written": 0, "rows_rejected": 0,
                               "values_in": 0, "values_written": 0, "values_rejected": 0}
     try:
-        raw = landing.read_landed(landed.path, source)
+        raw = landing.read_landed(landed.path, source, use_case.id)
     except landing.TruncatedFile as exc:  # cut mid-record: not one value of it is read
         details = {"problem": "truncated", "offset": exc.offset, "size": exc.size}
         landing.quarantine(use_case.id, landed, str(exc), counts, run_id, details)
@@ -685,7 +686,9 @@ def _ingest_file(use_case: UseCase, source: LandedFileSource, landed: Any, run_i
     counts.update(rows_in=judged.rows_in, values_in=judged.values_in)
     key = landing.batch_key(landed.name)
     values, outcome, prepared = judged.values, judged.outcome, judged.prepared
-    parts = list(judged.notes) + ([] if outcome is None or outcome.success else [outcome.reason()])
+    # The file's own problems first, then the plain counts per tag and reason; GX's view of the same
+    # cells (its expectation names and row counts) last, as the gate's evidence.
+    gx = [] if outcome is None or outcome.success else [outcome.reason()]
     rejected_values: dict[str, dict[str, int]] = {}
     clash, replacing = None, None
     if values is not None:
@@ -704,7 +707,7 @@ def _ingest_file(use_case: UseCase, source: LandedFileSource, landed: Any, run_i
                 else:  # kept beside bronze as a conflict, bronze's value stays until `cli correct`
                     values.loc[clash.index, "reason"] = clash["bronze_file"].map(conflict_reason)
         rejected_values = tally(values[values["reason"] != ""])
-    reason = "; ".join(parts + summary(rejected_values)) or "ok"
+    reason = "; ".join(list(judged.notes) + summary(rejected_values) + gx) or "ok"
     bad = None if values is None else values["reason"] != ""
     whole_file = values is None or bool(judged.notes) or outcome.structural or (
         use_case.landing.bad_rows == "quarantine" and bool(bad.any()))

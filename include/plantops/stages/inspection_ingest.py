@@ -212,9 +212,9 @@ def _duplicate_run(use_case_id: str, folder: str, landed: Any, previous: dict, r
     for path in images:
         _move(path, target, path.name)
     _rmdir_if_empty(landing.landing_dir(folder) / inspection)
-    landing.skip_duplicate(use_case_id, landed, previous, run_id)
+    ledger_id = landing.skip_duplicate(use_case_id, landed, previous, run_id)
     return {"run_id": inspection, "manifest": landed.name, "status": "duplicate", "duplicate_of": previous["name"],
-            "ledger_id": previous["id"], "images_archived": len(images)}
+            "ledger_id": ledger_id, "duplicate_of_ledger_id": previous["id"], "images_archived": len(images)}
 
 
 def _landed_images(folder: str, inspection: str) -> list[Path]:

@@ -10,6 +10,7 @@ instead of silently dropped.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -37,6 +38,10 @@ class ValidationOutcome:
 
     def reason(self) -> str:
         return "; ".join(self.failures) if self.failures else "ok"
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 @lru_cache(maxsize=1)
@@ -76,7 +81,10 @@ def _run(suite_name: str, frame: pd.DataFrame, expectations: list, structural_ty
         res = item.result or {}
         detail = f"{cfg.type}({column})" if column else cfg.type
         if "unexpected_count" in res:
-            detail += f": {res['unexpected_count']} rows, e.g. {res.get('partial_unexpected_list', [])[:3]}"
+            # A digital state or a missing cell is NaN in the frame GX sees: a list of NaN says nothing,
+            # the values' own reasons (counted per tag and state) say what the cells held.
+            examples = [v for v in res.get("partial_unexpected_list") or [] if not _is_nan(v)][:3]
+            detail += f": {res['unexpected_count']} rows" + (f", e.g. {examples}" if examples else "")
         elif "observed_value" in res:
             detail += f": observed {res['observed_value']}"
         if item.exception_info and item.exception_info.get("raised_exception"):
