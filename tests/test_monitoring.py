@@ -318,6 +318,20 @@ def test_every_rule_action_comes_from_the_yaml() -> None:
     assert "operator.kim" in changed.reason
 
 
+def test_an_ok_day_of_drift_the_policy_ignores_says_so_not_that_the_model_is_stale() -> None:
+    """wind_fleet's weather moves its drivers every day (rules.unexplained_drift: none): its ok
+    decisions report the drift without claiming the champion no longer sees the plant."""
+    from plantops.config import get_use_case
+
+    wind = get_use_case("wind_fleet").monitoring.policy
+    ok = decide(_drift(True), [], WINDOW_START, WINDOW_END, policy=wind, alarm_rate=0.01)
+    assert (ok.branch, ok.rule) == ("ok", "unexplained_drift")
+    assert "no longer sees the plant" not in ok.reason
+    assert "reported only: this use case's policy takes no action on unexplained drift" in ok.reason
+    acted = decide(_drift(True), [], WINDOW_START, WINDOW_END, policy=POLICY, alarm_rate=0.01)
+    assert acted.branch == "retrain" and "it no longer sees the plant" in acted.reason
+
+
 def test_plant_event_naive_time_is_utc_and_kind_is_checked() -> None:
     event = PlantEvent("maintenance", datetime(2024, 1, 2, 8), "tep_reactor", "pump swap", "eng1")
     assert event.ts.tzinfo is UTC

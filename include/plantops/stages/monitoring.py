@@ -523,8 +523,14 @@ def signals_of(
         if single and not drift.drifted:
             detail += f"; one tag alone moved past {policy.levels.single_tag_score:g}"
         rate = "no predictions" if alarm_rate is None else f"alarm rate {alarm_rate:.0%}"
+        # Where the policy acts on it, drift the champion misses means a stale model; where it does
+        # not (wind: the weather moves the drivers every day), it is only reported, and saying the
+        # model "no longer sees the plant" on every ok day would cry wolf.
+        verdict = ("it no longer sees the plant" if rules.unexplained_drift != "none" else
+                   "reported only: this use case's policy takes no action on unexplained drift "
+                   "(rules.unexplained_drift: none)")
         out.append(Signal("unexplained_drift", "severe", rules.unexplained_drift,
-                          f"{detail}; the champion does not alarm on it ({rate}): it no longer sees the plant"))
+                          f"{detail}; the champion does not alarm on it ({rate}): {verdict}"))
     elif not (drift.drifted or single) and drift.drift_share >= policy.levels.mild_share:
         out.append(Signal("mild_drift", "mild", rules.mild_drift, drift.summary()))
     if confirmation.false_alarms >= policy.upset.min_false_alarms:
