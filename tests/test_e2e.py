@@ -54,6 +54,7 @@ def test_predictions_are_written_back_with_model_version(demo):
 
     frame = historian.read_predictions(USE_CASE, replay.HISTORY[-1].start, replay.HISTORY[-1].start.replace(day=25))
     assert len(frame) == 480 and set(frame["model_version"]) == {"1"}
+    assert set(frame["model_name"]) == {get_use_case(USE_CASE).model_name(USE_CASE)}  # the registered model
     assert frame["alarm"].mean() < 0.1  # a normal day: few alarms
 
 

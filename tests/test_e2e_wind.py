@@ -109,5 +109,7 @@ def test_scada_quality_facts_reach_the_historian_and_every_alarm_is_explained(fl
     alarms = predictions[predictions["alarm"] == 1]
     assert len(alarms) > 0.2 * len(predictions)
     assert predictions["expected"].notna().all() and predictions["residual"].notna().any()
+    # Four turbines each have a v1: the registered model tells whose it is.
+    assert set(predictions["model_name"]) == {get_use_case(WIND).model_name(live.loss[0])}
     leaders = [json.loads(t)[0]["tag"] for t in alarms["top_tags"]]
     assert leaders.count("P_avg") > 0.9 * len(leaders)  # the power residual leads the explanation

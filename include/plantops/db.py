@@ -6,12 +6,16 @@ the cache is keyed by process id as well as URL.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+log = logging.getLogger(__name__)
 
 _ENGINES: dict[tuple[str, int], Engine] = {}
 _READY: set[tuple[int, int]] = set()
@@ -54,3 +58,27 @@ def reset() -> None:
         _READY.clear()
     for eng in engines:
         eng.dispose()
+
+
+def add_missing_columns(eng: Engine, table: sa.Table, names: Iterable[str]) -> None:
+    """Bring a table created by an earlier version up to date: ``create_all`` makes missing tables,
+    not missing columns. Every added column must be nullable, so the rows already there stay valid.
+    SQLite and PostgreSQL only (a Trino catalog is read-only here)."""
+    if eng.dialect.name not in ("sqlite", "postgresql"):
+        return
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+    from sqlalchemy.exc import DBAPIError
+
+    present = {c["name"] for c in sa.inspect(eng).get_columns(table.name)}
+    for name in names:
+        if name in present:
+            continue
+        try:
+            with eng.begin() as conn:
+                Operations(MigrationContext.configure(conn)).add_column(table.name, sa.Column(name, table.c[name].type))
+            log.info("%s: added column %s", table.name, name)
+        except DBAPIError:
+            # Another process added it first (SQLite has no ADD COLUMN IF NOT EXISTS).
+            if name not in {c["name"] for c in sa.inspect(eng).get_columns(table.name)}:
+                raise

@@ -8,6 +8,7 @@ UTC. Writes replace a window (delete, then insert, in one transaction), so rerun
 from __future__ import annotations
 
 import logging
+import weakref
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,9 @@ predictions = Table(
     Column("asset", String(64), primary_key=True),
     Column("ts", DateTime, primary_key=True),
     Column("model_version", String(32), nullable=False),
+    # The registered model the version belongs to: a fleet's turbines each have their own v1. Added
+    # after the first release (nullable; PREDICTION_COLUMNS_ADDED adds it to an existing table).
+    Column("model_name", String(128)),
     Column("score", Float, nullable=False),
     Column("threshold", Float, nullable=False),
     Column("alarm", Integer, nullable=False),
@@ -123,11 +127,19 @@ def naive_utc(value: datetime | Any) -> datetime:
     return value
 
 
+PREDICTION_COLUMNS_ADDED = ("model_name",)
+_MIGRATED: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines whose predictions table is up to date
+
+
 def engine(url: str | None = None) -> Engine:
     """The write side (the replayer, predictions, plant events, labels)."""
     from plantops import db
 
-    return db.engine(url or get_settings().historian_url, metadata)
+    eng = db.engine(url or get_settings().historian_url, metadata)
+    if eng not in _MIGRATED:
+        db.add_missing_columns(eng, predictions, PREDICTION_COLUMNS_ADDED)
+        _MIGRATED.add(eng)
+    return eng
 
 
 def reader(url: str | None = None) -> Engine:
@@ -242,6 +254,7 @@ def write_predictions(frame: pd.DataFrame, url: str | None = None) -> int:
     rows = [
         {
             "asset": r.asset, "ts": naive_utc(r.ts), "model_version": str(r.model_version),
+            "model_name": getattr(r, "model_name", None),
             "score": float(r.score), "threshold": float(r.threshold), "alarm": int(r.alarm),
             "expected": _float_or_none(getattr(r, "expected", None)),
             "residual": _float_or_none(getattr(r, "residual", None)),

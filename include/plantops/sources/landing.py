@@ -124,34 +124,9 @@ def state_engine() -> Engine:
     if eng not in _MIGRATED:
         with _MIGRATE_LOCK:
             if eng not in _MIGRATED:
-                _add_missing_columns(eng)
+                db.add_missing_columns(eng, ledger, ADDED_COLUMNS)
                 _MIGRATED.add(eng)
     return eng
-
-
-def _add_missing_columns(eng: Engine) -> None:
-    """Bring a ledger created by an earlier version up to date: ``create_all`` makes missing tables,
-    not missing columns. Every added column is nullable, so the rows already there stay valid."""
-    if eng.dialect.name not in ("sqlite", "postgresql"):
-        return
-    from alembic.migration import MigrationContext
-    from alembic.operations import Operations
-    from sqlalchemy import inspect
-    from sqlalchemy.exc import DBAPIError
-
-    present = {c["name"] for c in inspect(eng).get_columns(ledger.name)}
-    for name in ADDED_COLUMNS:
-        if name in present:
-            continue
-        column = ledger.c[name]
-        try:
-            with eng.begin() as conn:
-                Operations(MigrationContext.configure(conn)).add_column(ledger.name, Column(name, column.type))
-            log.info("landing ledger: added column %s", name)
-        except DBAPIError:
-            # Another process added it first (SQLite has no ADD COLUMN IF NOT EXISTS).
-            if name not in {c["name"] for c in inspect(eng).get_columns(ledger.name)}:
-                raise
 
 
 def sha256_of(path: Path) -> str:

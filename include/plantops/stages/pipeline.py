@@ -519,7 +519,7 @@ def score(use_case_id: str, day: str | None = None, asset: str | None = None) ->
         return {"day": day, "asset": asset, "rows": 0, "alarms": 0, "model_version": version}
     warm = int((features["date"] < day).sum())
     features = features.iloc[max(0, warm - context):]
-    predictions = score_frame(kind, model, features, version, context=min(context, warm))
+    predictions = score_frame(kind, model, features, version, context=min(context, warm), model_name=name)
     written = historian.write_predictions(predictions)
     alarms = int(predictions["alarm"].sum())
     log.info("scored %s rows of %s/%s with champion %s v%s (%s): %s alarms", written, asset, day, name, version,

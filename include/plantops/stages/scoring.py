@@ -22,7 +22,8 @@ def top_tags(kind: Any, model: Any, X: pd.DataFrame, k: int = TOP_TAGS, per_tag:
             for row in alarm_explanations(kind, model, X, k, per_tag=per_tag)]
 
 
-def score_frame(kind: Any, model: Any, features: pd.DataFrame, version: str, context: int = 0) -> pd.DataFrame:
+def score_frame(kind: Any, model: Any, features: pd.DataFrame, version: str, context: int = 0,
+                model_name: str | None = None) -> pd.DataFrame:
     """Score ``features`` (one or more assets, sorted by asset and time); the first ``context`` rows
     of each asset only warm a temporal model up and are not returned."""
     import pandas as pd
@@ -34,6 +35,7 @@ def score_frame(kind: Any, model: Any, features: pd.DataFrame, version: str, con
         "asset": rows["asset"].to_numpy(),
         "ts": rows["ts"].to_numpy(),
         "model_version": str(version),
+        "model_name": model_name,
         "score": scored["score"].to_numpy(),
         "threshold": 1.0,
         "alarm": scored["alarm"].to_numpy().astype(int),
