@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,21 +22,6 @@ from plantops.net import free_port  # noqa: E402
 # The embedded tier's default ports (`make demo`, `make up`): api-server, Spark Connect, mail sink.
 DEMO_PORTS = {"api-server": 28080, "spark connect": 28715, "mail sink": 28025}
 
-
-def _hold(port: int) -> socket.socket | None:
-    """Listen on a demo port for the whole run, so that any test that still reaches for a default
-    port fails here as it would beside a running demo; None when a demo already holds it."""
-    sock = socket.socket()
-    try:
-        sock.bind(("127.0.0.1", port))
-    except OSError:
-        sock.close()
-        return None
-    sock.listen(1)
-    return sock
-
-
-HELD_PORTS = {name: _hold(port) for name, port in DEMO_PORTS.items()}
 # Every server the tests start takes a free port (the stack's own services are shared on purpose).
 os.environ["PLANTOPS_API_PORT"] = str(free_port())
 os.environ["PLANTOPS_SPARK_CONNECT_PORT"] = str(free_port())
