@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 log = logging.getLogger(__name__)
 
 _ENGINES: dict[tuple[str, int], Engine] = {}
-_READY: set[tuple[int, int]] = set()
+_READY: set[tuple] = set()  # (engine, metadata) created; (engine, table, columns) migrated
 _LOCK = threading.Lock()
 
 
@@ -35,18 +35,27 @@ def _create(url: str) -> Engine:
     return sa.create_engine(url, **kwargs)
 
 
-def engine(url: str, metadata: sa.MetaData | None = None) -> Engine:
-    """The cached engine for ``url``; ``metadata``'s tables are created once per engine (SQLite and
-    PostgreSQL only: a Trino catalog is read-only here and its tables are the site's)."""
+def engine(url: str, metadata: sa.MetaData | None = None,
+           added: Mapping[sa.Table, Iterable[str]] | None = None) -> Engine:
+    """The cached engine for ``url``; ``metadata``'s tables are created once per engine, and the
+    columns ``added`` since a table's first version are added to an older table in the same step
+    (SQLite and PostgreSQL only: a Trino catalog is read-only here and its tables are the site's)."""
     key = (url, os.getpid())
     with _LOCK:
         eng = _ENGINES.get(key)
         if eng is None:
             eng = _ENGINES[key] = _create(url)
+        writable = eng.dialect.name in ("sqlite", "postgresql")
         if metadata is not None and (id(eng), id(metadata)) not in _READY:
-            if eng.dialect.name in ("sqlite", "postgresql"):
+            if writable:
                 metadata.create_all(eng)
             _READY.add((id(eng), id(metadata)))
+        for table, names in (added or {}).items():
+            names = tuple(names)
+            if (id(eng), id(table), names) not in _READY:
+                if writable:
+                    add_missing_columns(eng, table, names)
+                _READY.add((id(eng), id(table), names))
     return eng
 
 

@@ -8,7 +8,6 @@ UTC. Writes replace a window (delete, then insert, in one transaction), so rerun
 from __future__ import annotations
 
 import logging
-import weakref
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -128,18 +127,13 @@ def naive_utc(value: datetime | Any) -> datetime:
 
 
 PREDICTION_COLUMNS_ADDED = ("model_name",)
-_MIGRATED: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines whose predictions table is up to date
 
 
 def engine(url: str | None = None) -> Engine:
     """The write side (the replayer, predictions, plant events, labels)."""
     from plantops import db
 
-    eng = db.engine(url or get_settings().historian_url, metadata)
-    if eng not in _MIGRATED:
-        db.add_missing_columns(eng, predictions, PREDICTION_COLUMNS_ADDED)
-        _MIGRATED.add(eng)
-    return eng
+    return db.engine(url or get_settings().historian_url, metadata, added={predictions: PREDICTION_COLUMNS_ADDED})
 
 
 def reader(url: str | None = None) -> Engine:

@@ -21,8 +21,6 @@ import hashlib
 import json
 import logging
 import shutil
-import threading
-import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,20 +111,12 @@ class LandedFile:
         return self.path.name
 
 
-_MIGRATED: weakref.WeakSet[Engine] = weakref.WeakSet()  # engines whose ledger is up to date
-_MIGRATE_LOCK = threading.Lock()
 
 
 def state_engine() -> Engine:
     from plantops import db
 
-    eng = db.engine(get_settings().state_url, metadata)
-    if eng not in _MIGRATED:
-        with _MIGRATE_LOCK:
-            if eng not in _MIGRATED:
-                db.add_missing_columns(eng, ledger, ADDED_COLUMNS)
-                _MIGRATED.add(eng)
-    return eng
+    return db.engine(get_settings().state_url, metadata, added={ledger: ADDED_COLUMNS})
 
 
 def sha256_of(path: Path) -> str:
