@@ -9,7 +9,7 @@ export GX_ANALYTICS_ENABLED := false
 export MLFLOW_ENABLE_TELEMETRY := false
 export PYTHONPATH := $(CURDIR)/include:$(CURDIR)
 
-.PHONY: install demo test up bench lint clean stack-up stack-down stack-airflow
+.PHONY: install demo test docs up bench lint clean stack-up stack-down stack-airflow
 
 install: $(STAMP)
 
@@ -24,13 +24,19 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 demo: install
 	$(BIN)/python -m plantops.demo
 
+# The suite builds the docs site too: tests/test_docs.py runs `mkdocs build --strict` (CI runs exactly `make test`).
 test: install
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest
+
+# The documentation site (docs/, mkdocs.yml) into site/ (git-ignored); --strict fails on a broken link,
+# a missing anchor or a page left out of the navigation.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
 up: install
 	$(BIN)/python -m plantops.environments.up
 
-# The native stack (PostgreSQL, Trino, MLflow server, Redis, a Spark cluster) on 127.0.0.1, no Docker: see README "Tiers".
+# The native stack (PostgreSQL, Trino, MLflow server, Redis, a Spark cluster) on 127.0.0.1, no Docker: see docs/tiers-and-scale.md.
 stack-up: install
 	$(BIN)/python -m plantops.environments.stack up $(if $(FRESH),--fresh,)
 
@@ -47,4 +53,4 @@ lint: install
 	$(BIN)/python -m ruff check . 2>/dev/null || echo "ruff not installed"
 
 clean:
-	rm -rf data .pytest_cache spark-warehouse
+	rm -rf data .pytest_cache spark-warehouse site

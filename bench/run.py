@@ -44,7 +44,7 @@ Figures (each its own function below; budgets from the performance issue):
 
 Benchmarks are not timed tests: they report raw times and ratios measured in one run.
 
-    python -m bench.run                 # everything (~11-13 min on 2 cores, see README)
+    python -m bench.run                 # everything (~11-13 min on 2 cores, see docs/benchmarks.md)
     python -m bench.run --quick         # small sizes: a smoke run of every figure (~3 min)
     python -m bench.run --only drift    # one figure (repeatable); other figures' results are kept
     python -m bench.run --only latency  # starts its own airflow standalone (API port $BENCH_LATENCY_PORT)

@@ -249,7 +249,8 @@ def test_feedback_dag_form(use_case):
 
 
 def PCA(use_case):
-    """The mspm_pca kind with the README's settings (the PCA contribution plot is what is checked here)."""
+    """The mspm_pca kind of the TEP check in docs/explanations.md (the PCA contribution plot is what is
+    checked here)."""
     from plantops.kinds.mspm_pca import MspmPca, Params
 
     return MspmPca(use_case, Params(explained_variance=0.95))

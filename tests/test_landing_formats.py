@@ -531,7 +531,8 @@ def test_effective_sources(tmp_path):
     legacy = _load(tmp_path, {"folder": "x", "pattern": "export_*"}).landing
     (only,) = legacy.effective_sources
     assert (only.name, only.pattern, only.format, only.layout) == ("parquet", "export_*", "parquet", "wide")
-    # Every key written out, as in the README, is accepted for a parquet source where it is the default.
+    # Every key written out, as in docs/configuration.md, is accepted for a parquet source where it is
+    # the default.
     template = {"name": "pi", "pattern": "*.parquet", "format": "parquet", "layout": "wide", "delimiter": ",",
                 "encoding": "utf-8", "decimal": ".", "ts_column": "ts", "ts_format": None, "naive_timezone": None}
     assert _load(tmp_path, {"folder": "x", "sources": [template]}).landing.effective_sources[0].name == "pi"

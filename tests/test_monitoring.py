@@ -231,7 +231,7 @@ UPSET_FOR_TWO_DAYS = RetrainHistory(upset_since=DAY_BEFORE - timedelta(days=1))
 FEEDBACK = Confirmation(false_alarms=300, by=("feedback",))
 
 
-# One row per rule of the policy (README "Monitoring policy"): the inputs, the branch, the rule
+# One row per rule of the policy (docs/monitoring-policy.md): the inputs, the branch, the rule
 # whose action was taken, the guardrail that changed it, and every rule that fired.
 @pytest.mark.parametrize(
     ("case", "inputs", "branch", "rule", "guardrail", "signals"),

@@ -1,6 +1,6 @@
 """From a plant's export to the first monitor decision with the project's own commands (#25).
 
-The README's "Adding a use case" path, run as the user runs it (``python -m plantops.cli``
+The path of docs/adding-a-use-case.md, run as the user runs it (``python -m plantops.cli``
 subprocesses): init-use-case from a PI-like CSV export of four days, land it, ingest, then
 ``run <uc> all`` builds the features, trains and registers the first champion, scores the newest
 day and records the monitor's decision, through the use case's real DAGs on the run's metadata DB.
@@ -151,7 +151,7 @@ def test_days_between_names_the_params_it_needs():
         days_between("yesterday", "2026-03-22")
 
 
-# -- the README path, end to end -----------------------------------------------------------------
+# -- the docs path, end to end ------------------------------------------------------------------
 
 def cli_lines(env: dict[str, str], *argv: str, expect: int = 0) -> list[dict]:
     """Run ``python -m plantops.cli ...`` as the user does; its JSON lines."""
@@ -163,7 +163,7 @@ def cli_lines(env: dict[str, str], *argv: str, expect: int = 0) -> list[dict]:
 
 @pytest.mark.e2e
 def test_from_an_export_to_the_first_monitor_decision_with_the_cli(airflow_db, tmp_path):
-    """README "Adding a use case": init-use-case, land, ingest, run all -> features, a champion,
+    """docs/adding-a-use-case.md: init-use-case, land, ingest, run all -> features, a champion,
     predictions, a monitor decision; the same run's log has no XCom miss. Then a plant change: the
     monitor's approval is reported, not waited for."""
     uc = "onboard_1"

@@ -296,7 +296,7 @@ class ImageChecks(_Frozen):
 class InspectionSource(_Frozen):
     """Images that NiFi lands per inspection run (visual inspection use cases): the run's PNGs in
     ``<landing>/<folder>/<run_id>/`` and, written last, ``<landing>/<folder>/<run_id>.manifest.csv``
-    (see the README's "Inspection images")."""
+    (see "Inspection images" in docs/visual-inspection.md)."""
 
     folder: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     line: str = Field(default="line", min_length=1, max_length=64)  # the inspection line, as the manifest names it
@@ -428,7 +428,7 @@ class Quality(_Frozen):
 
 
 class Rules(_Frozen):
-    """The action of each named rule of the monitor policy (README "Monitoring policy").
+    """The action of each named rule of the monitor policy (docs/monitoring-policy.md).
 
     Upset: the champion alarms on the window and nobody said the alarms were false; it detects what
     it was trained to detect, so operators are told and nothing is retrained. Staleness (false

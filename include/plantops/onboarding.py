@@ -452,7 +452,7 @@ def render(use_case_id: str, sample: Sample, asset: str | None = None, timezone:
         "  min_train_rows: 200",
         "monitoring:",
         "  policy:",
-        "    # DECIDE: what each monitor rule does: none | notify | retrain | approval (README 'Monitoring policy').",
+        "    # DECIDE: what each monitor rule does: none | notify | retrain | approval (docs/monitoring-policy.md).",
         "    # An approval, or a retrain past guardrails.max_retrains, asks one of the approvers below; with every",
         "    # rule none or notify, approvers may be left out.",
         "    rules: {upset: notify, persistent_upset: approval, false_alarms: retrain, performance: retrain,",

@@ -3,7 +3,7 @@
 The two see a cell differently: the SVM hand-crafted statistics at a high resolution (dark areas,
 thin dark lines, micro-texture), the CNN learned filters at a low one. Their errors are partly
 independent, so the weighted mean of their class probabilities is right more often than either
-(measured on elpv: ``bench/vision.py``, README "Model kinds"). Both members are fitted on the same
+(measured on elpv: ``bench/vision.py``, docs/benchmarks.md). Both members are fitted on the same
 rows, each at its own side (rows of a multiple of a member's side are reduced to it); the weight is
 fixed in advance (``cnn_weight``, 0.5 by default: no tuning on the held-out cells).
 

@@ -47,7 +47,7 @@ gradient boosting (scikit-learn's HistGradientBoostingClassifier) on the texture
 by cross-validation: 72.6 %) and class-bias offsets fitted by nested cross-validation (76.3 %
 against 76.7 % without); the published SVM's own best descriptors (KAZE keypoints, VGG descriptors,
 VLAD, at 300 x 300; OpenCV contrib, not a dependency): 73.8 % alone, 77.0 % beside these features
-against 76.6 % (README, "Model kinds").
+against 76.6 % (docs/benchmarks.md, "Model quality").
 
 The classifier: the features standardised, an RBF SVC with balanced class weights (the 2/3 class
 has 106 of the 2,624 cells), and its one-against-one decision values calibrated to four class

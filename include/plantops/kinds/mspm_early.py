@@ -6,7 +6,7 @@ mean square and of the row-to-row dynamics, on the per-bucket tag means; see
 row's noise, and faults that change only a tag's variability or autocorrelation (random
 variation, sticking or frozen valves) show in the per-tag charts, which a sum over all columns
 hides. Compared side by side with ``mspm_pca`` and the textbook PCA monitor in every training run
-and in ``python -m bench.detectors`` (TEP test runs, README table).
+and in ``python -m bench.detectors`` (TEP test runs, the table in docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ moved, never deleted: to the archive once ingested, to quarantine (beside a ``.r
 they fail.
 
 Each file is read as the landing source whose pattern it matches says (parquet, csv or jsonl; see
-the README's "Landed files"). A file no source claims is left where it is (NiFi may still be
+"Landed files" in docs/configuration.md). A file no source claims is left where it is (NiFi may still be
 writing under a name the use case will claim) and recorded once as ``ignored``.
 """
 
