@@ -881,9 +881,9 @@ def load_site(path: Path | str) -> Site:
     return site
 
 
-# folder -> (the files' names, mtimes and sizes; what they parsed to): the DAG factory loads every
-# use case on each refresh, and a site is read again only when one of the files changed.
-_SITES: dict[str, tuple[tuple[tuple[str, int, int], ...], dict[str, Site | ConfigError]]] = {}
+# site file -> (its mtime and size; what it parsed to): the DAG factory loads every use case on
+# each refresh, and a site file is read again only when it changed.
+_SITES: dict[str, tuple[tuple[int, int], Site | ConfigError]] = {}
 
 
 def _sites_dir(sites_dir: Path | str | None) -> Path:
@@ -896,26 +896,22 @@ def _sites_dir(sites_dir: Path | str | None) -> Path:
 
 def load_sites(sites_dir: Path | str | None = None) -> dict[str, Site | ConfigError]:
     """Every site of the folder (default: the settings' ``sites_dir``) by file stem: its Site, or
-    the ConfigError of a broken file. Cached until a file is added, removed or changed."""
+    the ConfigError of a broken file. A file is parsed again only when its mtime or size changed."""
     folder = _sites_dir(sites_dir)
-    stats = []
+    sites: dict[str, Site | ConfigError] = {}
     for path in sorted(folder.glob("*.yaml")):
         try:
             st = path.stat()
         except OSError:
             continue  # removed while listed
-        stats.append((path.name, st.st_mtime_ns, st.st_size))
-    signature = tuple(stats)
-    cached = _SITES.get(str(folder))
-    if cached is not None and cached[0] == signature:
-        return cached[1]
-    sites: dict[str, Site | ConfigError] = {}
-    for name, _, _ in signature:
-        try:
-            sites[Path(name).stem] = load_site(folder / name)
-        except ConfigError as exc:
-            sites[Path(name).stem] = exc
-    _SITES[str(folder)] = (signature, sites)
+        key, cached = (st.st_mtime_ns, st.st_size), _SITES.get(str(path))
+        if cached is None or cached[0] != key:
+            try:
+                cached = key, load_site(path)
+            except ConfigError as exc:
+                cached = key, exc
+            _SITES[str(path)] = cached
+        sites[path.stem] = cached[1]
     return sites
 
 
