@@ -565,7 +565,8 @@ def init_use_case(use_case_id: str, sample_path: Path | str, out: Path | str | N
     decide = sum(line.count("DECIDE:") for line in text.splitlines())
     log.info("drafted %s from %s: %d tags, %d to decide", target, sample.path, len(use_case.tags), decide)
     return {
-        "written": str(target), "use_case": use_case.id, "site": use_case.site, "tags": len(use_case.tags), "asset": use_case.assets[0],
+        "written": str(target), "use_case": use_case.id, "site": use_case.site, "tags": len(use_case.tags),
+        "asset": use_case.assets[0],
         "format": sample.format, "layout": sample.layout, "delimiter": sample.delimiter,
         "encoding": sample.encoding, "decimal": sample.decimal, "ts_column": sample.ts_column,
         "ts_format": sample.ts_format, "naive_timestamps": sample.naive,
