@@ -1,6 +1,7 @@
 """plantops on the command line: draft a use case, ingest now, inspect the quarantine and the ledger, release fixed files.
 
     python -m plantops.cli init-use-case line_3 --from export.csv --timezone Europe/Berlin
+    python -m plantops.cli init-use-case line_4 --from export.csv --site north  # inherits the site's defaults
     python -m plantops.cli ingest line_3 --day 2026-03-24  # landed files + the day's historian window, now
     python -m plantops.cli run line_3 all [--start D --end D]  # features, train, score, monitor: the DAGs, now
     python -m plantops.cli quarantine tep_reactor          # files waiting, with their reasons
@@ -106,7 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     init.add_argument("--out", help="where to write the YAML (default: include/use_cases/<id>.yaml)")
     init.add_argument("--asset", help="the asset the landed rows belong to (default: the use case id, or a long "
                                       "sample's asset column)")
-    init.add_argument("--timezone", help="the zone of naive timestamps, e.g. Europe/Berlin")
+    init.add_argument("--timezone", help="the zone of naive timestamps, e.g. Europe/Berlin (default with --site: "
+                                         "the site's)")
+    init.add_argument("--site", help="draft into this site (include/sites/<site>.yaml): the use case inherits its "
+                                     "historian connection, time zone, approvers and notifications")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     ingest = sub.add_parser("ingest", help="ingest now: every landed file and the day's historian window")
     ingest.add_argument("use_case")
@@ -147,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         from plantops.onboarding import SampleError, init_use_case
 
         try:
-            rows = [init_use_case(args.use_case, args.sample, args.out, args.asset, args.timezone, args.force)]
+            rows = [init_use_case(args.use_case, args.sample, args.out, args.asset, args.timezone, args.force,
+                                  args.site)]
         except (SampleError, ConfigError, FileExistsError) as exc:
             print(f"init-use-case: {exc}", file=sys.stderr)
             return 1

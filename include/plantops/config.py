@@ -627,8 +627,53 @@ class Notifications(_Frozen):
         return tuple(found)
 
 
+_USE_CASE_ID = r"^[a-z][a-z0-9_]{0,40}$"
+_CONN_ID = r"^[A-Za-z0-9_.\-]{1,250}$"
+
+
+class SiteHistorian(_Frozen):
+    """The site's historian: the Airflow connection its use cases read through, and the Trino
+    catalog over it (informational so far: the stack's catalog is ``historian``)."""
+
+    conn_id: str = Field(pattern=_CONN_ID)
+    catalog: str = Field(default="historian", pattern=IDENTIFIER)
+
+
+class Site(_Frozen):
+    """One plant (``include/sites/<id>.yaml``): what its use cases share. A use case naming the
+    site inherits its historian connection, time zone, approvers and notifications unless its own
+    YAML sets them (:func:`load_use_case`; docs/sites.md)."""
+
+    id: str = Field(pattern=_USE_CASE_ID)
+    name: str = Field(min_length=1)
+    # The plant's clock: the default zone of naive landed timestamps (landing.naive_timezone).
+    timezone: str
+    historian: SiteHistorian
+    # The site's process engineers (Airflow user ids): the only people its use cases may ask.
+    approvers: tuple[Approver, ...] = ()
+    # Airflow user ids of the people who watch the site's DAGs (the control room).
+    operators: tuple[Approver, ...] = ()
+    notifications: Notifications = Notifications()
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return _zone(value)
+
+    @model_validator(mode="after")
+    def _unique_people(self) -> Site:
+        for field in ("approvers", "operators"):
+            ids = [p.id for p in getattr(self, field)]
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            if twice:
+                raise ValueError(f"{field}: each user id once; {twice} given twice")
+        return self
+
+
 class UseCase(_Frozen):
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,40}$")
+    # The site (include/sites/<site>.yaml) whose defaults the file inherits; None: none (load_use_case).
+    site: str | None = Field(default=None, pattern=_USE_CASE_ID)
     plant: str
     description: str = ""
     owner: str = "plantops"
@@ -810,33 +855,163 @@ def _describe(error: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
-def load_use_case(path: Path | str) -> UseCase:
-    """Parse one YAML file. Raises ConfigError('<file>: <field>: <expected>')."""
-    path = Path(path)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _read_yaml(path: Path) -> Any:
     try:
         # libyaml's loader when present: ~10x faster, and the factory parses every file on each refresh.
-        raw = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        return yaml.load(path.read_text(), Loader=_YAML_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: cannot read YAML: {exc}") from exc
+
+
+def load_site(path: Path | str) -> Site:
+    """Parse one site file. Raises ConfigError('<file>: <field>: <expected>')."""
+    path = Path(path)
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: (file): expected a mapping of use-case fields, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: (file): expected a mapping of site fields, got {type(raw).__name__}")
+    try:
+        site = Site.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    if site.id != path.stem:
+        raise ConfigError(f"{path}: id: expected the file name {path.stem!r}, got {site.id!r}")
+    return site
+
+
+# site file -> (its mtime and size; what it parsed to): the DAG factory loads every use case on
+# each refresh, and a site file is read again only when it changed.
+_SITES: dict[str, tuple[tuple[int, int], Site | ConfigError]] = {}
+
+
+def _sites_dir(sites_dir: Path | str | None) -> Path:
+    if sites_dir is not None:
+        return Path(sites_dir)
+    from plantops.settings import get_settings
+
+    return get_settings().sites_dir
+
+
+def load_sites(sites_dir: Path | str | None = None) -> dict[str, Site | ConfigError]:
+    """Every site of the folder (default: the settings' ``sites_dir``) by file stem: its Site, or
+    the ConfigError of a broken file. A file is parsed again only when its mtime or size changed."""
+    folder = _sites_dir(sites_dir)
+    sites: dict[str, Site | ConfigError] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # removed while listed
+        key, cached = (st.st_mtime_ns, st.st_size), _SITES.get(str(path))
+        if cached is None or cached[0] != key:
+            try:
+                cached = key, load_site(path)
+            except ConfigError as exc:
+                cached = key, exc
+            _SITES[str(path)] = cached
+        sites[path.stem] = cached[1]
+    return sites
+
+
+def _inherit(raw: dict[str, Any], site: Site) -> dict[str, Any]:
+    """The use case's fields with the site's defaults filled in where its YAML does not set them."""
+    raw = dict(raw)
+    historian = raw.get("historian")
+    if isinstance(historian, dict) and "conn_id" not in historian:
+        raw["historian"] = {**historian, "conn_id": site.historian.conn_id}
+    landing = raw.get("landing")
+    # Without a site an unset zone refuses naive timestamps; with one they are the plant's clock.
+    if isinstance(landing, dict) and "naive_timezone" not in landing:
+        raw["landing"] = {**landing, "naive_timezone": site.timezone}
+    if "approvers" not in raw:
+        raw["approvers"] = [a.model_dump() for a in site.approvers]
+    own = raw.get("notifications", {})
+    if isinstance(own, dict):
+        defaults = site.notifications
+        merged = {"smtp_conn_id": defaults.smtp_conn_id, "sender": defaults.sender, **own}
+        for key in ("recipients", "routes"):
+            mine = own.get(key)
+            if mine is None or isinstance(mine, dict):
+                # Per audience (recipients) and per event (routes): the use case's entry wins.
+                merged[key] = {**{k: list(v) for k, v in getattr(defaults, key).items()}, **(mine or {})}
+        raw["notifications"] = merged
+    return raw
+
+
+def _check_site(use_case: UseCase, where: Path | str, site: Site, sites: dict[str, Site | ConfigError],
+                site_file: Path) -> None:
+    """What the use case sets that its site cannot allow (a plain override of a default is fine)."""
+    allowed = [a.id for a in site.approvers]
+    outside = [a.id for a in use_case.approvers if a.id not in allowed]
+    if outside:
+        operators = {o.id for o in site.operators}
+        named = [f"{i} (an operator of the site)" if i in operators else i for i in outside]
+        raise ConfigError(
+            f"{where}: approvers: {named} are not approvers of site {site.id!r} (its approvers: {allowed}); "
+            f"approvals are answered by the site's approvers only (access is per site): add them to "
+            f"{site_file}, or leave approvers out to inherit the site's")
+    if use_case.historian is not None and use_case.historian.conn_id != site.historian.conn_id:
+        others = sorted(k for k, s in sites.items()
+                        if isinstance(s, Site) and k != site.id and s.historian.conn_id == use_case.historian.conn_id)
+        if others:
+            raise ConfigError(
+                f"{where}: historian.conn_id: {use_case.historian.conn_id!r} is the historian connection of site "
+                f"{others[0]!r}, but this use case is at site {site.id!r} (connection {site.historian.conn_id!r}); "
+                f"leave conn_id out to read through {site.id!r}'s historian, or set site: {others[0]}")
+
+
+def parse_use_case(raw: Any, where: Path | str, sites_dir: Path | str | None = None) -> UseCase:
+    """A use case's fields (a YAML file's mapping) as a UseCase; with ``site: <id>`` the site's
+    defaults are inherited first (docs/sites.md). Raises ConfigError('<where>: <field>: <expected>')."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: (file): expected a mapping of use-case fields, got {type(raw).__name__}")
+    site = sites = site_file = None
+    name = raw.get("site")
+    if name is not None:
+        folder = _sites_dir(sites_dir)
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}: site: expected a site id (a file name in {folder}), got {name!r}")
+        sites = load_sites(folder)
+        if name not in sites:
+            raise ConfigError(f"{where}: site: unknown site {name!r}; expected one of {sorted(sites)} "
+                              f"(files in {folder})")
+        site, site_file = sites[name], folder / f"{name}.yaml"
+        if isinstance(site, ConfigError):
+            raise ConfigError(f"{where}: site: site {name!r} does not load: {site}") from site
+        raw = _inherit(raw, site)
     try:
         use_case = UseCase.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+        raise ConfigError(f"{where}: {_describe(exc)}") from exc
+    if site is not None:
+        _check_site(use_case, where, site, sites, site_file)
+    return use_case
+
+
+def load_use_case(path: Path | str, sites_dir: Path | str | None = None) -> UseCase:
+    """Parse one YAML file, inheriting from its site (``sites_dir``, default: the settings').
+    Raises ConfigError('<file>: <field>: <expected>')."""
+    path = Path(path)
+    use_case = parse_use_case(_read_yaml(path), path, sites_dir)
     if use_case.id != path.stem:
         raise ConfigError(f"{path}: id: expected the file name {path.stem!r}, got {use_case.id!r}")
     return use_case
 
 
-def discover(directory: Path | str, pattern: str = "*.yaml") -> tuple[dict[str, UseCase], dict[str, ConfigError]]:
+def discover(directory: Path | str, pattern: str = "*.yaml",
+             sites_dir: Path | str | None = None) -> tuple[dict[str, UseCase], dict[str, ConfigError]]:
     """All use cases in a folder (or those whose file matches ``pattern``): the valid ones by id,
-    and the broken ones by file stem."""
+    and the broken ones by file stem. Site files are read once, not per use case (load_sites)."""
     good: dict[str, UseCase] = {}
     bad: dict[str, ConfigError] = {}
-    for path in sorted(Path(directory).glob(pattern)):
+    paths = sorted(Path(directory).glob(pattern))
+    # The folder is looked up once; sites only when a use case names one (load_use_case).
+    folder = _sites_dir(sites_dir) if paths else None
+    for path in paths:
         try:
-            good[path.stem] = load_use_case(path)
+            good[path.stem] = load_use_case(path, folder)
         except ConfigError as exc:
             bad[path.stem] = exc
     return good, bad
@@ -845,4 +1020,5 @@ def discover(directory: Path | str, pattern: str = "*.yaml") -> tuple[dict[str, 
 def get_use_case(use_case_id: str) -> UseCase:
     from plantops.settings import get_settings
 
-    return load_use_case(get_settings().use_cases_dir / f"{use_case_id}.yaml")
+    settings = get_settings()
+    return load_use_case(settings.use_cases_dir / f"{use_case_id}.yaml", settings.sites_dir)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plantops.config import ConfigError, UseCase, _describe, tag_name
+from plantops.config import ConfigError, Site, UseCase, tag_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -382,17 +382,23 @@ def _asset(sample: Sample, asset: str | None, use_case_id: str) -> tuple[str, li
     return use_case_id, notes
 
 
-def render(use_case_id: str, sample: Sample, asset: str | None = None, timezone: str | None = None) -> str:
-    """The use case's YAML text, with a ``# DECIDE:`` comment at each choice left to people."""
+def render(use_case_id: str, sample: Sample, asset: str | None = None, timezone: str | None = None,
+           site: Site | None = None) -> str:
+    """The use case's YAML text, with a ``# DECIDE:`` comment at each choice left to people. At a
+    ``site`` the draft names it and leaves out what it inherits: the zone of naive timestamps (unless
+    ``timezone``), the approvers and the notifications."""
     asset_name, asset_notes = _asset(sample, asset, use_case_id)
     folder = use_case_id
     pattern = f"*{sample.path.suffix.lower()}"
     states = sample.states
     lines = [
-        f"# Drafted by `python -m plantops.cli init-use-case {use_case_id} --from {sample.path.name}`",
+        f"# Drafted by `python -m plantops.cli init-use-case {use_case_id} --from {sample.path.name}"
+        + (f" --site {site.id}`" if site else "`"),
         f"# from {sample.rows} rows of {sample.path.name} ({sample.format}, {sample.layout}): {len(sample.tags)} tags.",
         "# Every '# DECIDE:' below is a choice the sample cannot make; the drafted value runs until then.",
         f"id: {use_case_id}",
+        *([f"site: {site.id}  # {site.name}: its historian connection, time zone, approvers and notifications "
+           "unless set here (docs/sites.md)"] if site else []),
         f"plant: {_q(sample.path.stem)}  # DECIDE: the plant or unit's name as people say it",
         f"description: {_q(f'Landed exports like {sample.path.name}')}",
         "owner: plantops",
@@ -409,6 +415,9 @@ def render(use_case_id: str, sample: Sample, asset: str | None = None, timezone:
     if sample.naive:
         if timezone:
             lines.append(f"  naive_timezone: {_q(timezone)}  # the sample's timestamps have no zone")
+        elif site:
+            lines.append(f"  # the sample's timestamps have no zone: read in the site's, {site.timezone} "
+                         "(set naive_timezone here if the exports keep another clock)")
         else:
             lines += ["  # DECIDE: the zone of the naive timestamps, e.g. Europe/Berlin (UTC until then: a site-local",
                       "  # clock read as UTC puts every value an hour or two off, and DST days get a gap and a double hour)",
@@ -457,16 +466,7 @@ def render(use_case_id: str, sample: Sample, asset: str | None = None, timezone:
         "    # rule none or notify, approvers may be left out.",
         "    rules: {upset: notify, persistent_upset: approval, false_alarms: retrain, performance: retrain,",
         "            unexplained_drift: retrain, mild_drift: none, quality: approval, plant_change: approval}",
-        "# DECIDE: the process engineers who answer approvals (Airflow user ids)",
-        "approvers:",
-        '  - {id: eng1, name: "Process engineer"}',
-        "# DECIDE: who is mailed: upsets and quarantined files go to the operators, approvals to the engineers,",
-        "# promotions and failures to the MLOps team (an audience without addresses is not mailed)",
-        "notifications:",
-        "  recipients:",
-        "    operators: []",
-        "    engineers: []",
-        "    mlops: []",
+        *(_people(site)),
         "execution: local",
         "# DECIDE: units (unknown from the sample: \"\") and the physical limits: min/max are the sample's span"
         f" +-{MARGIN:.0%},",
@@ -489,21 +489,54 @@ def render(use_case_id: str, sample: Sample, asset: str | None = None, timezone:
     return "\n".join(lines) + "\n"
 
 
+def _people(site: Site | None) -> list[str]:
+    if site is not None:
+        return [f"# approvers and notifications: site {site.id}'s (approvers {[a.id for a in site.approvers]}); a block",
+                "# set here replaces the approvers, or overrides the notifications per audience and event"]
+    return [
+        "# DECIDE: the process engineers who answer approvals (Airflow user ids)",
+        "approvers:",
+        '  - {id: eng1, name: "Process engineer"}',
+        "# DECIDE: who is mailed: upsets and quarantined files go to the operators, approvals to the engineers,",
+        "# promotions and failures to the MLOps team (an audience without addresses is not mailed)",
+        "notifications:",
+        "  recipients:",
+        "    operators: []",
+        "    engineers: []",
+        "    mlops: []",
+    ]
+
+
+def _site(site_id: str) -> Site:
+    """The site a draft goes into; ConfigError listing the sites when there is no such site."""
+    from plantops.config import load_sites
+    from plantops.settings import get_settings
+
+    folder = get_settings().sites_dir
+    sites = load_sites(folder)
+    if site_id not in sites:
+        raise ConfigError(f"--site {site_id!r}: unknown site; expected one of {sorted(sites)} (files in {folder})")
+    site = sites[site_id]
+    if isinstance(site, ConfigError):
+        raise ConfigError(f"--site {site_id!r}: the site file does not load: {site}")
+    return site
+
+
 def validate(text: str, where: str) -> UseCase:
     """The drafted YAML as the loader parses it (ConfigError naming the field if the draft is wrong)."""
     import yaml
-    from pydantic import ValidationError
 
-    try:
-        return UseCase.model_validate(yaml.safe_load(text))
-    except ValidationError as exc:
-        raise ConfigError(f"{where}: {_describe(exc)}") from exc
+    from plantops.config import parse_use_case
+
+    return parse_use_case(yaml.safe_load(text), where)
 
 
 def init_use_case(use_case_id: str, sample_path: Path | str, out: Path | str | None = None,
-                  asset: str | None = None, timezone: str | None = None, force: bool = False) -> dict[str, Any]:
+                  asset: str | None = None, timezone: str | None = None, force: bool = False,
+                  site: str | None = None) -> dict[str, Any]:
     """Draft ``<id>.yaml`` from the sample and write it (default: the use-cases folder); refuses to
-    overwrite an existing file unless ``force``. Returns what was detected."""
+    overwrite an existing file unless ``force``. With ``site`` the draft inherits from that site
+    (include/sites/<site>.yaml). Returns what was detected."""
     from plantops.config import load_use_case
     from plantops.settings import get_settings
     from plantops.storage import atomic_write_bytes
@@ -523,15 +556,17 @@ def init_use_case(use_case_id: str, sample_path: Path | str, out: Path | str | N
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ConfigError(f"--timezone {timezone!r}: not a known time zone (expected e.g. Europe/Berlin)") from exc
+    at = _site(site) if site is not None else None
     sample = inspect_sample(sample_path)
-    text = render(use_case_id, sample, asset, timezone)
+    text = render(use_case_id, sample, asset, timezone, at)
     validate(text, str(target))
     atomic_write_bytes(target, text.encode("utf-8"))
     use_case = load_use_case(target)
     decide = sum(line.count("DECIDE:") for line in text.splitlines())
     log.info("drafted %s from %s: %d tags, %d to decide", target, sample.path, len(use_case.tags), decide)
     return {
-        "written": str(target), "use_case": use_case.id, "tags": len(use_case.tags), "asset": use_case.assets[0],
+        "written": str(target), "use_case": use_case.id, "site": use_case.site, "tags": len(use_case.tags),
+        "asset": use_case.assets[0],
         "format": sample.format, "layout": sample.layout, "delimiter": sample.delimiter,
         "encoding": sample.encoding, "decimal": sample.decimal, "ts_column": sample.ts_column,
         "ts_format": sample.ts_format, "naive_timestamps": sample.naive,

@@ -17,6 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 class Settings:
     home: Path
     use_cases_dir: Path
+    # The plants (include/sites/<site>.yaml) the use cases name: historian, time zone, people, mail.
+    sites_dir: Path
     historian_url: str
     historian_read_url: str
     state_url: str
@@ -56,6 +58,7 @@ def get_settings() -> Settings:
     return Settings(
         home=home,
         use_cases_dir=Path(os.environ.get("PLANTOPS_USE_CASES", REPO_ROOT / "include" / "use_cases")),
+        sites_dir=Path(os.environ.get("PLANTOPS_SITES", REPO_ROOT / "include" / "sites")),
         historian_url=historian,
         # Reads may take another route than writes: on the stack tier they go through Trino.
         historian_read_url=os.environ.get("PLANTOPS_HISTORIAN_READ_URL", historian),
