@@ -46,8 +46,9 @@ stack-down: install
 stack-airflow: install
 	$(BIN)/python -m plantops.environments.up --stack
 
+# Arguments for bench.run go through ARGS (make would take --only itself): make bench ARGS="--only parsing".
 bench: install
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(ARGS)
 
 lint: install
 	$(BIN)/python -m ruff check . 2>/dev/null || echo "ruff not installed"

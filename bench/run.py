@@ -2,10 +2,12 @@
 
 Figures (each its own function below; budgets from the performance issue):
 
-1. ``parsing``    parse dags/ with 1, 10, 100 generated use cases, fresh interpreter each time:
+1. ``parsing``    parse dags/ with 1, 10, 100 generated use cases and two wind fleets of 200 turbines
+                  (20 fleet use cases of 10, one of 200; ``FLEETS``), fresh interpreter each time:
                   (a) bare ``import airflow.sdk``, (b) dags/plantops_dags.py, (c) Airflow's floor,
                   the same DAG and task counts as EmptyOperators. Budget at the largest count:
-                  (b - a) <= 1.5 x (c - a), and no heavy module imported while parsing.
+                  (b - a) <= 1.5 x (c - a) at 100 use cases and for each fleet, and no heavy
+                  module imported while parsing.
 2. ``features``   spark_jobs/build_features.py through spark-submit (local[2], the DAG's conf)
                   next to the same features in DuckDB SQL and in pandas
                   (plantops.features.wide_features_pandas) on 10M, 50M, 200M synthetic points.
@@ -47,6 +49,7 @@ Benchmarks are not timed tests: they report raw times and ratios measured in one
     python -m bench.run                 # everything (~11-13 min on 2 cores, see docs/benchmarks.md)
     python -m bench.run --quick         # small sizes: a smoke run of every figure (~3 min)
     python -m bench.run --only drift    # one figure (repeatable); other figures' results are kept
+    make bench ARGS="--only parsing"    # the same through make (~3 min: the parsing table alone)
     python -m bench.run --only latency  # starts its own airflow standalone (API port $BENCH_LATENCY_PORT)
     python -m bench.run --only monitor  # ~5 min: prepares data/bench/monitor/ as the demo, then times the DAG
     python -m bench.run --only warm     # ~2 min: its own Spark Connect server
@@ -87,6 +90,10 @@ REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 SPARK_SUBMIT = Path(sys.executable).parent / "spark-submit"
 USE_CASE_YAML = REPO / "include" / "use_cases" / "tep_reactor.yaml"
+FLEET_YAML = REPO / "include" / "use_cases" / "wind_fleet.yaml"
+# The parsing figure's wind fleets beside the TEP counts (sites, turbines per site): 20 sites of 10
+# turbines as 20 fleet use cases, and the same 200 turbines as one fleet use case.
+FLEETS = ((20, 10), (1, 200))
 RESULTS = REPO / "bench" / "results.json"
 FIGURES = ("parsing", "features", "validation", "drift", "latency", "monitor", "warm", "cycle", "celery",
            "detectors", "wind", "vision")
@@ -220,58 +227,80 @@ def write_use_cases(folder: Path, count: int) -> None:
         (folder / f"{uc}.yaml").write_text(re.sub(r"^id: tep_reactor$", f"id: {uc}", text, flags=re.M))
 
 
+def write_fleets(folder: Path, sites: int, turbines: int) -> None:
+    """``sites`` copies of wind_fleet.yaml (id wind_fleet_NN), each with ``turbines`` assets SNNTMM."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = yaml.safe_load(FLEET_YAML.read_text())
+    for s in range(1, sites + 1):
+        uc = f"wind_fleet_{s:02d}" if sites > 1 else "wind_fleet"
+        spec["id"] = uc
+        spec["historian"]["assets"] = [f"S{s:02d}T{t:02d}" if sites > 1 else f"T{t:03d}" for t in range(1, turbines + 1)]
+        (folder / f"{uc}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
 def figure_parsing(ctx: Context) -> dict[str, Any]:
     cfg = ctx.config
     tmp = Path(tempfile.mkdtemp(prefix="plantops-bench-parse-"))
+    # Workloads: N copies of tep_reactor.yaml for each count, then the wind fleets (FLEETS).
+    labels = [str(n) for n in cfg.use_case_counts] + [f"fleet_{s}x{t}" for s, t in FLEETS]
     try:
         base = child_env(**localenv.airflow_env(tmp / "home"))
-        folders = {}
+        folders: dict[str, Path] = {}
         for n in cfg.use_case_counts:
-            folders[n] = tmp / f"use_cases_{n}"
-            write_use_cases(folders[n], n)
+            folders[str(n)] = tmp / f"use_cases_{n}"
+            write_use_cases(folders[str(n)], n)
+        for sites, turbines in FLEETS:
+            folders[f"fleet_{sites}x{turbines}"] = tmp / f"fleet_{sites}x{turbines}"
+            write_fleets(folders[f"fleet_{sites}x{turbines}"], sites, turbines)
 
-        def run(mode: str, n: int | None = None, shape: Path | None = None) -> Measured:
-            env = dict(base, PLANTOPS_USE_CASES=str(folders[n] if n else USE_CASE_YAML.parent))
+        def run(mode: str, label: str | None = None, shape: Path | None = None) -> Measured:
+            env = dict(base, PLANTOPS_USE_CASES=str(folders[label] if label else USE_CASE_YAML.parent))
             cmd = [PYTHON, "-m", "bench.parsing", mode, *([str(shape)] if shape else [])]
-            m = measure.run(cmd, env=env, log_path=cfg.logs / f"parse_{mode}_{n or 0}.log", cwd=REPO)
+            m = measure.run(cmd, env=env, log_path=cfg.logs / f"parse_{mode}_{label or 0}.log", cwd=REPO)
             if not m.ok or not m.output:
-                raise RuntimeError(f"parsing child {mode} {n} failed: see {m.log_path}")
+                raise RuntimeError(f"parsing child {mode} {label} failed: see {m.log_path}")
             return m
 
         # Warm-up (discarded): the first interpreter writes Airflow's config into the fresh home,
         # and the factory's runs give the DAG and task counts the floor must reproduce.
         run("bare")
-        shapes: dict[int, Path] = {}
-        probe: dict[int, dict] = {}
-        for n in cfg.use_case_counts:
-            probe[n] = run("factory", n).output
-            shapes[n] = tmp / f"shape_{n}.json"
-            shapes[n].write_text(json.dumps(probe[n]["shape"]))
+        shapes: dict[str, Path] = {}
+        probe: dict[str, dict] = {}
+        for label in labels:
+            probe[label] = run("factory", label).output
+            shapes[label] = tmp / f"shape_{label}.json"
+            shapes[label].write_text(json.dumps(probe[label]["shape"]))
 
         bare: list[Measured] = []
-        factory: dict[int, list[Measured]] = {n: [] for n in cfg.use_case_counts}
-        floor: dict[int, list[Measured]] = {n: [] for n in cfg.use_case_counts}
+        factory: dict[str, list[Measured]] = {label: [] for label in labels}
+        floor: dict[str, list[Measured]] = {label: [] for label in labels}
         # Interleaved repeats: load from other work on the machine hits a, b and c alike.
         for rep in range(cfg.parse_repeats):
             log.info("parsing: repeat %d/%d", rep + 1, cfg.parse_repeats)
             bare.append(run("bare"))
-            for n in cfg.use_case_counts:
-                factory[n].append(run("factory", n))
-                floor[n].append(run("floor", n, shapes[n]))
+            for label in labels:
+                factory[label].append(run("factory", label))
+                floor[label].append(run("floor", label, shapes[label]))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
     a = statistics.median(m.wall_s for m in bare)
-    per_count = {}
-    for n in cfg.use_case_counts:
-        b = statistics.median(m.wall_s for m in factory[n])
-        c = statistics.median(m.wall_s for m in floor[n])
-        heavy = sorted({h for m in factory[n] for h in m.output["heavy_modules"]})
-        per_count[str(n)] = {
-            "use_cases": n,
-            "dags": probe[n]["dags"],
-            "tasks": probe[n]["tasks"],
-            "config_errors": probe[n]["config_errors"],
+    per_label = {}
+    for label in labels:
+        b = statistics.median(m.wall_s for m in factory[label])
+        c = statistics.median(m.wall_s for m in floor[label])
+        heavy = sorted({h for m in factory[label] for h in m.output["heavy_modules"]})
+        fleet = label.startswith("fleet_")
+        sites, turbines = (int(x) for x in label.removeprefix("fleet_").split("x")) if fleet else (int(label), 1)
+        per_label[label] = {
+            "label": f"{sites} fleet{'s' if sites > 1 else ''} x {turbines} assets" if fleet else label,
+            "use_cases": sites,
+            "assets": sites * turbines,
+            "dags": probe[label]["dags"],
+            "tasks": probe[label]["tasks"],
+            "config_errors": probe[label]["config_errors"],
             "factory_s": b,
             "floor_s": c,
             "factory_minus_bare_s": b - a,
@@ -279,18 +308,19 @@ def figure_parsing(ctx: Context) -> dict[str, Any]:
             "ratio": (b - a) / (c - a) if c > a else None,
             "heavy_modules": heavy,
             "raw": {
-                "factory_wall_s": [round(m.wall_s, 3) for m in factory[n]],
-                "floor_wall_s": [round(m.wall_s, 3) for m in floor[n]],
-                "factory_in_process": [m.output for m in factory[n]],
+                "factory_wall_s": [round(m.wall_s, 3) for m in factory[label]],
+                "floor_wall_s": [round(m.wall_s, 3) for m in floor[label]],
+                "factory_in_process": [m.output for m in factory[label]],
             },
         }
         for key in ("factory_s", "floor_s", "factory_minus_bare_s", "floor_minus_bare_s", "ratio"):
-            if per_count[str(n)][key] is not None:
-                per_count[str(n)][key] = round(per_count[str(n)][key], 3)
-        log.info("parsing %d use cases: %d DAGs, %d tasks; b-a %.2f s, c-a %.2f s, heavy %s", n,
-                 probe[n]["dags"], probe[n]["tasks"], b - a, c - a, heavy)
+            if per_label[label][key] is not None:
+                per_label[label][key] = round(per_label[label][key], 3)
+        log.info("parsing %s: %d DAGs, %d tasks; b-a %.2f s, c-a %.2f s, heavy %s", per_label[label]["label"],
+                 probe[label]["dags"], probe[label]["tasks"], b - a, c - a, heavy)
 
-    top = per_count[str(max(cfg.use_case_counts))]
+    top = per_label[str(max(cfg.use_case_counts))]
+    fleets = [per_label[label] for label in labels if label.startswith("fleet_")]
     bare_heavy = sorted({h for m in bare for h in m.output["heavy_modules"]})
     return {
         "bare_import_s": round(a, 3),
@@ -298,9 +328,10 @@ def figure_parsing(ctx: Context) -> dict[str, Any]:
         "bare_heavy_modules": bare_heavy,
         "repeats": cfg.parse_repeats,
         "statistic": "median of the interleaved repeats; wall time of the whole fresh interpreter",
-        "by_use_cases": per_count,
+        "by_use_cases": per_label,
         "budgets": [
             budget(f"parse {top['use_cases']} use cases: (b-a)/(c-a)", top["ratio"], 1.5, "x"),
+            *(budget(f"parse {rec['label']}: (b-a)/(c-a)", rec["ratio"], 1.5, "x") for rec in fleets),
             budget("heavy modules imported while parsing", len(top["heavy_modules"]), 0, "modules",
                    why=", ".join(top["heavy_modules"]) or "none"),
         ],
@@ -998,10 +1029,10 @@ def table(results: dict[str, Any]) -> str:
     parsing = results.get("dag_parsing")
     if parsing:
         lines += ["", "| use cases | DAGs | tasks | parse (b) | floor (c) | b - a | c - a | (b-a)/(c-a) |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for rec in parsing["by_use_cases"].values():
             ratio = f"{rec['ratio']:.2f}" if rec["ratio"] is not None else "n/a"
-            lines.append(f"| {rec['use_cases']} | {rec['dags']} | {rec['tasks']} | "
+            lines.append(f"| {rec.get('label', rec['use_cases'])} | {rec['dags']} | {rec['tasks']} | "
                          f"{rec['factory_s']:.2f} s | {rec['floor_s']:.2f} s | "
                          f"{rec['factory_minus_bare_s']:.2f} s | "
                          f"{rec['floor_minus_bare_s']:.2f} s | {ratio} |")

@@ -3,7 +3,7 @@
     PYTHONPATH=include:. .venv/bin/python -m bench.vision [--out bench/vision.json]
     python -m bench.run --only vision
 
-The fixed split of :func:`plantops.sources.elpv.holdout_mask` (1,968 fit cells, 656 held out,
+The fixed split of :func:`plantops.splits.holdout_mask` (1,968 fit cells, 656 held out,
 stratified by class and module type, as the published figures). Each kind is fitted through the
 kind contract (``kind.fit(kind.build(), fit_rows)``, ``kind.evaluate``) on image-feature rows
 built as the feature job builds them (:func:`plantops.image_features.downsample`):
@@ -15,9 +15,14 @@ built as the feature job builds them (:func:`plantops.image_features.downsample`
   ``--epoch-sizes`` (what a full-resolution training would cost on this machine);
 - ``cell_ensemble``: the first two (SVM and CNN) with their class probabilities averaged
   (``cnn_weight`` 0.5, fixed in advance);
-- ``cell_pretrained`` at ``--pretrained-size`` (the frozen HED VGG16 embedding, cached under
+- ``cell_pretrained`` at ``--pretrained-size`` with each of ``--backbones`` (the frozen HED VGG16
+  embedding at the rows' side, ImageNet EfficientNet-Lite0 with the rows resized to 224; cached under
   ``$PLANTOPS_HOME/cache/embeddings``; its operating point chosen on the fit cells for 90 % defect
-  recall), on the fixed split and as mean ± sd over ``--repeats`` further stratified splits.
+  recall).
+
+The kinds named by ``--repeat`` (default the SVM at ``--svm-size`` and every ``cell_pretrained``)
+are also measured as mean ± sd over ``--repeats`` further stratified splits
+(:func:`plantops.splits.holdout_mask` with ``seed`` 0..4).
 
 Reported per model: held-out four-class accuracy (the published figures' measure), balanced
 accuracy, per-class recall, the confusion matrix, defect recall and false-reject rate at the
@@ -93,10 +98,10 @@ def run_kind(name: str, params: dict[str, Any], rows: pd.DataFrame, held: np.nda
 def repeated_splits(name: str, params: dict[str, Any], rows: pd.DataFrame, repeats: int) -> dict[str, Any]:
     """The kind on ``repeats`` further stratified 25 % splits (seeds 0..repeats-1, stratified by class
     and module type like the fixed one): mean and standard deviation of each headline metric."""
-    from plantops.sources import elpv
+    from plantops.splits import holdout_mask
 
     keys = ("accuracy", "balanced_accuracy", "defect_recall", "false_reject_rate")
-    runs = [run_kind(name, params, rows, elpv.holdout_mask(rows, seed=seed).to_numpy()) for seed in range(repeats)]
+    runs = [run_kind(name, params, rows, holdout_mask(rows, seed=seed).to_numpy()) for seed in range(repeats)]
     summary: dict[str, Any] = {"splits": repeats}
     for key in (*keys, "recall_2"):
         values = [r["recall"]["2"] if key == "recall_2" else r[key] for r in runs]
@@ -145,6 +150,7 @@ def ensemble_of(svm: dict[str, Any], cnn: dict[str, Any], holdout: pd.DataFrame,
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     from plantops.sources import elpv
+    from plantops.splits import holdout_mask
 
     parser = argparse.ArgumentParser(prog="bench.vision", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path)
@@ -162,17 +168,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epoch-sizes", default="150", help="comma-separated sides to time one CNN epoch at")
     parser.add_argument("--pretrained-size", type=int, default=150, help="cell_pretrained's bench side")
     parser.add_argument("--pretrained-params", type=json.loads, default={},
-                        help="cell_pretrained params as JSON (e.g. '{\"views\": 2, \"C\": 0.01}')")
+                        help="cell_pretrained params as JSON for every backbone (e.g. '{\"views\": 2}')")
+    parser.add_argument("--backbones", default="hed_bsds500,efficientnet_lite0",
+                        help="comma-separated cell_pretrained backbones, each run side by side")
+    parser.add_argument("--backbone-params", type=json.loads, default={},
+                        help="further cell_pretrained params per backbone as JSON (e.g. "
+                             "'{\"efficientnet_lite0\": {\"C\": 0.01}}')")
     parser.add_argument("--repeats", type=int, default=5,
-                        help="further stratified splits for cell_pretrained's mean +- sd (0: none)")
+                        help="further stratified splits for the --repeat kinds' mean +- sd (0: none)")
+    parser.add_argument("--repeat", default="svm,pretrained", help="comma-separated parts measured on the "
+                        "repeated splits too: svm, pretrained")
     parser.add_argument("--skip", default="",
                         help="comma-separated parts to skip: svm, svm_demo, cnn, cnn_demo, ensemble, pretrained, "
                              "epochs")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
+    repeat = set(filter(None, args.repeat.split(","))) if args.repeats else set()
     began = time.perf_counter()
     cells, raw = images()
-    held = elpv.holdout_mask(cells).to_numpy()
+    held = holdout_mask(cells).to_numpy()
     out: dict[str, Any] = {
         "split": {"fit": int((~held).sum()), "holdout": int(held.sum())},
         "published": {"svm": elpv.PUBLISHED_ACCURACY["svm"], "cnn": elpv.PUBLISHED_ACCURACY["cnn"]},
@@ -185,6 +199,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "svm" not in skip:
         key = f"cell_texture_svm@{args.svm_size}"
         results[key] = run_kind("cell_texture_svm", args.svm_params, at[args.svm_size], held, models)
+        if "svm" in repeat:
+            out.setdefault("repeated_splits", {})[key] = repeated_splits(
+                "cell_texture_svm", args.svm_params, at[args.svm_size], args.repeats)
     demo_models: dict[str, Any] = {}
     if "svm_demo" not in skip and args.demo_size != args.svm_size:
         results[f"cell_texture_svm@{args.demo_size}"] = run_kind("cell_texture_svm", args.svm_params,
@@ -207,12 +224,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results[f"cell_ensemble@{side} (SVM {svm['size']}, CNN {args.cnn_size})"] = ensemble_of(
                 svm, models["cell_cnn"], rows, len(held[~held]))
     if "pretrained" not in skip:
-        # Embeddings are cached under PLANTOPS_HOME: the repeated splits compute none.
-        key = f"cell_pretrained@{args.pretrained_size}"
-        results[key] = run_kind("cell_pretrained", args.pretrained_params, at[args.pretrained_size], held)
-        if args.repeats:
-            out.setdefault("repeated_splits", {})[key] = repeated_splits(
-                "cell_pretrained", args.pretrained_params, at[args.pretrained_size], args.repeats)
+        from plantops.kinds import _cell_pretrained_model as cp
+
+        for backbone in filter(None, args.backbones.split(",")):
+            # Embeddings are cached under PLANTOPS_HOME: the repeated splits compute none.
+            params = {**args.pretrained_params, "backbone": backbone, **args.backbone_params.get(backbone, {})}
+            key = f"cell_pretrained[{backbone}]@{args.pretrained_size}"
+            computed, t0 = cp.COMPUTED, time.perf_counter()
+            results[key] = run_kind("cell_pretrained", params, at[args.pretrained_size], held)
+            fresh = cp.COMPUTED - computed
+            out.setdefault("embedding_cost", {})[key] = {
+                "images_embedded": fresh, "fit_and_score_seconds": round(time.perf_counter() - t0, 1),
+                "note": "fit + score of the fixed split; includes the one-time embedding of every cell not cached"}
+            if "pretrained" in repeat:
+                out.setdefault("repeated_splits", {})[key] = repeated_splits(
+                    "cell_pretrained", params, at[args.pretrained_size], args.repeats)
     if "epochs" not in skip:
         out["cnn_epoch_timing"] = [epoch_seconds(rows_at(cells, raw, int(s)), held, int(s))
                                    for s in args.epoch_sizes.split(",") if s]

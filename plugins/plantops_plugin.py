@@ -220,7 +220,7 @@ def _champion(c: dict | None) -> str:
 
 def _thumb(path: str | None, alt: str) -> str:
     """A heat map as a thumbnail linking to the full image (a new tab), or a dash when there is none."""
-    from plantops.stages.inspection_scoring import CAPTION_HEIGHT, HEATMAP_SIDE
+    from plantops.modalities.images.scoring import CAPTION_HEIGHT, HEATMAP_SIDE
 
     if not path:
         return "&mdash;"

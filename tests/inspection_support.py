@@ -15,7 +15,7 @@ def write_image_features(use_case_id: str, size: int, days: Iterable[str] | None
     (test_image_features.py); a day written again is replaced. Returns the rows written."""
     from plantops.image_features import downsample, image_stats
     from plantops.settings import get_settings
-    from plantops.stages.inspection_ingest import judge_image
+    from plantops.modalities.images.ingest import judge_image
 
     settings = get_settings()
     bronze = settings.bronze_root / use_case_id

@@ -79,21 +79,32 @@ def cells() -> pd.DataFrame:
                          for c in picked.itertuples(index=False)]).reset_index(drop=True)
 
 
-def test_a_second_training_computes_no_embedding(cells, plantops_home):
+@pytest.mark.parametrize(("params", "folder", "width"), [
+    ({}, f"{cp.MODEL_ID}/{SIZE}x1", 2 * (512 + 512)),  # mean and max of conv4_3, conv5_3
+    ({"backbone": cp.EFFICIENTNET, "input_side": 64}, f"{cp.EFFICIENTNET}/{SIZE}to64x1", 1280 + 112 + 192),
+], ids=[cp.MODEL_ID, cp.EFFICIENTNET])
+def test_a_second_training_computes_no_embedding(cells, plantops_home, params, folder, width):
     fit, classes = cells.iloc[:40], cells["label"].to_numpy()[:40]
     before = cp.COMPUTED
-    first = cp.CellPretrained(cv_folds=3).fit(fit, classes)
-    assert cp.COMPUTED - before == 40
-    files = list((plantops_home / "cache" / "embeddings" / cp.MODEL_ID / f"{SIZE}x1").glob("*.npy"))
-    assert len(files) == 40
-    second = cp.CellPretrained(cv_folds=3, C=0.01).fit(fit, classes)
+    first = cp.CellPretrained(cv_folds=3, **params).fit(fit, classes)
+    assert cp.COMPUTED - before == 40 and first.n_features_ == width
+    cache = plantops_home / "cache" / "embeddings"
+    assert len(list((cache / folder).glob("*.npy"))) == 40
+    # Each backbone keeps its own folder: an embedding of one is never read for the other.
+    assert [p.name for p in cache.iterdir()] == [folder.split("/")[0]]
+    second = cp.CellPretrained(cv_folds=3, C=0.01, **params).fit(fit, classes)
     first.predict_proba(fit)
     assert cp.COMPUTED - before == 40  # the retrain and the scores read the cache
     # New cells are embedded, the known ones are not; the cached and the fresh embedding agree.
     second.predict_proba(cells)
     assert cp.COMPUTED - before == 48
-    images = np.stack([np.asarray(p, dtype=np.float32).reshape(SIZE, SIZE) for p in cells["pixels"][:2]])
-    np.testing.assert_allclose(cp.embeddings(images), cp._embed(images, 1), rtol=1e-4, atol=1e-5)
+    images = np.stack([np.asarray(p, dtype=np.float32).reshape(SIZE, SIZE) for p in cells["pixels"][:8]])
+    args = (1, params["backbone"], params["input_side"]) if params else (1,)
+    cached = cp.embeddings(images, *args)
+    np.testing.assert_allclose(cached, cp._embed(images, *args), rtol=1e-4, atol=1e-5)
+    # The cells' embeddings differ (for EfficientNet at 64 the head is 2 x 2 and a third of its channels
+    # stay 0 on grey cells).
+    assert (cached.std(axis=0) > 0).mean() > 0.5
 
 
 def test_the_operating_point_is_chosen_on_the_fit_cells_only(cells, plantops_home):

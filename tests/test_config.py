@@ -142,3 +142,27 @@ def test_inspection_errors_name_the_field(tmp_path, changes, field, expected):
     with pytest.raises(ConfigError) as err:
         load_use_case(path)
     assert field in str(err.value) and expected in str(err.value), str(err.value)
+
+
+def test_the_yaml_cache_follows_the_file_content_and_keeps_validation(tmp_path, plantops_home):
+    """The parsed YAML is cached by content: an edited file is read anew, a wrong value is still refused
+    from the cache, and a document JSON cannot give back as it is (a date) is never cached."""
+    from plantops.config import _yaml_cache
+
+    path = write(tmp_path, "tep_reactor", shipped())
+    first = load_use_case(path)
+    assert len(list(_yaml_cache().glob("*.json"))) == 1
+    assert load_use_case(path) == first  # from the cache
+    path.write_text(path.read_text().replace("owner: plantops", "owner: someone_else"))
+    assert load_use_case(path).owner == "someone_else"
+    bad = {**shipped(), "features": {**shipped()["features"], "bucket": "3 fortnights"}}
+    write(tmp_path, "tep_reactor", bad)
+    for _ in range(2):  # parsed, then cached: refused both times
+        with pytest.raises(ConfigError, match="features.bucket"):
+            load_use_case(path)
+    dated = path.read_text().replace("owner: plantops", "owner: plantops\nnote_date: 2026-01-01")
+    path.write_text(dated)
+    before = set(_yaml_cache().glob("*.json"))
+    with pytest.raises(ConfigError):
+        load_use_case(path)  # unknown field: still refused
+    assert set(_yaml_cache().glob("*.json")) == before

@@ -150,7 +150,9 @@ def test_a_task_parse_builds_only_its_own_use_case(tmp_path, monkeypatch):
         else:
             monkeypatch.setenv(DAG_ID_VAR, dag_id)
         names = runpy.run_path(str(REPO / "dags" / "plantops_dags.py"))
-        return {n.rpartition("__")[0] for n, v in names.items() if type(v).__name__ == "DAG"}
+        from airflow.sdk import DAG
+
+        return {n.rpartition("__")[0] for n, v in names.items() if isinstance(v, DAG)}
 
     assert dag_ids("line_2__monitor") == {"line_2"}
     assert dag_ids("line_3__ingest") == {"line_3"}
@@ -225,3 +227,43 @@ def test_twenty_fleets_of_ten_assets_parse_without_heavy_imports(tmp_path):
     print(f"20 fleets x 10 assets: {report['dags']} DAGs, {report['tasks']} tasks, built in "
           f"{report['build_s']:.2f} s after the SDK import ({report['import_sdk_s']:.2f} s)")
     assert one_asset < 15  # mapped: a monitor DAG has the same tasks for 10 assets as for one
+
+
+def test_trigger_form_params_still_validate_and_each_task_has_its_own(dagbag):
+    """The factory attaches params after the tasks (parse time): the trigger form still refuses a
+    wrong value through Param's own validation, and each task holds its own copy of the DAG's
+    Params (source "dag") before its own (source "task"), as DAG(params=...) gives them."""
+    import copy
+
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    train = dagbag.dags["tep_reactor__train"]
+    assert train.params.validate()["reason"] == "scheduled"
+    for key, bad in (("reason", 5), ("asset", "no_such_asset"), ("reference_start", ["2026-01-01"])):
+        form = copy.deepcopy(train.params)
+        with pytest.raises(ParamValidationError, match=key):
+            form[key] = bad
+            form.validate()
+    feedback = dagbag.dags["tep_reactor__feedback"]
+    with pytest.raises(ParamValidationError, match="ts_start"):
+        copy.deepcopy(feedback.params).validate()  # required, no default: the form must fill it
+    for dag in dagbag.dags.values():
+        for task in dag.tasks:
+            own = [k for k in task.params if task.params.get_param(k).source == "task"]
+            assert list(task.params) == [*dag.params, *(k for k in own if k not in dag.params)], task.task_id
+            for key in dag.params:
+                param = task.params.get_param(key)
+                assert param is not dag.params.get_param(key) and param.source == "dag", (dag.dag_id, task.task_id)
+    approval = dagbag.dags["tep_reactor__monitor"].get_task("request_approval")
+    assert [approval.params.get_param(k).source for k in approval.params] == ["dag", "task", "task"]
+
+
+def test_a_scheduled_dag_with_an_invalid_param_default_is_refused():
+    from airflow.sdk import DAG, Param
+
+    from plantops.orchestration.dagfactory import START_DATE, _attach_params
+
+    with DAG(dag_id="bad_default", schedule="@daily", start_date=START_DATE) as dag:
+        pass
+    with pytest.raises(ValueError, match="not allowed to define a Schedule"):
+        _attach_params(dag, {"n": Param("three", type="integer")})

@@ -93,7 +93,7 @@ def test_alarms_labelled_false_make_a_stale_model_that_is_retrained_and_promoted
     # The upset day (fault 1) was kept out of the fit: the new model still alarms on it.
     from plantops.stages.pipeline import suspect_windows
 
-    assert [str(w["start_ts"].date()) for w in suspect_windows(USE_CASE)] == ["2026-03-25"]
+    assert [str(w["start_ts"].date()) for w in suspect_windows(get_use_case(USE_CASE))] == ["2026-03-25"]
     first, mail = _mail(demo, "promotion")  # the first model, then this one
     assert mail["to"] == "mlops@plantops.example" and "v2 is the new champion" in mail["subject"]
     assert "v1 is the new champion" in first["subject"]

@@ -1,4 +1,4 @@
-"""The elpv solar-cell images come from the installed wheel, with the published split's sizes."""
+"""The elpv solar-cell images come from the installed wheel (the held-out split: tests/test_splits.py)."""
 
 from __future__ import annotations
 
@@ -15,16 +15,6 @@ def test_labels_are_the_packages_2624_cells_in_four_classes():
     assert cells["module_type"].value_counts().to_dict() == {"poly": 1550, "mono": 1074}
     image = elpv.read(cells["file"].iloc[0])
     assert image.shape == (elpv.SIZE, elpv.SIZE) and image.dtype == np.uint8
-
-
-def test_holdout_is_a_fixed_quarter_stratified_by_class_and_module_type():
-    cells = elpv.labels()
-    held = elpv.holdout_mask(cells)
-    assert int(held.sum()) == 656  # 1,968 / 656, as in Deitsch et al. 2019
-    share = cells[held].groupby(["label", "module_type"]).size() / cells.groupby(["label", "module_type"]).size()
-    assert share.between(0.23, 0.27).all(), share
-    shuffled = cells.sample(frac=1, random_state=7)
-    assert elpv.holdout_mask(shuffled).sort_index().equals(held)
 
 
 def test_class_of_and_exposure():

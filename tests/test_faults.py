@@ -462,7 +462,7 @@ def _visible_days(root) -> dict[str, pd.DataFrame]:
     raw = pads.dataset(root, format="parquet", partitioning="hive").to_table().to_pandas()
     assert len(raw) == len(frame), "pyarrow.dataset and load_features disagree"
     assert not frame.duplicated(["asset", "ts"]).any(), "duplicated feature rows are visible"
-    assert pipeline.latest_feature_day(UC) == max(frame["date"])
+    assert pipeline.latest_feature_day(get_use_case(UC)) == max(frame["date"])
     return {day: rows.drop(columns="date").reset_index(drop=True) for day, rows in frame.groupby("date")}
 
 

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from plantops.sources import elpv, elpv_replay, landing
-from plantops.stages import inspection_ingest as ii
-from plantops.stages import inspection_validation as iv
+from plantops.modalities.images import ingest as ii
+from plantops.modalities.images import validation as iv
 
 UC, FOLDER = "pv_cells", "pv_cells_el"
 CELLS = elpv.labels()["cell_id"].tolist()

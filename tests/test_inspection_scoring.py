@@ -75,7 +75,7 @@ def test_verdicts_follow_the_kind_and_rejected_cells_get_a_heat_map(fitted, home
     from PIL import Image
 
     from plantops.sources.inspections import VERDICT_COLUMNS
-    from plantops.stages.inspection_scoring import CAPTION_HEIGHT, HEATMAP_SIDE, score_inspections
+    from plantops.modalities.images.scoring import CAPTION_HEIGHT, HEATMAP_SIDE, score_inspections
 
     kind, model, rest = fitted
     rows = image_rows(dozen(rest))
@@ -105,7 +105,7 @@ def test_verdicts_follow_the_kind_and_rejected_cells_get_a_heat_map(fitted, home
 
 def test_rescoring_a_run_replaces_its_verdicts_and_heat_maps(fitted, home):
     from plantops.sources.inspections import read_verdicts, write_verdicts
-    from plantops.stages.inspection_scoring import score_inspections
+    from plantops.modalities.images.scoring import score_inspections
 
     kind, model, rest = fitted
     cells = dozen(rest)
@@ -132,7 +132,7 @@ def test_the_heat_map_finds_a_dark_spot_pasted_into_a_normal_cell(fitted):
     """A 4 x 4 dark spot (40 x 40 pixels of the original cell; the patch is 6 x 6) pasted into
     unseen normal cells at three places: where the model reacts to it (the defect probability rises
     by 0.1 or more), the heat map's maximum lies in the spot."""
-    from plantops.stages.inspection_scoring import occlusion_maps
+    from plantops.modalities.images.scoring import occlusion_maps
 
     kind, model, rest = fitted
     normal = image_rows(rest[rest["label"] == 0].iloc[::25].head(8))
@@ -168,7 +168,7 @@ def test_the_heat_map_finds_a_dark_spot_pasted_into_a_normal_cell(fitted):
 
 
 def test_confusions_are_ranked_by_the_share_of_the_true_class():
-    from plantops.stages.inspection_scoring import confusion_record, confusion_text
+    from plantops.modalities.images.scoring import confusion_record, confusion_text
 
     confusion = [[50, 5, 0, 0], [3, 10, 1, 0], [0, 3, 2, 0], [1, 0, 0, 20]]
     assert confusion_text(confusion) == ("3/5 cells of class 2/3 predicted 1/3 (60%); 3/14 cells of class 1/3 "
@@ -190,7 +190,7 @@ def test_confusions_are_logged_with_the_version_and_the_day_report_links_heat_ma
 
     from plantops.sources.inspections import write_verdicts
     from plantops.stages import registry
-    from plantops.stages.inspection_scoring import (inspection_report, log_confusion, report_markdown,
+    from plantops.modalities.images.scoring import (inspection_report, log_confusion, report_markdown,
                                                     score_inspections)
 
     kind, model, rest = fitted

@@ -9,8 +9,9 @@ import mlflow
 import pandas as pd
 import pytest
 
+from plantops import splits
 from plantops.config import UseCase
-from plantops.stages import inspection_training as it
+from plantops.modalities.images import training as it
 
 SIZE = 30
 USE_CASE = {
@@ -55,10 +56,11 @@ def test_the_held_out_quarter_is_fixed_per_cell(features, labels):
     cells = it.labelled_cells(features, labels)
     first = it.split(cells)
     assert set(first.fit["cell_id"]).isdisjoint(first.holdout["cell_id"])
-    assert 0.15 < len(first.holdout) / len(cells) < 0.35
-    # More cells arriving never moves a cell from one side to the other.
-    later = it.split(cells.iloc[::2])
-    assert set(later.holdout["cell_id"]) == set(first.holdout["cell_id"]) & set(cells.iloc[::2]["cell_id"])
+    # The one split of plantops.splits: a quarter of every class and module type, whatever the order.
+    assert len(first.holdout) == len(cells) // 4
+    assert first.holdout.groupby("label").size().tolist() == [10, 10, 10, 10]
+    assert set(it.split(cells.sample(frac=1, random_state=3)).holdout["cell_id"]) == set(first.holdout["cell_id"])
+    assert set(first.holdout["cell_id"]) == set(cells["cell_id"][splits.holdout_mask(cells)])
     # Unlabelled cells are left out; a re-inspected cell counts once, with its newest image.
     again = features.iloc[:1].assign(captured_at=START + timedelta(days=1), run_id="run-again")
     rows = it.labelled_cells(pd.concat([features, again]), labels.iloc[1:].pipe(lambda f: pd.concat([f, labels.iloc[:1]])))
@@ -101,10 +103,12 @@ def test_train_registers_compares_side_by_side_and_promotes_once(plantops_home, 
 def test_a_degenerate_first_model_is_not_promoted_and_the_record_says_why(plantops_home, features, labels):
     from plantops.stages import registry
 
-    # A head regularised to nothing and unweighted: every cell gets (nearly) the same class.
+    # A head regularised to nothing and unweighted, on labels where class 0 is the majority (the
+    # split holds out a quarter of each class, so the fit cells are as skewed): every cell gets class 0.
     uc = use_case(kind="cell_pretrained", compare_with=[],
                   params={"C": 1e-7, "class_weight": "none", "cv_folds": 3})
-    result = it.train_inspection(uc, features, labels, run_tags={"airflow_run_id": "train-degenerate"})
+    skewed = labels[(labels["defect_probability"] == 0) | (labels.index % 2 == 0)]
+    result = it.train_inspection(uc, features, skewed, run_tags={"airflow_run_id": "train-degenerate"})
     assert not result["promoted"] and result["reason"].startswith("degenerate model refused: "), result["reason"]
     assert result["degenerate"] == {"model": result["reason"]}
     assert registry.champion("pv_cells") is None

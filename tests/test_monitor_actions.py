@@ -75,6 +75,7 @@ def test_answers_are_recorded_per_asset_and_only_approvals_train(plantops_home):
 
 def test_the_approval_body_shows_numbers_or_says_why_there_are_none():
     from plantops.stages.monitoring import DriftResult
+    from plantops.config import get_use_case
     from plantops.stages.pipeline import approval_body
 
     drift = DriftResult(drift_share=0.6, drifted=True, n_columns=2, n_drifted=1, column_scores={"XMV_4": 7.9},
@@ -83,7 +84,7 @@ def test_the_approval_body_shows_numbers_or_says_why_there_are_none():
               "thresholds": {"share_threshold": 0.3, "method": "wasserstein"}, "plant_events": [], "alarm_tags": [],
               "feedback": [], "champion_version": "2", "alarm_rate": 0.74, "report_url": "http://x/r.html",
               "performance": None}
-    body = approval_body("tep_reactor", record, drift)
+    body = approval_body(get_use_case("tep_reactor"), record, drift)
     assert "alarm rate in the window: 74%" in body and "None" not in body
     # who may answer comes first: the form does not tell a non-assigned user before submit
     assert body.splitlines()[0] == ("> **Answered only by the assigned process engineers: Process engineer (demo) "
@@ -91,6 +92,6 @@ def test_the_approval_body_shows_numbers_or_says_why_there_are_none():
     assert "not applicable (no lab results or feedback labels" in body
     labelled = {**record, "performance": {"n_labelled": 480, "detection_rate": None, "far": 0.43,
                                           "expected_detection_rate": 0.85}}
-    body = approval_body("tep_reactor", labelled, drift)
+    body = approval_body(get_use_case("tep_reactor"), labelled, drift)
     assert "on 480 labelled rows: detection n/a (no fault-labelled rows), false alarms 43%" in body
     assert "None" not in body

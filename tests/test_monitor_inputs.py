@@ -17,32 +17,32 @@ DAY = datetime(2026, 3, 26, tzinfo=UTC)
 
 
 def test_retrain_history_reads_requests_in_plant_time(plantops_home):
-    assert pipeline.retrain_history(UC, DAY) == pipeline.retrain_history(UC, DAY).__class__(upset_since=DAY)
+    assert pipeline.retrain_history(get_use_case(UC), DAY) == pipeline.retrain_history(get_use_case(UC), DAY).__class__(upset_since=DAY)
     decisions.record(UC, "m1", "monitor", "retrain", "drift", {"day": "2026-03-25"})
-    history = pipeline.retrain_history(UC, DAY)
+    history = pipeline.retrain_history(get_use_case(UC), DAY)
     assert history.last_request == DAY - timedelta(days=1)
     assert history.pending and history.recent_requests == 1
     decisions.record(UC, "t1", "train", "kept_champion", "not better", {})
-    assert not pipeline.retrain_history(UC, DAY).pending
+    assert not pipeline.retrain_history(get_use_case(UC), DAY).pending
     decisions.record(UC, "m2", "approval", "retrain_new_reference", "ok", {"day": "2026-03-20"})
     decisions.record(UC, "m3", "approval", "refused", "transient", {"day": "2026-03-21"})  # not a request
-    history = pipeline.retrain_history(UC, DAY)
+    history = pipeline.retrain_history(get_use_case(UC), DAY)
     assert history.recent_requests == 2 and history.pending  # the approval came after the last training
     # requests for this window or later do not count for it
-    assert pipeline.retrain_history(UC, DAY - timedelta(days=2)).recent_requests == 1
+    assert pipeline.retrain_history(get_use_case(UC), DAY - timedelta(days=2)).recent_requests == 1
 
 
 def test_an_upset_run_is_counted_back_over_adjoining_upset_windows(plantops_home):
     for run, day, branch in [("a", "2026-03-22", "upset"), ("b", "2026-03-23", "ok"), ("c", "2026-03-24", "upset"),
                              ("d", "2026-03-25", "upset")]:
         decisions.record(UC, run, "monitor", branch, "", {"day": day})
-    assert pipeline.retrain_history(UC, DAY).upset_since == datetime(2026, 3, 24, tzinfo=UTC)
+    assert pipeline.retrain_history(get_use_case(UC), DAY).upset_since == datetime(2026, 3, 24, tzinfo=UTC)
     # A rerun that judged 2026-03-24 again, now ok, ends the run there; the newest word counts.
     decisions.record(UC, "c2", "monitor", "ok", "", {"day": "2026-03-24"})
-    assert pipeline.retrain_history(UC, DAY).upset_since == datetime(2026, 3, 25, tzinfo=UTC)
+    assert pipeline.retrain_history(get_use_case(UC), DAY).upset_since == datetime(2026, 3, 25, tzinfo=UTC)
     # A persistent upset put to an engineer continues the run.
     decisions.record(UC, "c3", "monitor", "approval", "", {"day": "2026-03-24", "rule": "persistent_upset"})
-    assert pipeline.retrain_history(UC, DAY).upset_since == datetime(2026, 3, 24, tzinfo=UTC)
+    assert pipeline.retrain_history(get_use_case(UC), DAY).upset_since == datetime(2026, 3, 24, tzinfo=UTC)
 
 
 def test_window_confirmation_counts_alarms_under_normal_labels_and_names_faults():
@@ -70,7 +70,7 @@ def test_unchallenged_alarm_windows_are_kept_out_of_training(plantops_home):
     decisions.record(UC, "m3", "monitor", "approval", "event", {"day": "2026-03-27", "asset": UC})
     decisions.record(UC, "m3", "approval", "retrain_new_reference", "permanent", {"day": "2026-03-27", "asset": None})
     decisions.record(UC, "m4", "monitor", "retrain", "stale", {"day": "2026-03-28", "asset": UC})
-    rows = pipeline.suspect_windows(UC)
+    rows = pipeline.suspect_windows(get_use_case(UC))
     assert [(r["asset"], r["start_ts"].day, r["label"]) for r in rows] == [(UC, 25, "upset"), (UC, 26, "upset")]
     assert all(r["end_ts"] - r["start_ts"] == timedelta(days=1) for r in rows)
 

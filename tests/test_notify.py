@@ -155,9 +155,11 @@ def test_subject_is_prefixed_and_body_carries_the_text_and_the_link(sink, notifi
     assert link == f"{BASE_URL}/dags/tep_reactor__monitor/runs/{QUOTED_RUN_ID}/tasks/assess_window"
 
 
-def test_the_use_case_can_be_named_by_id(sink):
+def test_the_shipped_use_case_mails_its_engineers(sink):
+    from plantops.config import get_use_case
+
     before = sink.count()
-    result = notify.send("tep_reactor", "approval", "Retrain waits for you", "Please decide.")
+    result = notify.send(get_use_case("tep_reactor"), "approval", "Retrain waits for you", "Please decide.")
     assert result["sent"] and addresses(sink.since(before)[0]["To"]) == ENGINEERS
 
 

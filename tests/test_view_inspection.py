@@ -119,7 +119,9 @@ def test_view_dict_shows_the_latest_inspection_day(line):
         assert c["agrees"] == (c["inspector_class"] == c["predicted_class"])
     assert d["labels_agree"] == sum(c["agrees"] for c in labelled.values())
     # At most max_cells rows; the counts stay the day's.
-    few = overview.inspection(overview.get_use_case(UC), "1", max_cells=2)["day"]
+    from plantops.modalities.images.view import inspection
+
+    few = inspection(overview.get_use_case(UC), "1", max_cells=2)["day"]
     assert [c["cell_id"] for c in few["rejected"]] == rejected["cell_id"].iloc[:2].tolist()
     assert (few["rejected_shown"], few["rejected_count"]) == (min(2, n_rejected), n_rejected)
 
@@ -208,7 +210,7 @@ def test_the_view_reads_no_mlflow(line):
     # The page's inspection parts (the rest of the page, Airflow's metadata DB included, is the tag use cases').
     code = ("import json, sys\nfrom plantops.stages import overview\nuc = overview.get_use_case('pv_cells')\n"
             "rows = overview._rows(uc, uc.id)\nc = overview.champion(rows, overview.CLASSIFIER_HEADLINE)\n"
-            "i = overview.inspection(uc, c['version'])\nt = overview.timeline(uc.id, rows)\n"
+            "from plantops.modalities.images.view import inspection\ni = inspection(uc, c['version'])\nt = overview.timeline(uc.id, rows)\n"
             "print(json.dumps({'rejected': i['day']['rejected_count'], 'named': t[0]['n_rejected_cells'],"
             " 'loaded': sorted(m for m in ('mlflow', 'sklearn', 'keras', 'pyspark') if m in sys.modules)}))")
     env = {**os.environ, "PLANTOPS_HOME": str(line["home"]), "PLANTOPS_USE_CASES": str(line["root"] / "use_cases")}

@@ -7,7 +7,7 @@ probability, reject), evaluate on held-out cells, gate, save and load through a 
 and parameter errors named by field. The data: 160 real cells (40 per class, half mono, half poly,
 the first in ``cell_id`` order) at 30 x 30, the image-feature rows as the feature job writes them
 (:func:`plantops.image_features.downsample`), 40 of them held out by
-:func:`plantops.sources.elpv.holdout_mask`. The CNN trains 3 epochs: the point is the contract, not
+:func:`plantops.splits.holdout_mask`. The CNN trains 3 epochs: the point is the contract, not
 the accuracy (``bench/vision.py`` measures that on the published split).
 """
 
@@ -26,6 +26,7 @@ import yaml
 from plantops.config import ConfigError, UseCase, load_use_case
 from plantops.kinds import KINDS, get_kind, kind_of, trusted_types
 from plantops.kinds.base import CLASS_PROBABILITIES, ImageSplit
+from plantops.splits import holdout_mask
 
 CLASSIFIERS = sorted(k for k, kind in KINDS.items() if kind.output == "classifier")
 SIZE = 30
@@ -92,9 +93,7 @@ def embedding_home(tmp_path_factory) -> Any:
 
 @pytest.fixture(scope="module")
 def cases(rows, embedding_home):
-    from plantops.sources import elpv
-
-    held = elpv.holdout_mask(rows).to_numpy()
+    held = holdout_mask(rows).to_numpy()
     data = ImageSplit(rows[~held], rows[held])
     built: dict[str, Case] = {}
 
@@ -111,9 +110,7 @@ def cases(rows, embedding_home):
 
 
 def test_the_subset_is_balanced_and_the_split_stratified(rows):
-    from plantops.sources import elpv
-
-    held = elpv.holdout_mask(rows)
+    held = holdout_mask(rows)
     assert len(rows) == 4 * PER_CLASS and held.sum() == PER_CLASS
     assert rows["label"].value_counts().to_dict() == {k: PER_CLASS for k in range(4)}
     assert rows.loc[held, "label"].value_counts().to_dict() == {k: PER_CLASS // 4 for k in range(4)}

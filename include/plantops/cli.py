@@ -84,7 +84,7 @@ def release_quarantined(use_case: UseCase, name: str, image: Path | None = None)
             raise ValueError("--image: only for an inspection use case's rejected images")
         return release_file(use_case.id, name, use_case.landing.folder)
     from plantops.sources.elpv_replay import MANIFEST_SUFFIX
-    from plantops.stages import inspection_ingest
+    from plantops.modalities.images import ingest as inspection_ingest
 
     folder = use_case.inspection.folder
     if "/" in name:

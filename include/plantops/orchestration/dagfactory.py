@@ -11,13 +11,19 @@ check_features, train_model, score_window, assess_drift) run as pods and a Spark
 
 from __future__ import annotations
 
+import copy
+import inspect
+import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, Param, task
+from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, AssetWatcher, CronTriggerTimetable, Param
+from airflow.sdk import task as sdk_task
 
 from plantops.config import ConfigError, UseCase, discover, parse_duration
 from plantops.settings import REPO_ROOT, get_settings
@@ -50,6 +56,19 @@ STAGE_DOCS = {
                 "Stored in the `feedback` table of the state DB and, except for a wrong tag, as a label period "
                 "for training (`normal` or `fault_feedback`); the next monitor run lists it.",
 }
+
+
+def task(python_callable: Any = None, **kwargs: Any) -> Any:
+    """``airflow.sdk.task``, the function's signature read once (``__signature__``, which
+    ``inspect.signature`` returns as it is): the Task SDK reads it about five times per task."""
+    def signed(function: Any) -> Any:
+        function.__signature__ = inspect.signature(function)
+        return function
+
+    if python_callable is None:
+        decorate = sdk_task(**kwargs)
+        return lambda function: decorate(signed(function))
+    return sdk_task(signed(python_callable), **kwargs)
 
 
 def on_failure(context: dict[str, Any]) -> None:
@@ -116,11 +135,32 @@ def _on_kubernetes(use_case: UseCase):
     return kube
 
 
-def _dag(use_case: UseCase, stage: str, schedule: Any, **kwargs: Any) -> DAG:
+class StageDAG(DAG):
+    """A DAG hashed by its dag_id alone.
+
+    The Task SDK hashes the DAG at every dependency it sets (each ``>>`` and XCom edge), and
+    ``DAG.__hash__`` hashes the schedule: an Asset's hash is a JSON dump of its fields, a third of a
+    second at 100 use cases. ``DAG.__eq__`` compares dag_id among its fields, so equal DAGs still
+    hash alike; nothing else of the DAG changes."""
+
+    def __hash__(self) -> int:
+        return hash((DAG, self.dag_id))
+
+
+@contextmanager
+def _dag(use_case: UseCase, stage: str, schedule: Any, params: dict[str, Param] | None = None,
+         **kwargs: Any) -> Iterator[DAG]:
+    """The stage's DAG, as a ``with`` block; its ``params`` are attached when the block ends.
+
+    Given to ``DAG(params=...)``, the Task SDK validates every Param against its JSON schema (the
+    metaschema check included) when the DAG is made and again each time the DAG is hashed (once per
+    ``>>`` or XCom edge), and deep-copies them into every task: most of the parse time of 100 use
+    cases. Attached after the tasks (:func:`_attach_params`), each task still gets its own copy and
+    the serialized DAG is the same."""
     if use_case.execution == "kubernetes":
         # Pod arguments are Jinja: they need the days of the triggering asset events as a macro.
         kwargs.setdefault("user_defined_macros", {"plantops_event_days": event_days})
-    return DAG(
+    with StageDAG(
         dag_id=use_case.dag_id(stage),
         schedule=schedule,
         start_date=START_DATE,
@@ -130,7 +170,47 @@ def _dag(use_case: UseCase, stage: str, schedule: Any, **kwargs: Any) -> DAG:
         doc_md=f"### {use_case.dag_id(stage)}\n\n{STAGE_DOCS[stage]}\n\n**Use case**: {use_case.plant}. "
                f"{use_case.description}\n\nConfigured in `include/use_cases/{use_case.id}.yaml`.",
         **kwargs,
-    )
+    ) as dag:
+        yield dag
+    if params:
+        _attach_params(dag, params)
+
+
+# (schema, default) pairs already validated in this process: 100 use cases share a dozen Params.
+_VALID_PARAMS: set[str] = set()
+
+
+def _attach_params(dag: DAG, params: dict[str, Param]) -> None:
+    """Give ``dag`` and each of its tasks the params, as ``DAG(params=...)`` would have.
+
+    The same checks as the Task SDK's: a DAG that can be scheduled must have valid defaults
+    (``DAG._validate_params``), each distinct (schema, default) validated once through
+    ``Param.resolve``; each task gets its own ParamsDict of the DAG's Params (source ``dag``)
+    followed by its own (source ``task``), as ``get_merged_defaults`` builds it. A Param's schema
+    dict is shared by the copies (``Param.__copy__``): nothing writes to it."""
+    from airflow.sdk.definitions.param import ParamsDict, ParamValidationError
+
+    dag_params = ParamsDict(params)
+    if dag.timetable.can_be_scheduled:
+        for key, param in dag_params.items():
+            check = json.dumps([param.schema, param.value], sort_keys=True, default=repr)
+            if check in _VALID_PARAMS:
+                continue
+            try:
+                param.resolve()
+            except ParamValidationError as err:
+                raise ValueError(
+                    f"Dag {dag.dag_id!r} is not allowed to define a Schedule, as there are required params "
+                    "without default values, or the default values are not valid.") from ParamValidationError(
+                    f"Invalid input for param {key}: {err}")
+            _VALID_PARAMS.add(check)
+    # Set as DAG.__init__'s converter sets it: the validator (the checks above) is not run again.
+    object.__setattr__(dag, "params", dag_params)
+    for task in dag.task_dict.values():
+        merged = ParamsDict({key: copy.copy(param) for key, param in dag_params.items()})
+        merged._fill_missing_param_source("dag")
+        merged.update(task.params)
+        task.params = merged
 
 
 def event_days(triggering_asset_events: Any) -> list[str]:

@@ -7,7 +7,8 @@ type). The probability is one of 0, 1/3, 2/3 and 1; the four values are the four
 published figures are measured on (Deitsch et al. 2019, "Automatic classification of defective
 photovoltaic module cells in electroluminescence images": 1,968 cells for training, 656 held out;
 hand-crafted features + SVM 82.44 %, a fine-tuned VGG-19 88.42 %). The data carries no module id,
-so the held-out split is stratified by class and module type, as the published one was.
+so the held-out split (:func:`plantops.splits.holdout_mask`, the one training uses too) is stratified
+by class and module type, as the published one was.
 
 Data licence: CC BY-NC-SA 4.0 (the package's code: Apache-2.0). The images stay in the package;
 the repository holds none of them.
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 SIZE = 300  # every cell image is SIZE x SIZE, mode "L"
 PROBABILITIES = CLASS_PROBABILITIES  # the four classes, by index
 MODULE_TYPES = ("mono", "poly")
-HOLDOUT_SHARE = 0.25
-SPLIT_SEED = 2019  # fixed: every run, test and benchmark holds out the same cells
 LICENCE = "CC BY-NC-SA 4.0 (images and labels); the elpv-dataset package's code is Apache-2.0"
 PUBLISHED_ACCURACY = {"svm": 0.8244, "cnn": 0.8842}  # Deitsch et al. 2019, four classes, 656 held-out cells
 
@@ -75,20 +74,6 @@ def labels() -> pd.DataFrame:
     """One row per cell, in the package's order: ``cell_id`` (``cell0001``...), ``file`` (absolute
     path of its PNG), ``defect_probability``, ``label`` (class index 0..3), ``module_type``."""
     return _labels().copy()
-
-
-def holdout_mask(cells: pd.DataFrame, share: float = HOLDOUT_SHARE, seed: int = SPLIT_SEED) -> pd.Series:
-    """True for the held-out cells: ``share`` of the cells (656 of the 2,624, as published),
-    stratified by (label, module type) with a fixed seed, so the split is the same in every run.
-    ``cells`` needs ``cell_id``, ``label`` and ``module_type``; the choice depends only on those,
-    not on the frame's order."""
-    import pandas as pd
-    from sklearn.model_selection import train_test_split
-
-    ordered = cells.sort_values("cell_id")
-    strata = ordered["label"].astype(str) + "/" + ordered["module_type"].astype(str)
-    _, held = train_test_split(ordered.index.to_numpy(), test_size=share, random_state=seed, stratify=strata)
-    return pd.Series(cells.index.isin(held), index=cells.index)
 
 
 def read(file: str | Path) -> np.ndarray:

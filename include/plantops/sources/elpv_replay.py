@@ -7,7 +7,7 @@ name in the run's folder), ``cell_id``, ``module_id``, ``module_type`` (mono|pol
 inspectors, ``defect_probability``. Every file is written under NiFi's rule (PutFile writes a
 dot-prefixed name and renames it when complete) and the manifest is written last: its arrival
 completes the batch, and an image without a complete manifest is never read
-(:mod:`plantops.stages.inspection_ingest`).
+(:mod:`plantops.modalities.images.ingest`).
 
 Images are the real elpv cells (:mod:`plantops.sources.elpv`), optionally under another camera
 exposure (``gain``/``offset``: a changed camera or lighting), re-encoded as 8-bit greyscale PNG.

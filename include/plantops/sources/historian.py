@@ -319,3 +319,14 @@ def read_labels_of(assets: tuple[str, ...] | list[str], url: str | None = None) 
     """The label periods of these assets (lab results, confirmed faults, feedback), oldest first."""
     query = select(labels).where(labels.c.asset.in_(list(assets))).order_by(labels.c.start_ts)
     return read_frame(query, ("start_ts", "end_ts"), url)
+
+
+def newest(column: Any, where: Any) -> datetime | None:
+    """The largest time in a historian table's ``column`` where ``where`` holds, None for none."""
+    import sqlalchemy as sa
+
+    with reader().connect() as conn:
+        newest = conn.execute(sa.select(sa.func.max(column)).where(where)).scalar()
+    if isinstance(newest, str):  # SQLite through a plain string column type on some readers
+        newest = datetime.fromisoformat(newest)
+    return newest

@@ -172,3 +172,8 @@ def _clean(value: Any) -> Any:
     if type(value).__module__ == "numpy" and hasattr(value, "item"):  # numpy scalars
         return _clean(value.item())
     return value
+
+
+def decision_asset(use_case: Any, asset: str | None) -> str | None:
+    """The asset a decision is recorded under: the asset in a fleet, none for a one-asset use case."""
+    return asset if use_case.is_fleet else None

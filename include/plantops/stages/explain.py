@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from plantops.config import UseCase
-    from plantops.stages.training import TrainingData
+    from plantops.kinds.base import TrainingData
 
 log = logging.getLogger(__name__)
 

@@ -67,12 +67,6 @@ def required_actions_link(pending: bool = True) -> str:
     return _base_url() + "/required_actions" + ("?response_received=false" if pending else "")
 
 
-def _resolve(use_case: str | UseCase) -> UseCase:
-    from plantops.config import get_use_case
-
-    return get_use_case(use_case) if isinstance(use_case, str) else use_case
-
-
 def _render(body: str, link: str | None) -> str:
     paragraphs = [p for p in body.strip().split("\n\n") if p.strip()]
     parts = ["<p>" + html.escape(p).replace("\n", "<br>\n") + "</p>" for p in paragraphs]
@@ -82,19 +76,17 @@ def _render(body: str, link: str | None) -> str:
     return "<html><body>\n" + "\n".join(parts) + "\n</body></html>\n"
 
 
-def send(use_case_id: str | UseCase, event: str, subject: str, body: str,
+def send(use_case: UseCase, event: str, subject: str, body: str,
          link: str | None = None) -> dict[str, Any]:
-    """Mail ``event`` to its audiences of the use case (an id, or the UseCase itself).
+    """Mail ``event`` to its audiences of the use case.
 
     Returns ``{"event", "to", "subject", "sent", "reason"}``. An event routed to no addresses sends
     nothing; a failed send (server down, mail refused, connection missing) is logged as a warning.
-    Neither raises. An unknown event raises ValueError, and a use case id that does not load raises
-    ConfigError: both are bugs in the caller, not in the mail server."""
+    Neither raises. An unknown event raises ValueError: a bug in the caller, not in the mail server."""
     from plantops.config import EVENTS
 
     if event not in EVENTS:
         raise ValueError(f"unknown event {event!r}; expected one of {list(EVENTS)}")
-    use_case = _resolve(use_case_id)
     config = use_case.notifications
     to = list(config.recipients_of(event))
     full_subject = f"[plantops {use_case.id}] {subject}"
@@ -182,7 +174,10 @@ class PlantNotifier(BaseNotifier):
 
     def notify(self, context: Any) -> None:
         link = self.link or _context_link(context)
-        send(self.use_case_id, self.event, self.subject, self.body, link)
+        from plantops.config import get_use_case
+
+        # A notifier is given the use case's id by the DAG (templated, serialised): resolved here, once.
+        send(get_use_case(self.use_case_id), self.event, self.subject, self.body, link)
 
 
 def failure_callback(context: Any) -> None:
@@ -214,10 +209,10 @@ def failure_callback(context: Any) -> None:
         if isinstance(map_index, int) and map_index >= 0:
             lines.append(f"Map index: {map_index}")
         lines += ["", f"Error: {error}"]
-        from plantops.config import ConfigError
+        from plantops.config import ConfigError, get_use_case
 
-        try:
-            use_case = _resolve(use_case_id)
+        try:  # a callback from Airflow names the use case by id: resolved here, once
+            use_case = get_use_case(use_case_id)
         except (ConfigError, OSError) as exc:
             log.warning("failure callback: use case %r of %s does not load (%s), not mailing",
                         use_case_id, dag_id, exc)

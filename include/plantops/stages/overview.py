@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from plantops.config import ConfigError, discover, get_use_case
+from plantops.modalities import modality_of
+from plantops.modalities.images import Images
+from plantops.modalities.tags import Tags
 from plantops.settings import get_settings
 
 if TYPE_CHECKING:
@@ -37,11 +40,9 @@ log = logging.getLogger(__name__)
 DAYS = 14
 _ROWS = 400
 # Held-out metrics shown side by side (the rest, per fault, stay in MLflow).
-HEADLINE = ("far", "detection_rate", "detection_delay", "rmse", "mae")
+HEADLINE = Tags.headline
 # A classifier's (visual inspection): its detection_rate is its defect recall, shown under that name.
-CLASSIFIER_HEADLINE = ("accuracy", "balanced_accuracy", "defect_recall", "false_reject_rate")
-# Rejected cells of the latest inspection day shown with their heat maps (highest defect probability first).
-MAX_CELLS = 20
+CLASSIFIER_HEADLINE = Images.headline
 STAGES = ("ingest", "features", "train", "score", "monitor", "feedback")
 TOP = 5
 
@@ -165,7 +166,7 @@ def heatmap_path(use_case_id: str, cell: dict[str, Any]) -> str | None:
     own origin, whatever host the browser used) or the verdict's ``heatmap`` (relative to PLANTOPS_HOME)."""
     from urllib.parse import urlsplit
 
-    from plantops.stages.inspection_scoring import served_path
+    from plantops.modalities.images.scoring import served_path
 
     for key in ("heatmap_path", "heatmap_url"):
         value = cell.get(key)
@@ -177,7 +178,7 @@ def heatmap_path(use_case_id: str, cell: dict[str, Any]) -> str | None:
 
 def _class_name(value: Any) -> Any:
     """A predicted class as the inspectors name it ("0", "1/3", "2/3", "1"); an index is translated."""
-    from plantops.stages.inspection_scoring import CLASS_NAMES
+    from plantops.modalities.images.scoring import CLASS_NAMES
 
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(CLASS_NAMES):
         return CLASS_NAMES[value]
@@ -270,126 +271,6 @@ def pending_approvals(use_case_id: str, rows: list[dict[str, Any]]) -> list[dict
 
 
 # -- predictions ---------------------------------------------------------------------------------
-
-def latest_scores(asset: str, limit: int = 2000) -> dict[str, Any] | None:
-    """The newest scored day of an asset: score, limit and alarm per row (the chart's points)."""
-    import sqlalchemy as sa
-
-    from plantops.sources import historian
-
-    table = historian.predictions
-    newest = _newest(table.c.ts, table.c.asset == asset)
-    if newest is None:
-        return None
-    with historian.reader().connect() as conn:
-        start = datetime(newest.year, newest.month, newest.day)
-        query = (sa.select(table.c.ts, table.c.score, table.c.threshold, table.c.alarm, table.c.model_version)
-                 .where(table.c.asset == asset, table.c.ts >= start, table.c.ts < start + timedelta(days=1))
-                 .order_by(table.c.ts).limit(limit))
-        points = [{"ts": r.ts.isoformat() if hasattr(r.ts, "isoformat") else str(r.ts), "score": float(r.score),
-                   "limit": float(r.threshold), "alarm": int(r.alarm)} for r in conn.execute(query)]
-        versions = sorted({str(r.model_version) for r in conn.execute(
-            sa.select(table.c.model_version).where(table.c.asset == asset, table.c.ts >= start,
-                                                   table.c.ts < start + timedelta(days=1)).distinct())})
-    return {"day": start.strftime("%Y-%m-%d"), "points": points, "alarms": sum(p["alarm"] for p in points),
-            "model_versions": versions}
-
-
-# -- a visual inspection line ---------------------------------------------------------------------
-
-def latest_inspection_day(line: str) -> str | None:
-    """The UTC day of the newest cell with a verdict on the line, None before the first scoring."""
-    from plantops.sources import historian
-
-    table = historian.inspection_verdicts
-    newest = _newest(table.c.captured_at, table.c.asset == line)
-    return None if newest is None else newest.strftime("%Y-%m-%d")
-
-
-def _newest(column: Any, where: Any) -> datetime | None:
-    """The largest time in a historian table's ``column`` where ``where`` holds, None for none."""
-    import sqlalchemy as sa
-
-    from plantops.sources import historian
-
-    with historian.reader().connect() as conn:
-        newest = conn.execute(sa.select(sa.func.max(column)).where(where)).scalar()
-    if isinstance(newest, str):  # SQLite through a plain string column type on some readers
-        newest = datetime.fromisoformat(newest)
-    return newest
-
-
-def confusion(use_case_id: str, version: str | None) -> dict[str, Any] | None:
-    """What one version confuses on its held-out cells, from the record its training copied under
-    ``reports/<uc>/confusion/`` (the train decision holds only the metrics): the image's path on
-    the plugin, the ranked confusions and their text; ``recorded`` False when there is no record."""
-    import json
-
-    from plantops.stages.inspection_scoring import CONFUSION_DIR, TOP_CONFUSIONS, confusion_file
-
-    if version is None:
-        return None
-    target = confusion_file(use_case_id, version)
-    out: dict[str, Any] = {"version": str(version), "recorded": False, "image_path": None, "text": None,
-                           "top": [], "accuracy": None, "n_cells": None}
-    try:
-        record = json.loads(target.read_text())
-    except FileNotFoundError:
-        return out
-    except (OSError, ValueError) as exc:  # a broken record says so instead of failing the page
-        out["text"] = f"unreadable confusion record {target.name}: {exc}"
-        return out
-    image = target.with_suffix(".png")
-    out.update(recorded=True, text=record.get("text"), top=(record.get("confusions") or [])[:TOP_CONFUSIONS],
-               accuracy=record.get("accuracy"), n_cells=record.get("n_cells"),
-               image_path=(f"/plantops/reports/{_segment(use_case_id)}/{CONFUSION_DIR}/{_segment(image.name)}"
-                           if image.is_file() else None))
-    return out
-
-
-def inspection(use_case: UseCase, champion_version: str | None, max_cells: int = MAX_CELLS) -> dict[str, Any]:
-    """An inspection line's part of the page: the latest scored inspection day (cells, rejects and
-    their share, the versions that scored them, cells per predicted class), its rejected cells with
-    the most probable defects first (at most ``max_cells``; heat map as a path on the plugin, the
-    inspector's class where a late label arrived), and the champion's confusions."""
-    from plantops.kinds.base import class_index
-    from plantops.sources.inspections import read_labels
-    from plantops.stages.inspection_scoring import CLASS_NAMES, inspection_report
-
-    line = use_case.inspection.line
-    day = latest_inspection_day(line)
-    out: dict[str, Any] = {"line": line, "day": None, "confusion": None}
-    if day is not None:
-        report = inspection_report(use_case, day, asset=line)
-        labels = read_labels(line)
-        by_cell = {r.cell_id: r for r in labels.itertuples(index=False)} if len(labels) else {}
-        cells = []
-        for r in report["rejected"][:max_cells]:
-            label = by_cell.get(r["cell_id"])
-            inspector_class = None if label is None else CLASS_NAMES[class_index(float(label.defect_probability))]
-            cells.append({
-                "cell_id": r["cell_id"], "run_id": r["run_id"], "captured_at": r["captured_at"],
-                "model_version": r["model_version"], "predicted_class": r["predicted_class"],
-                "defect_probability": r["defect_probability"], "heatmap_path": r["heatmap_path"],
-                "inspector_class": inspector_class, "inspector": None if label is None else label.inspector,
-                "labelled_at": None if label is None else label.labelled_at.isoformat(),
-                "agrees": None if label is None else inspector_class == r["predicted_class"]})
-        labelled = [c for c in cells if c["inspector_class"] is not None]
-        out["day"] = {
-            "day": day, "cells": report["cells"], "rejected_count": report["rejected_count"],
-            "rejected_share": round(report["rejected_count"] / report["cells"], 4) if report["cells"] else None,
-            "model_versions": report["model_versions"],
-            "scored_by_champion": champion_version is not None and report["model_versions"] == [str(champion_version)],
-            "by_class": report["by_class"], "rejected": cells,
-            "rejected_shown": len(cells), "labelled": len(labelled),
-            "labels_agree": sum(1 for c in labelled if c["agrees"]),
-        }
-    # The champion's confusions; before any training is recorded, those of the version that scored the day.
-    version = champion_version or (out["day"]["model_versions"][-1] if out["day"] and out["day"]["model_versions"]
-                                   else None)
-    out["confusion"] = confusion(use_case.id, version)
-    return out
-
 
 # -- landing -------------------------------------------------------------------------------------
 
@@ -523,7 +404,8 @@ def use_case_view(use_case_id: str, asset: str | None = None, days: int = DAYS) 
         raise ConfigError(f"use case {use_case_id}: {asset!r} is not one of its assets {list(use_case.assets)}")
     rows = _rows(use_case, asset)
     days_ = timeline(use_case.id, rows, days)
-    champ = champion(rows, CLASSIFIER_HEADLINE if use_case.inspection is not None else HEADLINE)
+    modality = modality_of(use_case)
+    champ = champion(rows, modality.headline)
     return {
         "use_case": use_case.id, "plant": use_case.plant, "description": use_case.description,
         "asset": asset, "assets": list(use_case.assets), "is_fleet": use_case.is_fleet,
@@ -535,7 +417,6 @@ def use_case_view(use_case_id: str, asset: str | None = None, days: int = DAYS) 
         "quarantined": landing.quarantined(use_case.id),
         "rejected": rejected(use_case.id) if use_case.landing else [],
         "health": health(use_case),
-        # An inspection line writes verdicts, not predictions: its scored day is under "inspection".
-        "scores": latest_scores(asset) if use_case.inspection is None else None,
-        "inspection": None if use_case.inspection is None else inspection(use_case, champ and champ["version"]),
+        # The modality's pieces: a scored day of tags under "scores", an inspection line's under "inspection".
+        **modality.view(asset, champ and champ["version"]),
     }

@@ -30,11 +30,10 @@ import logging
 import math
 import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plantops.kinds.base import far_limit
+from plantops.kinds.base import TrainingData, far_limit  # noqa: F401 - TrainingData re-exported
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,24 +57,6 @@ REFERENCE_ROWS = 5000
 MIN_NEW_NORMAL_ROWS = 50
 # The evaluation of a model that could not be evaluated: every metric undefined.
 _EMPTY: dict[str, Any] = {"far": math.nan, "detection_rate": math.nan, "detection_rates": {}}
-
-
-@dataclass(frozen=True)
-class TrainingData:
-    """Rows of the wide feature frame (``asset``, ``ts``, features), split for one training run.
-
-    ``series``: every row, sorted by asset and time, with a fresh index; the three sets below are
-    rows of it (same index), so a temporal model can score the series in order and be judged on
-    the held-out rows in their context. ``fit``: the fit window minus fault-labelled and held-out
-    rows. ``holdout_normal``: the last 30 % (in time) of the rows labelled normal (of the unlabelled
-    rows when no row is labelled normal). ``holdout_faults``: the rows inside fault labels, with
-    their ``label`` column.
-    """
-
-    fit: pd.DataFrame
-    holdout_normal: pd.DataFrame
-    holdout_faults: pd.DataFrame
-    series: pd.DataFrame
 
 
 def _utc(value: Any) -> pd.Timestamp:

@@ -362,7 +362,7 @@ def log_confusion(client: MlflowClient, use_case: UseCase, name: str, kind: Any,
 
 # -- one inspection day for the operator and the approval -----------------------------------------
 
-def inspection_report(use_case: UseCase | str, day: str, asset: str | None = None,
+def inspection_report(use_case: UseCase, day: str, asset: str | None = None,
                       url: str | None = None) -> dict[str, Any]:
     """One day of verdicts (cells captured on ``day``, UTC; ``asset``: by default the use
     case's inspection line): ``cells``, ``rejected_count``,
@@ -370,11 +370,8 @@ def inspection_report(use_case: UseCase | str, day: str, asset: str | None = Non
     (run, cell, class, defect probability, ``heatmap`` relative to PLANTOPS_HOME, ``heatmap_path``
     on the plugin, ``heatmap_url`` with the api-server's base URL), and ``confusions`` per version
     (the text of :func:`log_confusion`'s record, None where the version has none)."""
-    from plantops.config import get_use_case
     from plantops.sources.inspections import read_verdicts
 
-    if isinstance(use_case, str):
-        use_case = get_use_case(use_case)
     use_case_id = use_case.id
     # The verdicts are kept per inspection line (the historian tables' asset).
     asset = asset or use_case.assets[0]
@@ -424,3 +421,19 @@ def report_markdown(report: dict[str, Any], max_cells: int = 20) -> str:
     for version, text in report["confusions"].items():
         lines += ["", f"v{version} confuses on its held-out cells: {text or 'not recorded'}."]
     return "\n".join(lines)
+
+
+def score(use_case: UseCase, kind: Any, model: Any, version: str, day: str) -> dict[str, Any]:
+    """An inspection day: the champion's verdict per cell (a heat map per rejected cell) written to
+    the historian side under the line, where inspectors and the monitor read them."""
+    from plantops.modalities.images.features import load_image_features
+    from plantops.sources import inspections
+
+    features = load_image_features(use_case.id, [day])
+    verdicts = score_inspections(use_case, kind, model, version, features)
+    written = inspections.write_verdicts(use_case.inspection.line, verdicts)
+    rejected = int(verdicts["rejected"].sum()) if len(verdicts) else 0
+    log.info("scored %s cells of %s on %s with v%s (%s): %s rejected", written, use_case.inspection.line, day,
+             version, kind.name, rejected)
+    return {"day": day, "asset": use_case.assets[0], "rows": written, "alarms": rejected, "model_version": version,
+            "model_kind": kind.name, "runs": sorted(verdicts["run_id"].unique().tolist()) if len(verdicts) else []}

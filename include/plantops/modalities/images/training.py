@@ -63,8 +63,9 @@ def labelled_cells(features: pd.DataFrame, labels: pd.DataFrame, reference_start
 def split(cells: pd.DataFrame) -> Any:
     """The :class:`~plantops.kinds.base.ImageSplit` of labelled cells: fit and the fixed held-out quarter."""
     from plantops.kinds.base import ImageSplit
+    from plantops.splits import holdout_mask
 
-    held = cells["cell_id"].map(is_held_out).to_numpy(dtype=bool)
+    held = holdout_mask(cells).to_numpy(dtype=bool)  # stratified by label and module_type
     return ImageSplit(fit=cells[~held].reset_index(drop=True), holdout=cells[held].reset_index(drop=True))
 
 
@@ -77,8 +78,9 @@ def train_inspection(use_case: UseCase, features: pd.DataFrame, labels: pd.DataF
 
     from plantops.image_features import STATS
     from plantops.kinds import get_kind
+    from plantops.splits import describe as holdout_rule
     from plantops.stages import registry
-    from plantops.stages.inspection_scoring import CONFUSIONS_TAG, log_confusion
+    from plantops.modalities.images.scoring import CONFUSIONS_TAG, log_confusion
     from plantops.stages.training import (
         MODEL,
         _decide_and_record, _flat_metrics, _log_and_register, _registered_by_this_run, _stored_result,
@@ -110,7 +112,7 @@ def train_inspection(use_case: UseCase, features: pd.DataFrame, labels: pd.DataF
         captured = pd.to_datetime(cells["captured_at"], utc=True)
         params = {
             "input_size": use_case.inspection.input_size,
-            "holdout": f"sha256(cell_id) < {HOLDOUT_SHARE}",
+            "holdout": holdout_rule(),
             "fit_start": captured.min().isoformat(),
             "fit_end": captured.max().isoformat(),
             "reference_start": "none" if reference_start is None else pd.Timestamp(reference_start).isoformat(),

@@ -11,7 +11,7 @@ Pillow (``load()``) and checked in this order, the first failing check being its
 chunk, or its pixel data is cut), ``wrong_size``, ``wrong_mode``, ``saturated``, ``blank`` (the
 thresholds are :class:`ImageChecks`); a second row naming an already listed file or cell is a
 ``duplicate_row``. The rows left go through the two GX suites of
-:mod:`plantops.stages.inspection_validation`; a row an expectation flags is rejected as
+:mod:`plantops.modalities.images.validation`; a row an expectation flags is rejected as
 ``invalid_row`` (manifest suite) or ``invalid_image`` (image suite), naming the expectation, and
 the failures are in the result. Last, an image whose pixels (SHA-256 of the decoded pixel bytes)
 are already in bronze from another run, or earlier in this run, is a ``duplicate`` of that cell.
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plantops.settings import get_settings
-from plantops.stages.inspection_validation import ImageChecks
+from plantops.modalities.images.validation import ImageChecks
 
 if TYPE_CHECKING:
     import numpy as np
@@ -367,7 +367,7 @@ def _validate(use_case_id: str, items: list[Item], labels: bool, run_day: date |
     import pandas as pd
 
     from plantops.sources.elpv_replay import LABEL_COLUMN, MANIFEST_COLUMNS
-    from plantops.stages import inspection_validation as iv
+    from plantops.modalities.images import validation as iv
 
     candidates = [i for i in items if i.reason is None]
     if not candidates:

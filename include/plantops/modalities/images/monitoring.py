@@ -23,8 +23,9 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from plantops.config import parse_duration
+from plantops.modalities.base import NoFeatures, rate
 from plantops.settings import get_settings
+from plantops.units import parse_duration
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,7 +115,7 @@ def rejected_image_share(use_case: UseCase, start: datetime, end: datetime) -> f
     """Share of the window's landed images that ingest rejected (their runs' day in the window)."""
     import pandas as pd
 
-    from plantops.stages.inspection_ingest import quarantined_items
+    from plantops.modalities.images.ingest import quarantined_items
 
     days = {(start + timedelta(days=k)).date().isoformat() for k in range(max(1, (end - start).days))}
     bronze = get_settings().bronze_root / use_case.id / "inspections"
@@ -164,3 +165,61 @@ def alert_body(record: dict[str, Any]) -> str:
             "If these rejects are false, the inspectors' labels of the cells tell the model (a labels file in the "
             "line's landing folder); the next monitor run retrains it on them.")
 
+
+
+def evidence(use_case: UseCase, name: str, day: str, start: datetime, end: datetime) -> dict[str, Any]:
+    """What the monitor weighs for an inspection line's window: the cells' image statistics and the
+    champion's outputs on them, its reject rate, the inspectors' late labels and the images ingest
+    rejected; the rejected cells with their heat maps."""
+    from plantops.image_features import STATS
+    from plantops.kinds import get_kind
+    from plantops.modalities.base import days_between
+    from plantops.modalities.images.features import load_image_features
+    from plantops.modalities.images.scoring import inspection_report
+    from plantops.sources import inspections
+    from plantops.stages import registry
+
+    kind = get_kind(use_case)
+    try:
+        features = load_image_features(use_case.id, days_between(start.isoformat(), end.isoformat()))
+    except NoFeatures:
+        features = None
+    cells = window_cells(use_case, features, start, end)
+    scored = cells.dropna(subset=["rejected"])
+    perf = performance(use_case, name, end, kind)
+    report = inspection_report(use_case, day)
+    champion = registry.champion(name)
+    return {
+        "current": cells,
+        "columns": [*STATS, *OUTPUTS],
+        "alarm_rate": float(scored["rejected"].mean()) if len(scored) else None,
+        "performance": perf,
+        "rejected_share": rejected_image_share(use_case, start, end),
+        "confirmation": confirmation(scored, inspections.read_labels(use_case.assets[0]), kind),
+        "record": {
+            "n_predictions": int(len(scored)),
+            "n_cells": int(len(cells)),
+            "performance_note": "not applicable: no inspector label has arrived for a cell the champion scored "
+                                "in the lookback" if perf is None else None,
+            "alarm_tags": [],
+            "rejected_cells": report["rejected"][:TOP_CELLS],
+            "by_class": report["by_class"],
+            "confusion": report["confusions"].get(champion[0]) if champion else None,
+            "feedback": [],
+        },
+    }
+
+
+def labelled_line(perf: dict[str, Any] | None) -> str:
+    if perf is None:
+        return "on labelled cells: not applicable (no inspector label yet for a cell it scored)"
+    return (f"on {perf['n_labelled']} cells the inspectors labelled: defect recall "
+            f"{rate(perf['detection_rate'], 'n/a (no defective cell)')} (held out at training: "
+            f"{rate(perf['expected_detection_rate'], 'n/a')}), false rejects "
+            f"{rate(perf['far'], 'n/a (no functional cell)')}")
+
+
+def alert(x: dict[str, Any], subject: str) -> dict[str, str]:
+    """The quality team's upset alert: the reject rate and the rejected cells with heat maps."""
+    share = "n/a" if x.get("alarm_rate") is None else f"{x['alarm_rate']:.0%}"
+    return {"subject": f"{subject}: upset, the model rejects {share} of the cells", "body": alert_body(x)}

@@ -1,7 +1,7 @@
 """Great Expectations 1.x suites for landed inspection images: the manifest rows and the images.
 
 Two suites over the same rows (one per image of an inspection run that passed the decode checks
-of :mod:`plantops.stages.inspection_ingest`), in the pattern of :mod:`plantops.stages.validation`:
+of :mod:`plantops.modalities.images.ingest`), in the pattern of :mod:`plantops.stages.validation`:
 each returns a :class:`~plantops.stages.validation.ValidationOutcome` naming every failed
 expectation and the rows that broke it, so ingest rejects those rows with the expectation as their
 reason and reports the failure in its result.
