@@ -31,6 +31,19 @@ from plantops.environments import localenv  # noqa: E402
 localenv.apply(SESSION_HOME)
 
 
+def without_site(name: str) -> dict:
+    """A shipped use case's YAML with its site's defaults written in and ``site`` dropped: the
+    template of tests that change its approvers or notifications (tests/test_sites.py covers what a
+    site gives)."""
+    import yaml
+
+    from plantops import config
+
+    data = yaml.safe_load((REPO / "include" / "use_cases" / f"{name}.yaml").read_text())
+    site = data.pop("site", None)
+    return config._inherit(data, config.load_sites(REPO / "include" / "sites")[site]) if site else data
+
+
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """Migrate the run's metadata DB once (SQLite, ~15 s)."""

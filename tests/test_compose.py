@@ -25,6 +25,7 @@ NATIVE_STACK_VARS = {
     "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
     "PLANTOPS_HISTORIAN_URL",
     "PLANTOPS_HISTORIAN_READ_URL",
+    "PLANTOPS_HISTORIANS",
     "PLANTOPS_STATE_URL",
     "MLFLOW_TRACKING_URI",
     "AIRFLOW_CONN_PLANTOPS_SPARK",
@@ -231,6 +232,15 @@ def test_connection_env_matches_the_native_stack(compose):
     points_at("PLANTOPS_STATE_URL", "postgresql+psycopg2", "postgres", "5432", "/plantops")
     points_at("PLANTOPS_HISTORIAN_READ_URL", "trino", "trino", "8080", "/historian/public")
     points_at("MLFLOW_TRACKING_URI", "http", "mlflow", "5000", None)
+    # Each further site historian (the native stack derives them from include/sites): its database
+    # and its Trino catalog.
+    from plantops.environments import stack
+
+    historians = json.loads(env["PLANTOPS_HISTORIANS"])
+    assert set(historians) == set(stack.site_historians()) == {"plantops_historian_coast"}
+    coast = {k: _url(v) for k, v in historians["plantops_historian_coast"].items()}
+    assert (coast["url"]["host"], coast["url"]["path"]) == ("postgres", "/historian_coast")
+    assert (coast["read_url"]["host"], coast["read_url"]["path"]) == ("trino", "/historian_coast/public")
     for var in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "PLANTOPS_HISTORIAN_URL", "PLANTOPS_STATE_URL"):
         assert _url(env[var])["auth"] == "${PLANTOPS_DB_USER:?set PLANTOPS_DB_USER in .env}:" \
             "${PLANTOPS_DB_PASSWORD:?set PLANTOPS_DB_PASSWORD in .env}", var
@@ -262,7 +272,7 @@ def test_trino_catalogs_are_the_repo_files_with_credentials_from_env(compose):
     trino = compose["services"]["trino"]
     env = _env(trino)
     catalogs = {target: source for source, target, _ro in _volumes(trino) if target.startswith("/etc/trino/catalog/")}
-    assert set(catalogs) == {"/etc/trino/catalog/historian.properties", "/etc/trino/catalog/lake.properties"}
+    assert set(catalogs) == {f"/etc/trino/catalog/{c}.properties" for c in ("historian", "historian_coast", "lake")}
     for target, source in catalogs.items():
         path = REPO / source
         assert path.is_file() and path.name == Path(target).name, source

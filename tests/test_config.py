@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import without_site
 
 from plantops.config import ConfigError, discover, load_use_case, parse_duration
 
@@ -13,7 +14,7 @@ USE_CASES = Path(__file__).resolve().parents[1] / "include" / "use_cases"
 
 
 def shipped() -> dict:
-    return yaml.safe_load((USE_CASES / "tep_reactor.yaml").read_text())
+    return without_site("tep_reactor")
 
 
 def write(tmp_path: Path, name: str, data) -> Path:

@@ -35,6 +35,15 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
+def test_a_use_case_at_a_site_carries_its_tag(dagbag):
+    from plantops.orchestration.dagfactory import STAGES
+
+    for use_case, site in (("tep_reactor", "north"), ("wind_fleet", "coast"), ("pv_cells", None)):
+        for stage in STAGES:
+            tags = [t for t in dagbag.dags[f"{use_case}__{stage}"].tags if t.startswith("site:")]
+            assert tags == ([f"site:{site}"] if site else []), (use_case, stage)
+
+
 def test_every_stage_exists_per_use_case(dagbag):
     from plantops.config import discover
     from plantops.orchestration.dagfactory import STAGES
@@ -46,10 +55,12 @@ def test_every_stage_exists_per_use_case(dagbag):
 
 
 def test_house_rules(dagbag):
+    from plantops.config import load_sites
     from plantops.orchestration.dagfactory import ALLOWED_TAGS
 
+    site_tags = {f"site:{site}" for site in load_sites(REPO / "include" / "sites")}
     for dag_id, dag in dagbag.dags.items():
-        assert set(dag.tags) <= ALLOWED_TAGS, dag_id
+        assert set(dag.tags) <= ALLOWED_TAGS | site_tags, dag_id
         assert dag.catchup is False, dag_id
         assert dag.doc_md, dag_id
         assert dag.dag_id.split("__")[1] in dag.tags

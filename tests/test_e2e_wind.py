@@ -98,14 +98,16 @@ def test_scada_quality_facts_reach_the_historian_and_every_alarm_is_explained(fl
 
     from plantops.sources import historian
 
-    with historian.engine().connect() as conn:
+    wind = get_use_case(WIND)
+    with historian.engine(conn_id=wind.historian_conn).connect() as conn:  # site coast's historian
         counts = dict(conn.execute(sa.select(historian.tag_values.c.quality, sa.func.count())
-                                   .where(historian.tag_values.c.asset.in_(get_use_case(WIND).assets))
+                                   .where(historian.tag_values.c.asset.in_(wind.assets))
                                    .group_by(historian.tag_values.c.quality)).all())
     assert counts["good"] > 0.95 * sum(counts.values())
     assert set(counts) - {"good"}, counts  # missing / stuck / curtailed values are kept, flagged
     live = scada_replay.LIVE["underperformance"]
-    predictions = historian.read_predictions(live.loss[0], live.start, live.start + __import__("datetime").timedelta(days=1))
+    predictions = historian.read_predictions(live.loss[0], live.start, live.start + __import__("datetime").timedelta(days=1),
+                                             conn_id=wind.historian_conn)
     alarms = predictions[predictions["alarm"] == 1]
     assert len(alarms) > 0.2 * len(predictions)
     assert predictions["expected"].notna().all() and predictions["residual"].notna().any()

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from conftest import without_site
 
 from plantops.config import AUDIENCES, EVENTS, ConfigError, Notifications, UseCase, load_use_case
 from plantops.environments import mailsink
@@ -50,7 +51,7 @@ EXPECTED = {
 
 
 def shipped(notifications: dict | None = None) -> dict:
-    data = yaml.safe_load((REPO / "include" / "use_cases" / "tep_reactor.yaml").read_text())
+    data = without_site("tep_reactor")
     # Monitoring is not what these tests are about: its defaults keep them independent of that block.
     data.pop("monitoring", None)
     # The shipped addresses are the plant's; each test says which notifications block it means.

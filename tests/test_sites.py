@@ -79,21 +79,23 @@ def error(folders, data: dict) -> tuple[Path, str]:
 
 # -- the shipped sites ----------------------------------------------------------------------------
 
-def test_shipped_sites_load_and_north_holds_what_tep_reactor_sets_today():
+def test_shipped_sites_load_and_the_shipped_use_cases_inherit_from_them():
     sites = load_sites(REPO / "include" / "sites")
     assert sorted(sites) == ["coast", "north"] and all(isinstance(s, Site) for s in sites.values())
     assert sites["north"].historian.conn_id == "plantops_historian"
     assert sites["coast"].historian.conn_id == "plantops_historian_coast"
-    # tep_reactor at north, without the blocks it would inherit, is the shipped tep_reactor: its
-    # landing keeps refusing naive timestamps by saying so (naive_timezone: null is set, not inherited).
-    shipped = load_use_case(REPO / "include" / "use_cases" / "tep_reactor.yaml")
-    data = yaml.safe_load((REPO / "include" / "use_cases" / "tep_reactor.yaml").read_text())
-    del data["approvers"], data["notifications"], data["historian"]["conn_id"]
-    data["site"] = "north"
-    data["landing"]["naive_timezone"] = None
-    at_north = config.parse_use_case(data, "tep_reactor.yaml", REPO / "include" / "sites")
-    assert at_north.site == "north" and shipped.site is None
-    assert at_north.model_copy(update={"site": None}) == shipped
+    tep = load_use_case(REPO / "include" / "use_cases" / "tep_reactor.yaml")
+    wind = load_use_case(REPO / "include" / "use_cases" / "wind_fleet.yaml")
+    assert (tep.site, wind.site) == ("north", "coast")
+    # Neither file names a connection, approvers or mail routes: each comes from its site.
+    for use_case, site in ((tep, sites["north"]), (wind, sites["coast"])):
+        data = yaml.safe_load((REPO / "include" / "use_cases" / f"{use_case.id}.yaml").read_text())
+        assert not {"approvers", "notifications"} & set(data) and "conn_id" not in data["historian"]
+        assert use_case.historian.conn_id == use_case.historian_conn == site.historian.conn_id
+        assert use_case.approvers == site.approvers
+        assert use_case.notifications.recipients == site.notifications.recipients
+    # tep_reactor's landing keeps refusing naive timestamps: naive_timezone: null is set, not inherited.
+    assert tep.landing.naive_timezone is None
 
 
 # -- inheritance ----------------------------------------------------------------------------------
@@ -150,8 +152,8 @@ def test_without_a_site_nothing_changes_and_no_site_is_read(folders, monkeypatch
     uc = load(folders, data)
     assert uc.site is None and uc.historian.conn_id == "plantops_historian" and uc.landing.naive_timezone is None
     assert uc.notifications == config.Notifications()
-    for name in ("pv_cells", "tep_reactor", "wind_fleet"):
-        assert load_use_case(REPO / "include" / "use_cases" / f"{name}.yaml").site is None
+    # pv_cells names no site: it loads although the site folder now holds a broken north.yaml.
+    assert load_use_case(REPO / "include" / "use_cases" / "pv_cells.yaml").site is None
 
 
 # -- errors ---------------------------------------------------------------------------------------

@@ -113,6 +113,37 @@ def test_historian_reads_go_through_trino(stack_env):
         conn.execute(text("DELETE FROM historian WHERE asset = 'probe'"))
 
 
+def test_each_site_reads_its_own_historian_through_its_own_catalog(stack_env):
+    """Two plants, two historians: wind_fleet (site coast) writes to its own PostgreSQL database
+    and its ingest reads it back through its own Trino catalog (historian_coast); tep_reactor's
+    (site north) catalog never sees those rows."""
+    from datetime import date
+
+    from sqlalchemy import text
+
+    from plantops.config import get_use_case
+    from plantops.sources import historian, scada_replay
+    from plantops.stages.ingest import ingest_historian
+
+    tep, wind = get_use_case(USE_CASE), get_use_case("wind_fleet")
+    assert (tep.site, wind.site) == ("north", "coast")
+    assert str(historian.reader(conn_id=tep.historian_conn).url).endswith("/historian/public")
+    coast = historian.reader(conn_id=wind.historian_conn)
+    assert coast.url.drivername == "trino" and str(coast.url).endswith("/historian_coast/public")
+    assert historian.engine(conn_id=wind.historian_conn).url.database == "historian_coast"
+    day = date(2014, 4, 15)
+    written = scada_replay.replay_range(wind, day, day + timedelta(days=1))["values"]
+    assert written > 0
+    with coast.connect() as conn:
+        per_asset = dict(conn.execute(text("SELECT asset, count(*) FROM historian GROUP BY asset")).all())
+    assert set(per_asset) == set(wind.assets) and sum(per_asset.values()) == written
+    assert historian.known_tags(wind.assets[0], ["Ws_avg"], conn_id=tep.historian_conn) == set()
+    start = datetime(2014, 4, 15, tzinfo=timezone.utc)
+    got = ingest_historian(wind, start, start + timedelta(days=1), "coast-probe")
+    assert got["values_in"] == written and got["values_written"] + got["values_rejected"] == written
+    assert got["days"] == {"2014-04-15": got["values_written"]}
+
+
 def test_lake_catalog_serves_bronze_and_features(stack_env):
     """Trino's `lake` catalog (Hive connector, file metastore) reads the parquet plantops wrote,
     partitioned by day; registering again changes nothing."""

@@ -636,7 +636,7 @@ _CONN_ID = r"^[A-Za-z0-9_.\-]{1,250}$"
 
 class SiteHistorian(_Frozen):
     """The site's historian: the Airflow connection its use cases read through, and the Trino
-    catalog over it (informational so far: the stack's catalog is ``historian``)."""
+    catalog over it (on the native stack also the name of its PostgreSQL database: docs/sites.md)."""
 
     conn_id: str = Field(pattern=_CONN_ID)
     catalog: str = Field(default="historian", pattern=IDENTIFIER)
@@ -827,6 +827,12 @@ class UseCase(_Frozen):
         if self.historian is None:
             return (self.landing.asset if self.landing and self.landing.asset else self.id,)
         return self.historian.assets or (self.historian.asset,)
+
+    @property
+    def historian_conn(self) -> str | None:
+        """The historian connection the use case reads and writes (its site's, unless it names its
+        own); None: the default ``plantops_historian`` (a use case without a historian section)."""
+        return self.historian.conn_id if self.historian is not None else None
 
     @property
     def is_fleet(self) -> bool:

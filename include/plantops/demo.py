@@ -340,7 +340,8 @@ def wind_fleet(demo: Demo) -> dict[str, Any]:
     for asset in wind.assets:
         champion = registry.champion(wind.model_name(asset))
         rows = decisions.latest(WIND, limit=50, asset=asset)
-        predictions = historian.read_predictions(asset, live[0].start, live[-1].start + timedelta(days=1))
+        predictions = historian.read_predictions(asset, live[0].start, live[-1].start + timedelta(days=1),
+                                                 conn_id=wind.historian_conn)
         assets[asset] = {
             "registered_model": wind.model_name(asset),
             "champion_version": champion[0] if champion else None,
@@ -504,7 +505,8 @@ def main() -> int:
         from plantops.sources import historian
 
         predictions = historian.read_predictions(use_case.assets[0], replay.HISTORY[-1].start,
-                                                 live["new_normal"].start + timedelta(days=1))
+                                                 live["new_normal"].start + timedelta(days=1),
+                                                 conn_id=use_case.historian_conn)
         alarms = predictions[predictions["alarm"] == 1]
         explained = int(alarms["top_tags"].notna().sum())
         by_day = predictions.groupby(predictions["ts"].dt.strftime("%Y-%m-%d"))

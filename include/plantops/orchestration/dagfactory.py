@@ -166,7 +166,9 @@ def _dag(use_case: UseCase, stage: str, schedule: Any, params: dict[str, Param] 
         start_date=START_DATE,
         catchup=False,
         default_args=default_args(use_case),
-        tags=["plantops", stage],
+        # The DAG list filters by tag: a use case at a site carries it (site:north), so the site's
+        # DAGs are one click apart from the other plants'.
+        tags=["plantops", stage, *([f"site:{use_case.site}"] if use_case.site else [])],
         doc_md=f"### {use_case.dag_id(stage)}\n\n{STAGE_DOCS[stage]}\n\n**Use case**: {use_case.plant}. "
                f"{use_case.description}\n\nConfigured in `include/use_cases/{use_case.id}.yaml`.",
         **kwargs,

@@ -129,25 +129,28 @@ def naive_utc(value: datetime | Any) -> datetime:
 PREDICTION_COLUMNS_ADDED = ("model_name",)
 
 
-def engine(url: str | None = None) -> Engine:
-    """The write side (the replayer, predictions, plant events, labels)."""
+def engine(url: str | None = None, conn_id: str | None = None) -> Engine:
+    """The write side (the replayer, predictions, plant events, labels) of the historian behind
+    ``conn_id`` (default ``plantops_historian``; a site names its own: docs/sites.md), or ``url``."""
     from plantops import db
 
-    return db.engine(url or get_settings().historian_url, metadata, added={predictions: PREDICTION_COLUMNS_ADDED})
+    return db.engine(url or get_settings().historian(conn_id)[0], metadata,
+                     added={predictions: PREDICTION_COLUMNS_ADDED})
 
 
-def reader(url: str | None = None) -> Engine:
-    """The read side: the same database, or Trino's catalog over it (``PLANTOPS_HISTORIAN_READ_URL``)."""
+def reader(url: str | None = None, conn_id: str | None = None) -> Engine:
+    """The read side: the same database, or Trino's catalog over it (``PLANTOPS_HISTORIAN_READ_URL``;
+    a site's historian: its own catalog)."""
     from plantops import db
 
-    return db.engine(url or get_settings().historian_read_url, metadata)
+    return db.engine(url or get_settings().historian(conn_id)[1], metadata)
 
 
 class SourceMismatch(LookupError):
     """The historian the URL points at lacks a table or column plantops reads."""
 
 
-def check_source(url: str | None = None) -> None:
+def check_source(url: str | None = None, conn_id: str | None = None) -> None:
     """Check the tables and columns plantops reads against what the catalog really has.
 
     Identifiers never come from YAML into SQL text: the queries are built from the table objects
@@ -156,7 +159,7 @@ def check_source(url: str | None = None) -> None:
     """
     from sqlalchemy import inspect
 
-    eng = reader(url)
+    eng = reader(url, conn_id)
     inspector = inspect(eng)
     where = eng.url.render_as_string(hide_password=True)
     for table in (tag_values, predictions, plant_events, labels):
@@ -169,11 +172,11 @@ def check_source(url: str | None = None) -> None:
             raise SourceMismatch(f"historian {where}: table {table.name!r} lacks columns {missing}")
 
 
-def write_tag_values(frame: pd.DataFrame, url: str | None = None) -> int:
+def write_tag_values(frame: pd.DataFrame, url: str | None = None, conn_id: str | None = None) -> int:
     """Upsert long rows (asset, tag, ts, value, quality): the covered window per asset is replaced."""
     if frame.empty:
         return 0
-    eng = engine(url)
+    eng = engine(url, conn_id)
     rows = [
         {"asset": a, "tag": t, "ts": naive_utc(ts), "value": None if v != v else float(v), "quality": q}
         for a, t, ts, v, q in frame[["asset", "tag", "ts", "value", "quality"]].itertuples(index=False)
@@ -196,7 +199,7 @@ def write_tag_values(frame: pd.DataFrame, url: str | None = None) -> int:
 
 
 def read_window(asset: str, tags: tuple[str, ...] | list[str], start: datetime, end: datetime,
-                url: str | None = None) -> pd.DataFrame:
+                url: str | None = None, conn_id: str | None = None) -> pd.DataFrame:
     """Rows of the asset's tags with start <= ts < end, ordered by tag and time."""
     import pandas as pd
 
@@ -210,25 +213,27 @@ def read_window(asset: str, tags: tuple[str, ...] | list[str], start: datetime, 
         )
         .order_by(tag_values.c.tag, tag_values.c.ts)
     )
-    with reader(url).connect() as conn:
+    with reader(url, conn_id).connect() as conn:
         frame = pd.DataFrame(conn.execute(query).fetchall(), columns=["asset", "tag", "ts", "value", "quality"])
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype("float64")
     return frame
 
 
-def known_tags(asset: str, tags: list[str] | tuple[str, ...], url: str | None = None) -> set[str]:
+def known_tags(asset: str, tags: list[str] | tuple[str, ...],
+               url: str | None = None, conn_id: str | None = None) -> set[str]:
     """Which of these tags the historian has ever stored for the asset."""
     query = select(tag_values.c.tag).where(tag_values.c.asset == asset, tag_values.c.tag.in_(list(tags))).distinct()
-    with reader(url).connect() as conn:
+    with reader(url, conn_id).connect() as conn:
         return {row[0] for row in conn.execute(query)}
 
 
-def read_frame(query: Any, times: tuple[str, ...], url: str | None = None) -> pd.DataFrame:
+def read_frame(query: Any, times: tuple[str, ...],
+               url: str | None = None, conn_id: str | None = None) -> pd.DataFrame:
     """The rows of ``query`` on the read side as a frame, its ``times`` columns as UTC timestamps."""
     import pandas as pd
 
-    with reader(url).connect() as conn:
+    with reader(url, conn_id).connect() as conn:
         result = conn.execute(query)
         frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
     for column in times:
@@ -240,7 +245,7 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None or value != value else float(value)
 
 
-def write_predictions(frame: pd.DataFrame, url: str | None = None) -> int:
+def write_predictions(frame: pd.DataFrame, url: str | None = None, conn_id: str | None = None) -> int:
     """Replace the predictions of the covered window (rerun-safe)."""
     if frame.empty:
         return 0
@@ -256,7 +261,7 @@ def write_predictions(frame: pd.DataFrame, url: str | None = None) -> int:
         }
         for r in frame.itertuples(index=False)
     ]
-    with engine(url).begin() as conn:
+    with engine(url, conn_id).begin() as conn:
         for asset, group in frame.groupby("asset"):
             conn.execute(
                 delete(predictions).where(
@@ -269,22 +274,23 @@ def write_predictions(frame: pd.DataFrame, url: str | None = None) -> int:
     return len(rows)
 
 
-def read_predictions(asset: str, start: datetime, end: datetime, url: str | None = None) -> pd.DataFrame:
+def read_predictions(asset: str, start: datetime, end: datetime,
+                     url: str | None = None, conn_id: str | None = None) -> pd.DataFrame:
     query = (
         select(predictions)
         .where(predictions.c.asset == asset, predictions.c.ts >= naive_utc(start), predictions.c.ts < naive_utc(end))
         .order_by(predictions.c.ts)
     )
-    return read_frame(query, ("ts",), url)
+    return read_frame(query, ("ts",), url, conn_id)
 
 
 def record_plant_event(asset: str, ts: datetime, kind: str, description: str, author: str,
-                       url: str | None = None) -> None:
+                       url: str | None = None, conn_id: str | None = None) -> None:
     """Log an operator intervention; recording the same event twice is a no-op."""
     if kind not in EVENT_KINDS:
         raise ValueError(f"plant event kind must be one of {EVENT_KINDS}, got {kind!r}")
     row = {"asset": asset, "ts": naive_utc(ts), "kind": kind, "description": description, "author": author}
-    with engine(url).begin() as conn:
+    with engine(url, conn_id).begin() as conn:
         exists = conn.execute(
             select(plant_events.c.id).where(*(plant_events.c[k] == v for k, v in row.items()))
         ).first()
@@ -292,40 +298,42 @@ def record_plant_event(asset: str, ts: datetime, kind: str, description: str, au
             conn.execute(insert(plant_events), [row])
 
 
-def read_plant_events(asset: str, start: datetime, end: datetime, url: str | None = None) -> list[dict]:
+def read_plant_events(asset: str, start: datetime, end: datetime,
+                      url: str | None = None, conn_id: str | None = None) -> list[dict]:
     query = (
         select(plant_events)
         .where(plant_events.c.asset == asset, plant_events.c.ts >= naive_utc(start), plant_events.c.ts < naive_utc(end))
         .order_by(plant_events.c.ts)
     )
-    with reader(url).connect() as conn:
+    with reader(url, conn_id).connect() as conn:
         return [dict(r._mapping) for r in conn.execute(query)]
 
 
-def write_labels(rows: list[dict], url: str | None = None) -> None:
+def write_labels(rows: list[dict], url: str | None = None, conn_id: str | None = None) -> None:
     """Upsert label periods (asset, start_ts, end_ts, label, source) keyed by asset and start."""
-    with engine(url).begin() as conn:
+    with engine(url, conn_id).begin() as conn:
         for row in rows:
             row = {**row, "start_ts": naive_utc(row["start_ts"]), "end_ts": naive_utc(row["end_ts"])}
             conn.execute(delete(labels).where(labels.c.asset == row["asset"], labels.c.start_ts == row["start_ts"]))
             conn.execute(insert(labels), [row])
 
 
-def read_labels(asset: str, url: str | None = None) -> pd.DataFrame:
-    return read_labels_of((asset,), url)
+def read_labels(asset: str, url: str | None = None, conn_id: str | None = None) -> pd.DataFrame:
+    return read_labels_of((asset,), url, conn_id)
 
 
-def read_labels_of(assets: tuple[str, ...] | list[str], url: str | None = None) -> pd.DataFrame:
+def read_labels_of(assets: tuple[str, ...] | list[str],
+                   url: str | None = None, conn_id: str | None = None) -> pd.DataFrame:
     """The label periods of these assets (lab results, confirmed faults, feedback), oldest first."""
     query = select(labels).where(labels.c.asset.in_(list(assets))).order_by(labels.c.start_ts)
-    return read_frame(query, ("start_ts", "end_ts"), url)
+    return read_frame(query, ("start_ts", "end_ts"), url, conn_id)
 
 
-def newest(column: Any, where: Any) -> datetime | None:
+def newest(column: Any, where: Any, conn_id: str | None = None) -> datetime | None:
     """The largest time in a historian table's ``column`` where ``where`` holds, None for none."""
     import sqlalchemy as sa
 
-    with reader().connect() as conn:
+    with reader(conn_id=conn_id).connect() as conn:
         newest = conn.execute(sa.select(sa.func.max(column)).where(where)).scalar()
     if isinstance(newest, str):  # SQLite through a plain string column type on some readers
         newest = datetime.fromisoformat(newest)

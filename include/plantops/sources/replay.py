@@ -128,7 +128,8 @@ def replay_episode(use_case: UseCase, episode: Episode) -> dict:
     dcs = [t.name for t in use_case.tags_from("historian")]
     long = frame[["ts", *dcs]].melt(id_vars="ts", var_name="tag", value_name="value")
     long = long.assign(asset=asset, quality="good")
-    historian.write_tag_values(long)
+    conn = use_case.historian_conn
+    historian.write_tag_values(long, conn_id=conn)
     landed = None
     if use_case.landing:
         analyzers = [t.name for t in use_case.tags_from("landing")]
@@ -137,11 +138,11 @@ def replay_episode(use_case: UseCase, episode: Episode) -> dict:
         historian.write_labels([{
             "asset": asset, "start_ts": episode.start, "end_ts": episode.start + timedelta(days=1),
             "label": episode.label, "source": "lab",
-        }])
+        }], conn_id=conn)
     if episode.event:
         hh, mm = (int(x) for x in episode.event[0].split(":"))
         historian.record_plant_event(asset, episode.start + timedelta(hours=hh, minutes=mm), episode.event[1],
-                                     episode.event[2], author="operator")
+                                     episode.event[2], author="operator", conn_id=conn)
     log.info("replayed %s (TEP run %02d%s) into %s", episode.day, episode.fault, "_te" if episode.test else "", asset)
     return {"day": str(episode.day), "fault": episode.fault, "rows": len(long), "landed": landed}
 

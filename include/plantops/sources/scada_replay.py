@@ -67,7 +67,7 @@ def replay_range(use_case: UseCase, start: datetime | date, end: datetime | date
         frame.loc[hit, "P_avg"] = frame.loc[hit, "P_avg"] * (1 - share)
     tags = [t for t in use_case.tag_names if t in frame.columns]
     long = scada.long_rows(frame[["asset", "ts", *tags]])
-    written = historian.write_tag_values(long)
+    written = historian.write_tag_values(long, conn_id=use_case.historian_conn)
     quality = long["quality"].value_counts().to_dict()
     log.info("replayed %d SCADA values (%s) of %s in [%s, %s)", written, quality, list(use_case.assets), start, end)
     return {"values": int(len(long)), "quality": {str(k): int(v) for k, v in quality.items()}}
@@ -90,5 +90,5 @@ def replay_day(use_case: UseCase, day: WindDay) -> dict:
         turbine, at, kind, description = day.event
         hh, mm = (int(x) for x in at.split(":"))
         historian.record_plant_event(turbine, day.start + timedelta(hours=hh, minutes=mm), kind, description,
-                                     author="operator")
+                                     author="operator", conn_id=use_case.historian_conn)
     return {"day": str(day.day), **out}

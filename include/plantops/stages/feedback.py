@@ -96,11 +96,11 @@ def _validate(use_case: Any, ts_start: str | datetime, ts_end: str | datetime, k
     return start, end, tag
 
 
-def _window_context(asset: str, start: datetime, end: datetime) -> dict[str, Any]:
+def _window_context(asset: str, start: datetime, end: datetime, conn: str | None) -> dict[str, Any]:
     from plantops.sources import historian
     from plantops.stages.explain import alarm_tag_summary
 
-    predictions = historian.read_predictions(asset, start, end)
+    predictions = historian.read_predictions(asset, start, end, conn_id=conn)
     if predictions.empty:
         return {"rows": 0, "alarms": 0, "model_versions": [], "alarm_tags": []}
     alarmed = predictions[predictions["alarm"] == 1]
@@ -138,15 +138,15 @@ def record_feedback(
         raise ValueError(f"asset: expected one of {list(use_case.assets)}, got {asset!r}")
     label = LABELS[kind]
     if label is not None:
-        clash = [row for row in historian.read_labels(asset).itertuples(index=False)
+        clash = [row for row in historian.read_labels(asset, conn_id=use_case.historian_conn).itertuples(index=False)
                  if row.start_ts == start and row.source != LABEL_SOURCE]
         if clash:
             # Labels are keyed by (asset, start): writing would silently replace the lab's label.
             raise ValueError(f"a {clash[0].source} label {clash[0].label!r} already starts at {start.isoformat()}; "
                              "start the feedback window a second later")
         historian.write_labels([{"asset": asset, "start_ts": start, "end_ts": end, "label": label,
-                                 "source": LABEL_SOURCE}])
-    context = _window_context(asset, start, end)
+                                 "source": LABEL_SOURCE}], conn_id=use_case.historian_conn)
+    context = _window_context(asset, start, end, use_case.historian_conn)
     row = {
         "kind": kind, "ts_start": start, "ts_end": end, "tag": tag, "comment": comment.strip(),
         "author": author.strip(), "label": label, "created_at": datetime.now(UTC),

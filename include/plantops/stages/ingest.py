@@ -144,12 +144,13 @@ def ingest_historian(use_case: UseCase, start: datetime, end: datetime, run_id: 
 
     tags = [t.name for t in use_case.tags_from("historian")]
     try:
-        historian.check_source()
+        conn = use_case.historian_conn
+        historian.check_source(conn_id=conn)
         frames, unknown = [], {}
         for asset in use_case.assets:  # a fleet's assets share the template's tags
-            part = historian.read_window(asset, tags, start, end)
+            part = historian.read_window(asset, tags, start, end, conn_id=conn)
             absent = sorted(set(tags) - set(part["tag"].unique()))
-            missing = sorted(set(absent) - historian.known_tags(asset, absent)) if absent else []
+            missing = sorted(set(absent) - historian.known_tags(asset, absent, conn_id=conn)) if absent else []
             if missing:
                 unknown[asset] = missing
             frames.append(part)

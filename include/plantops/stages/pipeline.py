@@ -257,7 +257,7 @@ def assess(use_case_id: str, run_id: str, day: str | None = None, asset: str | N
     lookback = parse_duration(monitoring.plant_event_lookback)
     events = [
         PlantEvent(kind=e["kind"], ts=e["ts"], asset=e["asset"], description=e["description"], author=e["author"])
-        for e in historian.read_plant_events(asset, start - lookback, end)
+        for e in historian.read_plant_events(asset, start - lookback, end, conn_id=use_case.historian_conn)
     ]
     champion = registry.champion(name)
     reference_start = registry.champion_reference_start(name)

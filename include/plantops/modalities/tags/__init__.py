@@ -88,4 +88,4 @@ class Tags(Modality):
     def view(self, asset: str, champion_version: str | None) -> dict[str, Any]:
         from plantops.modalities.tags.view import latest_scores
 
-        return {"scores": latest_scores(asset), "inspection": None}
+        return {"scores": latest_scores(asset, conn_id=self.use_case.historian_conn), "inspection": None}

@@ -27,8 +27,8 @@ def performance_check(use_case: UseCase, end: datetime, asset: str | None = None
 
     asset = asset or use_case.assets[0]
     start = end - parse_duration(use_case.monitoring.policy.performance.lookback)
-    predictions = historian.read_predictions(asset, start, end)
-    labels = historian.read_labels(asset)
+    predictions = historian.read_predictions(asset, start, end, conn_id=use_case.historian_conn)
+    labels = historian.read_labels(asset, conn_id=use_case.historian_conn)
     champion = registry.champion(use_case.model_name(asset))
     if champion is not None and len(predictions):
         # The champion is judged on its own predictions, not on those of the models before it.
@@ -80,7 +80,7 @@ def evidence(use_case: UseCase, asset: str, run_id: str, day: str, start: dateti
     from plantops.stages.feedback import since_last_monitor
     from plantops.stages.ingest import rejected_share
 
-    predictions = historian.read_predictions(asset, start, end)
+    predictions = historian.read_predictions(asset, start, end, conn_id=use_case.historian_conn)
     performance = performance_check(use_case, end, asset)
     residual = predictions["residual"].dropna() if "residual" in predictions else []
     return {
@@ -89,7 +89,7 @@ def evidence(use_case: UseCase, asset: str, run_id: str, day: str, start: dateti
         "alarm_rate": float(predictions["alarm"].mean()) if len(predictions) else None,
         "performance": performance,
         "rejected_share": rejected_share(use_case, start, end),
-        "confirmation": confirm_window(predictions, historian.read_labels(asset), start, end),
+        "confirmation": confirm_window(predictions, historian.read_labels(asset, conn_id=use_case.historian_conn), start, end),
         "record": {
             "n_predictions": int(len(predictions)),
             "mean_residual": float(residual.mean()) if len(residual) else None,

@@ -32,7 +32,7 @@ def score(use_case: UseCase, kind: Any, model: Any, version: str, day: str, asse
     warm = int((features["date"] < day).sum())
     features = features.iloc[max(0, warm - context):]
     predictions = score_frame(kind, model, features, version, context=min(context, warm), model_name=name)
-    written = historian.write_predictions(predictions)
+    written = historian.write_predictions(predictions, conn_id=use_case.historian_conn)
     alarms = int(predictions["alarm"].sum())
     log.info("scored %s rows of %s/%s with champion %s v%s (%s): %s alarms", written, asset, day, name, version,
              kind.name, alarms)

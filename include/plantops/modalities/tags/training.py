@@ -44,7 +44,8 @@ def training_rows(use_case: UseCase, asset: str | None) -> TrainingRows:
     features = load_features(use_case.id, asset=asset)
     if features.empty:
         raise NoFeatures(f"no features for {use_case.id}/{asset} yet: run {use_case.id}__features first")
-    labels = historian.read_labels_of(use_case.assets if asset is None else (asset,))
+    labels = historian.read_labels_of(use_case.assets if asset is None else (asset,),
+                                       conn_id=use_case.historian_conn)
     suspects = suspect_windows(use_case, asset)
     if suspects:
         labels = pd.concat([labels, pd.DataFrame(suspects)], ignore_index=True)

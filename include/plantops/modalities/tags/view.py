@@ -7,17 +7,17 @@ from datetime import datetime, timedelta
 from typing import Any
 
 
-def latest_scores(asset: str, limit: int = 2000) -> dict[str, Any] | None:
+def latest_scores(asset: str, limit: int = 2000, conn_id: str | None = None) -> dict[str, Any] | None:
     """The newest scored day of an asset: score, limit and alarm per row (the chart's points)."""
     import sqlalchemy as sa
 
     from plantops.sources import historian
 
     table = historian.predictions
-    newest = historian.newest(table.c.ts, table.c.asset == asset)
+    newest = historian.newest(table.c.ts, table.c.asset == asset, conn_id)
     if newest is None:
         return None
-    with historian.reader().connect() as conn:
+    with historian.reader(conn_id=conn_id).connect() as conn:
         start = datetime(newest.year, newest.month, newest.day)
         query = (sa.select(table.c.ts, table.c.score, table.c.threshold, table.c.alarm, table.c.model_version)
                  .where(table.c.asset == asset, table.c.ts >= start, table.c.ts < start + timedelta(days=1))
