@@ -57,7 +57,8 @@ def warm_features_day(work: Path, port: int, runs: int = 3) -> dict[str, Any]:
            "PYSPARK_PYTHON": PYTHON, "PYSPARK_DRIVER_PYTHON": PYTHON, "GX_ANALYTICS_ENABLED": "false"}
     from plantops.config import get_use_case
     from plantops.environments import sparkconnect
-    from plantops.orchestration.dagfactory import SPARK_CONF, _static_spark_args
+    from plantops.modalities.tags import feature_job_args
+    from plantops.orchestration.dagfactory import SPARK_CONF
     from plantops.settings import get_settings
     from plantops.sources import replay
     from plantops.stages import pipeline
@@ -68,7 +69,7 @@ def warm_features_day(work: Path, port: int, runs: int = 3) -> dict[str, Any]:
         replay.replay_episode(use_case, episode)
     start, end = str(day.day), str(day.day + timedelta(days=1))
     pipeline.ingest(use_case.id, str(lookback.day), end, "bench-warm")
-    args = [*_static_spark_args(use_case), "--ranges", f"{start}:{end}"]
+    args = [*feature_job_args(use_case), "--ranges", f"{start}:{end}"]
     bronze = get_settings().bronze_root / use_case.id
     log_path = work / "warm.log"
     result: dict[str, Any] = {"day": start, "asset": use_case.historian.asset, "tags": len(use_case.tag_names),

@@ -25,20 +25,20 @@ bundle), the same login as the rest of the api-server (a FastAPI dependency, no 
 handling in a browser bundle), and the page arrives complete in one response (no API round trips
 after load), which keeps it within a second on the demo state. Data access lives in
 :mod:`plantops.stages.overview` (plain dicts, tested without a browser); this module only renders,
-and escapes every value it renders.
+and escapes every value it renders. Where the page shows a modality's own evidence (an inspection
+line's day, what the model flagged on a judged day, the latest scored day's chart) the modality's
+:class:`plantops.modalities.page.Page` draws it: this module never asks which modality it has.
 """
 
 from __future__ import annotations
 
-import html
-import math
-from typing import Any
 from urllib.parse import quote
 
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse
 
+from plantops.modalities.page import Page, e, link, num, pct
 from plantops.settings import get_settings
 
 try:  # the auth dependency lives in airflow-core's API server
@@ -117,28 +117,6 @@ ul{margin:0;padding-left:16px}
 """
 
 
-def e(value: Any) -> str:
-    """Escaped text of a value; None as an em dash."""
-    return "&mdash;" if value is None else html.escape(str(value), quote=True)
-
-
-def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0%}"
-
-
-def num(value: float | None, fmt: str = ".3g") -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
-
-
-def link(href: str | None, text: str, top: bool = True, here: bool = False) -> str:
-    """A link; pages of the Airflow UI open in the whole window (the view sits in the UI's frame),
-    reports and MLflow in a new tab, and the view's own pages (``here``) in the frame itself."""
-    if not href:
-        return e(text)
-    target = "" if here else ' target="_top"' if top else ' target="_blank" rel="noopener"'
-    return f'<a href="{e(href)}"{target}>{e(text)}</a>'
-
-
 def badge(branch: str | None) -> str:
     kind = {"ok": "ok", "upset": "upset", "retrain": "retrain", "approval": "approval", "promoted": "ok",
             "refused": "upset", "timed_out": "warn"}.get(branch or "", "warn")
@@ -176,6 +154,10 @@ def render_index(data: dict) -> str:
 
 
 def render_use_case(v: dict) -> str:
+    from plantops.modalities import MODALITIES
+
+    modality = MODALITIES[v["modality"]]
+    pieces = modality.page()  # the modality draws its own evidence; the rest is every use case's
     parts = [f"<p class='small'>{link('/plantops/view/', '← all use cases', here=True)}</p>",
              f"<h1>{e(v['use_case'])}{' / ' + e(v['asset']) if v['is_fleet'] else ''}</h1>"
              f"<p class='muted'>{e(v['plant'])}. {e(v['description'])}</p>"]
@@ -183,18 +165,14 @@ def render_use_case(v: dict) -> str:
         parts.append("<p>Assets: " + " · ".join(
             f"<b>{e(a)}</b>" if a == v["asset"] else link(f"/plantops/view/{quote(v['use_case'])}?asset={quote(a)}", a, here=True)
             for a in v["assets"]) + "</p>")
-    parts.append(_champion(v["champion"]))
-    if v.get("inspection") is not None:
-        parts.append(_inspection(v["inspection"]))
-    parts += [_pending(v), _timeline(v["timeline"], v.get("inspection") is not None), _charts(v), _landing(v),
-              _health(v["health"])]
+    parts += [_champion(v["champion"]), pieces.section(v), _pending(v), _timeline(v["timeline"], pieces),
+              _charts(v, pieces, modality.words.output), _landing(v), _health(v["health"])]
     return page(f"Plant ML: {v['use_case']}", "".join(parts))
 
 
 # Held-out metrics in the champion's table: a detector's or regression's, then a classifier's.
 METRICS = ("far", "detection_rate", "detection_delay", "rmse", "mae",
            "accuracy", "balanced_accuracy", "defect_recall", "false_reject_rate")
-THUMB = 100  # heat-map thumbnails' width: the image (the cell, its caption below) at a third
 
 
 def _champion(c: dict | None) -> str:
@@ -218,72 +196,6 @@ def _champion(c: dict | None) -> str:
             f"{e(last['branch'])}: {e(last['reason'])}</span></p>{table}")
 
 
-def _thumb(path: str | None, alt: str) -> str:
-    """A heat map as a thumbnail linking to the full image (a new tab), or a dash when there is none."""
-    from plantops.modalities.images.scoring import CAPTION_HEIGHT, HEATMAP_SIDE
-
-    if not path:
-        return "&mdash;"
-    height = round(THUMB * (HEATMAP_SIDE + CAPTION_HEIGHT) / HEATMAP_SIDE)
-    return (f'<a href="{e(path)}" target="_blank" rel="noopener"><img src="{e(path)}" alt="{e(alt)}" '
-            f'width="{THUMB}" height="{height}" loading="lazy"></a>')
-
-
-def _inspection(i: dict) -> str:
-    """The latest inspection day of the line and the champion's confusions."""
-    d = i["day"]
-    parts = [f"<h2>Inspection line {e(i['line'])}</h2>"]
-    if d is None:
-        parts.append("<p>No inspection day scored yet: the line's verdicts appear after its first scoring.</p>")
-    else:
-        versions = ", ".join("v" + x for x in d["model_versions"]) or "none"
-        classes = "".join(f"<th>{e(name)}</th>" for name in d["by_class"])
-        counts = "".join(f"<td class='num'>{n}</td>" for n in d["by_class"].values())
-        parts.append(
-            f"<p>Latest scored day <b>{e(d['day'])}</b>: <b>{d['cells']}</b> cells scored by {e(versions)}"
-            f"{' (the champion)' if d['scored_by_champion'] else ''}, <b>{d['rejected_count']}</b> rejected "
-            f"({pct(d['rejected_share'])}).</p><table><tr><th>predicted class (defect probability)</th>{classes}"
-            f"</tr><tr><td>cells</td>{counts}</tr></table>")
-        if d["rejected"]:
-            rows = []
-            for c in d["rejected"]:
-                who = "" if c["inspector"] is None else f"<br><span class='small'>by {e(c['inspector'])}</span>"
-                rows.append(
-                    f"<tr><td>{e(c['cell_id'])}</td><td class='small'>{e(c['run_id'])}</td>"
-                    f"<td class='num'>{e(c['predicted_class'])}</td>"
-                    f"<td class='num'>{num(c['defect_probability'], '.2f')}</td>"
-                    f"<td class='num'>{e(c['inspector_class'])}{who}</td>"
-                    f"<td>{_thumb(c['heatmap_path'], 'heat map of ' + str(c['cell_id']))}</td></tr>")
-            more = d["rejected_count"] - d["rejected_shown"]
-            label_note = (f"inspectors' labels have arrived for {d['labelled']} of them, the same class as the "
-                          f"model's for {d['labels_agree']}" if d["labelled"] else "no inspector's label yet")
-            shown = f"the first {d['rejected_shown']} of {d['rejected_count']}" if more > 0 else "all of them"
-            parts.append(f"<p class='small'>Rejected cells, the most probable defects first ({shown}); "
-                         f"{label_note}. Each heat map shows in red where hiding the cell's pixels lowers the "
-                         "defect probability most.</p>")
-            parts.append(f"<table><tr><th>cell</th><th>run</th><th>model's class</th><th>p(defect)</th>"
-                         f"<th>inspector's class</th><th>heat map</th></tr>{''.join(rows)}</table>")
-    parts.append(_confusion(i["confusion"]))
-    return "".join(parts)
-
-
-def _confusion(c: dict | None) -> str:
-    """What the champion confuses on its held-out cells: the matrix image and the largest confusions in words."""
-    if c is None:
-        return "<h3>Confusions</h3><p>No model version yet.</p>"
-    head = f"<h3>What v{e(c['version'])} confuses on its held-out cells</h3>"
-    if not c["recorded"]:
-        return head + f"<p>{e(c['text'] or 'No confusion record for this version.')}</p>"
-    top = "".join(f"<li>{e(x['cells'])} of {e(x['of'])} cells of class {e(x['true'])} predicted {e(x['predicted'])} "
-                  f"({pct(x['share'])})</li>" for x in c["top"])
-    image = "" if not c["image_path"] else (
-        f'<p><a href="{e(c["image_path"])}" target="_blank" rel="noopener"><img src="{e(c["image_path"])}" '
-        f'alt="held-out confusion matrix of v{e(c["version"])}" width="300" loading="lazy"></a></p>')
-    return (head + f"<p>Four-class accuracy {pct(c['accuracy'])} on {e(c['n_cells'])} held-out cells. "
-            + (f"Largest confusions (share of the inspectors' class):</p><ul>{top}</ul>" if top
-               else "No confusions.</p>") + image)
-
-
 def _pending(v: dict) -> str:
     items = v["pending_approvals"]
     if not items:
@@ -295,20 +207,15 @@ def _pending(v: dict) -> str:
             f"<th></th></tr>{rows}</table>")
 
 
-def _timeline(days: list[dict], inspection: bool = False) -> str:
-    """The monitor's days; an inspection line's rows name rejected cells (with heat maps) instead of alarm tags."""
+def _timeline(days: list[dict], pieces: Page) -> str:
+    """The monitor's days; the modality's page names what the model flagged on each (alarm tags,
+    rejected cells with their heat maps)."""
     if not days:
         return "<h2>Monitor decisions</h2><p>No monitor decision yet.</p>"
     rows = []
     for d in days:
         alarms = "n/a (nothing scored)" if d["alarms"] is None else f"{d['alarms']} of {d['n_predictions']} ({pct(d['alarm_rate'])})"
-        if inspection:
-            tags = ", ".join(link(c["heatmap_path"], f"{c['cell_id']} ({num(c['defect_probability'], '.2f')})", top=False)
-                             for c in d["rejected_cells"]) or "&mdash;"
-            if d["n_rejected_cells"] > len(d["rejected_cells"]):
-                tags += f" and {d['n_rejected_cells'] - len(d['rejected_cells'])} more"
-        else:
-            tags = ", ".join(f"{e(t['tag'])} ({e(t['alarms'])})" for t in d["alarm_tags"]) or "&mdash;"
+        flagged = pieces.evidence(d)
         drifted = ", ".join(f"{e(t['tag'])} {num(t['score'], '.2f')} ({num(t['shift_sd'], '+.1f')} sd)"
                             for t in d["drifted_tags"])
         events = "".join(f"<li>{e((x['ts'] or '')[:16])} {e(x['kind'])} by {e(x['author'])}: {e(x['description'])}</li>"
@@ -327,15 +234,14 @@ def _timeline(days: list[dict], inspection: bool = False) -> str:
             f"{' / ' + e(d['guardrail']) if d['guardrail'] else ''}</span></td>"
             f"<td class='small'>{e(d['reason'])}{approval}{trains}</td>"
             f"<td class='num'>{pct(d['drift_share'])}<br><span class='small'>{e(d['n_drifted'])} of {e(d['n_columns'])}</span></td>"
-            f"<td class='small'>{drifted}</td><td class='small'>{alarms}</td><td class='small'>{tags}</td>"
+            f"<td class='small'>{drifted}</td><td class='small'>{alarms}</td><td class='small'>{flagged}</td>"
             f"<td class='small'>{'<ul>' + events + '</ul>' if events else '&mdash;'}</td>"
             f"<td class='small'>{'<ul>' + feedback + '</ul>' if feedback else '&mdash;'}</td>"
             f"<td class='small'>{link(d['report_path'], 'drift report', top=False) if d['report_path'] else 'no report'}"
             f"<br>{link(d['run_path'], 'run')}{' (' + str(d['runs_that_day']) + ' runs)' if d['runs_that_day'] > 1 else ''}</td></tr>")
     return ("<h2>Monitor decisions, day by day</h2><table><tr><th>day judged</th><th>branch / rule</th><th>reason</th>"
             "<th>drift share</th><th>most drifted (score, shift)</th>"
-            + ("<th>rejects</th><th>rejected cells (heat maps)</th>" if inspection
-               else "<th>alarms</th><th>top alarm tags (alarms)</th>")
+            + "".join(f"<th>{e(h)}</th>" for h in pieces.evidence_headers)
             + "<th>plant events</th><th>feedback</th><th>links</th></tr>" + "".join(rows) + "</table>")
 
 
@@ -368,55 +274,18 @@ def bars_svg(days: list[dict], width: int = 640, height: int = 160) -> str:
     return "".join(out)
 
 
-def score_svg(scores: dict, width: int = 640, height: int = 180, cap: float = 4.0) -> str:
-    """The latest scored day: score against its limit, alarms as red dots; scores above ``cap``
-    times the limit are drawn at the top (a fault's score can be a hundred times the limit)."""
-    points = scores["points"]
-    if not points:
-        return ""
-    limit = max(p["limit"] for p in points) or 1.0
-    y_max = min(max(p["score"] for p in points), cap * limit)
-    y_max = max(y_max, 1.2 * limit)
-    left, bottom, top = 36, 20, 10
-    inner_w, inner_h = width - left - 10, height - bottom - top
-
-    def xy(i: int, value: float) -> tuple[float, float]:
-        x = left + inner_w * (i / max(1, len(points) - 1))
-        return x, top + inner_h * (1 - min(value, y_max) / y_max)
-
-    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, p["score"]) for i, p in enumerate(points)))
-    _, y_limit = xy(0, limit)
-    out = [f'<svg role="img" aria-label="score against its limit" width="{width}" height="{height}">',
-           f'<polyline points="{line}" fill="none" stroke="#2d3748" stroke-width="1"/>',
-           f'<line x1="{left}" x2="{width - 10}" y1="{y_limit:.1f}" y2="{y_limit:.1f}" stroke="#dd6b20" '
-           f'stroke-dasharray="4 3"/><text x="2" y="{y_limit + 4:.1f}" font-size="10">limit</text>']
-    for i, p in enumerate(points):
-        if p["alarm"]:
-            x, y = xy(i, p["score"])
-            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="2" fill="#e53e3e"/>')
-    out.append(f'<text x="{left}" y="{height - 5}" font-size="10">{e(points[0]["ts"][11:16])}</text>'
-               f'<text x="{width - 10}" y="{height - 5}" font-size="10" text-anchor="end">'
-               f'{e(points[-1]["ts"][11:16])}</text></svg>')
-    return "".join(out)
-
-
-def _charts(v: dict) -> str:
+def _charts(v: dict, pieces: Page, output: str) -> str:
+    """The rate of the model's outputs (``output``: the modality's word, alarm or reject) and drift
+    per judged day, then the modality's chart of its latest scored day."""
     parts = ["<h2>Charts</h2>"]
-    inspection = v.get("inspection") is not None
     if v["timeline"]:
-        parts.append(f"<p class='small'>{'Reject' if inspection else 'Alarm'} rate (<span style='color:#e53e3e'>red"
+        parts.append(f"<p class='small'>{e(output.capitalize())} rate (<span style='color:#e53e3e'>red"
                      "</span>) and drift share (<span style='color:#3182ce'>blue</span>) per judged day</p>"
                      + bars_svg(v["timeline"]))
-    s = v["scores"]
-    if inspection:  # its scored day is the inspection section above
-        if not v["timeline"]:
-            parts.append("<p>No monitor decision yet.</p>")
-    elif s and s["points"]:
-        parts.append(f"<p class='small'>Score against its limit on {e(s['day'])} (latest scored day; model "
-                     f"v{e(', '.join(s['model_versions']))}): {s['alarms']} alarms of {len(s['points'])} rows, red dots</p>"
-                     + score_svg(s))
-    else:
-        parts.append("<p>No predictions yet.</p>")
+    scored = pieces.chart(v)
+    if not scored and not v["timeline"]:
+        scored = "<p>No monitor decision yet.</p>"
+    parts.append(scored)
     return "".join(parts)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from plantops.modalities.base import Modality, NoFeatures, TrainingRows, Words, days_between, rate
+from plantops.modalities.page import Page, e
 from plantops.settings import get_settings
 
 COLUMNS = ["sample_id", "ts", "analyte", "value"]
@@ -26,6 +27,8 @@ class LabSamples(Modality):
     name = "lab_samples"
     summary = "manual lab analyses: a few samples a day, landed as CSV by the lab"
     spark_job = "build_features.py"  # a real modality would name its own job; the toy builds in pandas
+    kind_outputs = frozenset({"detector"})  # a lab line has no fault labels: detectors of unusual samples
+    described = "of lab samples"
     words = Words(drifted="analytes", column="analyte", output="alarm", outputs="alarms",
                   scope="the labelled samples as normal")
     headline = ("far", "detection_rate")
@@ -41,6 +44,9 @@ class LabSamples(Modality):
         return get_settings().features_root / self.use_case.id / "lab"
 
     # -- ingest ------------------------------------------------------------------------------------
+    def landing(self) -> tuple[str, list[str]] | None:
+        return self.use_case.landing.folder, ["*.csv"]
+
     def ingest(self, run_id: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
         tags = {t.name: t for t in self.use_case.tags}
         files, days, quarantined = [], set(), 0
@@ -74,6 +80,10 @@ class LabSamples(Modality):
         return sorted(p.name.removeprefix("day=") for p in self._bronze().glob("day=*") if any(p.glob("*.parquet")))
 
     # -- features ----------------------------------------------------------------------------------
+    def spark_args(self, ranges: str) -> list[str]:
+        # What the job would be given; the toy's own build_features below is what the test runs.
+        return ["--use-case", self.use_case.id, "--analytes", ",".join(self.use_case.tag_names), "--ranges", ranges]
+
     def built_feature_days(self) -> list[str]:
         return sorted(p.stem.removeprefix("day=") for p in self._features().glob("day=*.parquet"))
 
@@ -161,6 +171,22 @@ class LabSamples(Modality):
     # -- view --------------------------------------------------------------------------------------
     def view(self, asset: str, champion_version: str | None) -> dict[str, Any]:
         return {"scores": None, "inspection": None}
+
+    @classmethod
+    def page(cls) -> Page:
+        return LabPage()
+
+
+class LabPage(Page):
+    """The lab's pieces of the Plant ML page: the analytes that alarmed; no chart of its own yet."""
+
+    evidence_headers = ("alarms", "analytes alarmed")
+
+    def evidence(self, day: dict[str, Any]) -> str:
+        return ", ".join(e(t["tag"]) for t in day["alarm_tags"]) or "&mdash;"
+
+    def chart(self, v: dict[str, Any]) -> str:
+        return "<p>The lab's samples are charted in LIMS.</p>"
 
 
 def _next(day: str) -> str:

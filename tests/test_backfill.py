@@ -153,10 +153,10 @@ def bronze_day(root: Path, day: str, level: float, seed: int) -> pd.DataFrame:
 def build(days: list[str]) -> dict:
     """What <uc>__features does for the changed days: plan_window, then the job with its arguments."""
     from plantops.config import get_use_case
-    from plantops.orchestration.dagfactory import _static_spark_args
+    from plantops.modalities.tags import feature_job_args
 
     plan = pipeline.plan_features(UC, days)
-    assert main([*_static_spark_args(get_use_case(UC)), "--ranges", plan["ranges"]]) == 0
+    assert main([*feature_job_args(get_use_case(UC)), "--ranges", plan["ranges"]]) == 0
     return plan
 
 

@@ -90,11 +90,11 @@ def _cli(capsys, *argv: str) -> tuple[int, list[dict]]:
 def _build(days: list[str]) -> dict:
     """What <uc>__features does for the days of a bronze event: plan_window, then the job."""
     from plantops.config import get_use_case
-    from plantops.orchestration.dagfactory import _static_spark_args
+    from plantops.modalities.tags import feature_job_args
     from spark_jobs.build_features import main
 
     plan = pipeline.plan_features(UC, days)
-    assert main([*_static_spark_args(get_use_case(UC)), "--ranges", plan["ranges"]]) == 0
+    assert main([*feature_job_args(get_use_case(UC)), "--ranges", plan["ranges"]]) == 0
     return plan
 
 

@@ -112,7 +112,7 @@ def _state(start, end) -> dict:
 
 
 def test_rerunning_every_stage_with_the_same_run_id_changes_nothing(plantops_home, spark, monkeypatch):
-    from plantops.orchestration.dagfactory import _static_spark_args
+    from plantops.modalities.tags import feature_job_args
 
     use_case = get_use_case(UC)
     episodes = replay.HISTORY[-6:]  # three labelled fault days, three labelled normal days
@@ -120,7 +120,7 @@ def test_rerunning_every_stage_with_the_same_run_id_changes_nothing(plantops_hom
         replay.replay_episode(use_case, episode)
     start, end = episodes[0].start, episodes[-1].start + timedelta(days=1)
     day = str(episodes[-1].day)
-    job_args = [*_static_spark_args(use_case), "--start", str(start.date()), "--end", str(end.date())]
+    job_args = [*feature_job_args(use_case), "--start", str(start.date()), "--end", str(end.date())]
 
     died = _die_after_the_first_new_version(monkeypatch)
     first = _run_every_stage(job_args, start, end, day, train_dies_once=True)

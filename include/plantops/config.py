@@ -788,15 +788,15 @@ class UseCase(_Frozen):
             raise ValueError("modality: 'images' goes with an 'inspection' section (and only it); leave modality out "
                              "to derive it")
 
-        # Image classifiers read inspection images; detectors and regressions read tags.
-        images = self.inspection is not None
-        suitable = sorted(n for n, k in kinds.KINDS.items() if (k.output == "classifier") == images)
+        # The modality names what the kinds that read its rows give (image classifiers for images;
+        # detectors and regressions for tags).
+        modality = modalities[self.modality]
+        suitable = sorted(n for n, k in kinds.KINDS.items() if k.output in modality.kind_outputs)
         for field, name in [("model.kind", self.model.kind), *(("model.compare_with", n) for n in self.model.compare_with)]:
             if name not in kinds.KINDS:
                 raise ValueError(f"{field}: unknown model kind {name!r}; expected one of {sorted(kinds.KINDS)}")
             if name not in suitable:
-                raise ValueError(f"{field}: kind {name!r} does not suit a use case "
-                                 f"{'with an inspection section (images)' if images else 'of tags'}; "
+                raise ValueError(f"{field}: kind {name!r} does not suit a use case {modality.described}; "
                                  f"expected one of {suitable}")
         try:
             params = kinds.validate_params(self.model.kind, self.model.params)

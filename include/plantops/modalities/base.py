@@ -5,23 +5,28 @@ wide or long files: :mod:`plantops.modalities.tags`) or inspection images with a
 (:mod:`plantops.modalities.images`). One :class:`Modality` subclass per package, bound to one use
 case (as a model kind is), answers for each stage:
 
-- **ingest**: what lands and how it is judged (``ingest``: bronze written, files quarantined), and
+- **ingest**: where deliveries land and which names complete one (``landing``: the DAGs watch
+  them), what lands and how it is judged (``ingest``: bronze written, files quarantined), and
   which days have bronze (``bronze_days``);
-- **features**: its Spark job (``spark_job``), which days a change rebuilds (``feature_plan``: the
-  lookback), which days are built (``built_feature_days``) and its GX suite over them
-  (``check_features``);
-- **train**: its training rows and labels (``training_rows``) and how they reach the kind and the
-  registry (``train``);
+- **features**: its Spark job (``spark_job``) and the job's arguments (``spark_args``), which days
+  a change rebuilds (``feature_plan``: the lookback), which days are built (``built_feature_days``)
+  and its GX suite over them (``check_features``);
+- **train**: the model kinds that read its rows (``kind_outputs``; ``described`` names such a use
+  case in the config's errors), its training rows and labels (``training_rows``) and how they
+  reach the kind and the registry (``train``);
 - **score**: its scoring rows and where the verdicts are written back (``score``);
 - **monitor**: its evidence for the policy (``evidence``: drift rows and columns, alarm rate,
   performance on late labels, the share quality gates rejected, what people confirmed), the lines
   it adds to an engineer's approval (``approval_lines``, ``labelled_line``, ``words``) and the
   operators' upset alert (``alert``);
-- **view**: its pieces of the Plant ML page (``view``, ``headline``).
+- **view**: its data on the Plant ML page (``view``, ``headline``) and how the page draws it
+  (``page``: a :class:`plantops.modalities.page.Page`).
 
-The stages call these methods and never ask which modality they have; :func:`plantops.modalities.modality_of`
-picks the use case's. Modality modules import only the light core at import time (DAG parsing
-reaches the registry); pandas, Spark and the stores load inside the methods.
+The stages, the DAG factory, the config and the plugin call these and never ask which modality they
+have; :func:`plantops.modalities.modality_of` picks the use case's. Modality modules import only the
+light core at import time: DAG parsing reaches the registry (``landing`` and ``spark_args`` run
+while a DAG file parses, so they read the use case and nothing else); pandas, Spark and the stores
+load inside the other methods.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from plantops.config import UseCase
+    from plantops.modalities.page import Page
 
 
 class NoFeatures(FileNotFoundError):
@@ -85,6 +91,11 @@ class Modality:
     summary: ClassVar[str]
     # spark_jobs/<spark_job>: the job that turns bronze into feature rows.
     spark_job: ClassVar[str]
+    # What the model kinds that read this modality's rows give (ModelKind.output): the YAML's
+    # model.kind and model.compare_with must be one of them.
+    kind_outputs: ClassVar[frozenset[str]]
+    # A use case of this modality in the config's messages: "kind 'x' does not suit a use case <described>".
+    described: ClassVar[str]
     words: ClassVar[Words]
     # The held-out metrics the Plant ML view shows for a champion.
     headline: ClassVar[tuple[str, ...]]
@@ -99,6 +110,12 @@ class Modality:
 
     # -- ingest -------------------------------------------------------------------------------------
 
+    def landing(self) -> tuple[str, list[str]] | None:
+        """The landing folder NiFi fills (under PLANTOPS_HOME/landing) and the file patterns that
+        complete a delivery: the ingest DAG watches them. None when nothing lands (a historian only).
+        Runs while the DAG file parses: reads the use case, imports nothing heavy."""
+        raise NotImplementedError
+
     def ingest(self, run_id: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
         """Land and judge what arrived (and the source window [start, end) where the modality has
         one; None when the run has no data interval); bronze for what passed, quarantine with a reason for what did not. The result holds
@@ -110,6 +127,12 @@ class Modality:
         raise NotImplementedError
 
     # -- features -----------------------------------------------------------------------------------
+
+    def spark_args(self, ranges: str) -> list[str]:
+        """``spark_job``'s arguments (spark-submit's and the SparkApplication's) for the day ranges
+        ``ranges`` (START:END[,START:END...]; a template filled from plan_window at run time). Runs
+        while the DAG file parses: reads the use case, imports nothing heavy."""
+        raise NotImplementedError
 
     def built_feature_days(self) -> list[str]:
         """The days that have a feature partition, oldest first."""
@@ -170,10 +193,17 @@ class Modality:
         ``inspection`` (an inspection line's day), None where it has none."""
         raise NotImplementedError
 
+    @classmethod
+    def page(cls) -> Page:
+        """How the Plant ML page draws the modality's pieces of the view (a section of its own, the
+        timeline's evidence columns, the chart of a scored day): the plugin calls it with the view's
+        ``modality`` and renders the rest."""
+        raise NotImplementedError
+
 
 # The contract's methods, for the contract tests.
-CONTRACT = ("ingest", "bronze_days", "built_feature_days", "feature_plan", "check_features", "training_rows",
-            "train", "score", "evidence", "approval_lines", "labelled_line", "alert", "view")
+CONTRACT = ("landing", "ingest", "bronze_days", "spark_args", "built_feature_days", "feature_plan", "check_features",
+            "training_rows", "train", "score", "evidence", "approval_lines", "labelled_line", "alert", "view", "page")
 
 
 def rate(value: float | None, missing: str) -> str:

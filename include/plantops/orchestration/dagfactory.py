@@ -26,6 +26,7 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, AssetWatcher, CronTrigg
 from airflow.sdk import task as sdk_task
 
 from plantops.config import ConfigError, UseCase, discover, parse_duration
+from plantops.modalities import modality_of
 from plantops.settings import REPO_ROOT, get_settings
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,9 @@ def assets(use_case: UseCase) -> dict[str, Asset]:
 
 
 def _watched(use_case: UseCase) -> tuple[str, list[str]] | None:
-    """The landing folder NiFi fills for the use case and the names that complete a delivery: the
-    landed files' patterns, or an inspection run's manifest and an inspectors' labels file."""
-    if use_case.inspection is not None:
-        return use_case.inspection.folder, ["*.manifest.csv", "*.labels.csv"]
-    if use_case.landing is not None:
-        return use_case.landing.folder, list(use_case.landing.patterns)
-    return None
+    """The landing folder NiFi fills for the use case and the names that complete a delivery, as
+    its modality says (the landed files' patterns; an inspection run's manifest and a labels file)."""
+    return modality_of(use_case).landing()
 
 
 def _landing_trigger(folder: str, patterns: list[str]):
@@ -328,20 +325,20 @@ def build_features(use_case: UseCase, a: dict[str, Asset]) -> DAG:
 
         window = plan_window()
         if kube:
-            build = kube.spark_task(use_case, "build_features", spark_args(use_case), SPARK_CONF)
+            build = kube.spark_task(use_case, "build_features", spark_args(use_case), SPARK_CONF,
+                                    job=modality_of(use_case).spark_job)
             check = kube.pod_task(use_case, "check_features", "check_features", [f"--ranges={PLANNED_RANGES}"])
             window >> [build, check]  # check reads plan_window's XCom, as the in-process task does
             build >> check
             publish_features(check.output, window)
             return dag
 
-        images = use_case.inspection is not None
         build = SparkJob(
             task_id="build_features",
-            application=str(REPO_ROOT / "spark_jobs" / ("build_image_features.py" if images else "build_features.py")),
+            application=str(REPO_ROOT / "spark_jobs" / modality_of(use_case).spark_job),
             conn_id="plantops_spark",
             name=f"{use_case.id}-features",
-            application_args=image_spark_args(use_case) if images else spark_args(use_case),
+            application_args=spark_args(use_case),
             conf=dict(SPARK_CONF),
             env_vars={"PLANTOPS_HOME": str(get_settings().home)},
         )
@@ -366,26 +363,8 @@ PLANNED_RANGES = "{{ ti.xcom_pull(task_ids='plan_window')['ranges'] }}"
 
 
 def spark_args(use_case: UseCase) -> list[str]:
-    """build_features.py's arguments, the same for spark-submit and the SparkApplication."""
-    return [*_static_spark_args(use_case), "--ranges", PLANNED_RANGES]
-
-
-def image_spark_args(use_case: UseCase) -> list[str]:
-    """build_image_features.py's arguments: the use case, the model input's side and the days."""
-    return ["--use-case", use_case.id, "--size", str(use_case.inspection.input_size), "--ranges", PLANNED_RANGES]
-
-
-def _static_spark_args(use_case: UseCase) -> list[str]:
-    settings = get_settings()
-    return [
-        "--input", str(settings.bronze_root / use_case.id),
-        "--output", str(settings.features_root / use_case.id),
-        "--tags", ",".join(use_case.tag_names),
-        "--bucket-seconds", str(use_case.features.bucket_seconds),
-        "--rolling-buckets", str(use_case.features.rolling_buckets),
-        "--lookback-days", str(use_case.features.lookback_days),
-        "--max-gap-seconds", str(use_case.features.max_gap_seconds),
-    ]
+    """The modality's feature job's arguments, the same for spark-submit and the SparkApplication."""
+    return modality_of(use_case).spark_args(PLANNED_RANGES)
 
 
 def build_train(use_case: UseCase, a: dict[str, Asset]) -> DAG:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 SPARK_API_VERSION = "sparkoperator.k8s.io/v1beta2"
 # Where the image holds the repository (Dockerfile: COPY . /opt/plantops).
 IMAGE_ROOT = "/opt/plantops"
-MAIN_APPLICATION_FILE = f"local://{IMAGE_ROOT}/spark_jobs/build_features.py"
+FEATURE_JOB = "build_features.py"  # the tag modality's; a use case's is its modality's spark_job
 DATA_VOLUME = "plantops-data"
 
 
@@ -131,8 +131,9 @@ def pod_task(use_case: UseCase, task_id: str, stage: str, arguments: list[str], 
     )
 
 
-def spark_application(use_case: UseCase, arguments: list[str], spark_conf: dict[str, str]) -> dict[str, Any]:
-    """The SparkApplication (Kubeflow Spark operator, v1beta2) running spark_jobs/build_features.py."""
+def spark_application(use_case: UseCase, arguments: list[str], spark_conf: dict[str, str],
+                      job: str = FEATURE_JOB) -> dict[str, Any]:
+    """The SparkApplication (Kubeflow Spark operator, v1beta2) running ``spark_jobs/<job>``."""
     kube = _kube(use_case)
     spark = kube.spark
     volumes, mounts = _data_volume(kube)
@@ -154,7 +155,7 @@ def spark_application(use_case: UseCase, arguments: list[str], spark_conf: dict[
         "mode": "cluster",
         "image": kube.spark_image,
         "imagePullPolicy": kube.image_pull_policy,
-        "mainApplicationFile": MAIN_APPLICATION_FILE,
+        "mainApplicationFile": f"local://{IMAGE_ROOT}/spark_jobs/{job}",
         "arguments": list(arguments),
         "sparkVersion": spark.spark_version,
         "sparkConf": dict(spark_conf),
@@ -175,14 +176,14 @@ def spark_application(use_case: UseCase, arguments: list[str], spark_conf: dict[
 
 
 def spark_task(use_case: UseCase, task_id: str, arguments: list[str], spark_conf: dict[str, str],
-               **kwargs: Any) -> SparkKubernetesOperator:
+               job: str = FEATURE_JOB, **kwargs: Any) -> SparkKubernetesOperator:
     kube = _kube(use_case)
     return SparkKubernetesOperator(
         task_id=task_id,
         name=dns_name(use_case.id, "features"),
         namespace=kube.namespace,
         # Only the "spark" part: with a "kubernetes" part the launcher would overwrite envFrom.
-        template_spec={"spark": spark_application(use_case, arguments, spark_conf)},
+        template_spec={"spark": spark_application(use_case, arguments, spark_conf, job)},
         kubernetes_conn_id=kube.kubernetes_conn_id,
         startup_timeout_seconds=kube.startup_timeout_seconds,
         get_logs=True,

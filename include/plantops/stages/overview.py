@@ -409,6 +409,7 @@ def use_case_view(use_case_id: str, asset: str | None = None, days: int = DAYS) 
     return {
         "use_case": use_case.id, "plant": use_case.plant, "description": use_case.description,
         "asset": asset, "assets": list(use_case.assets), "is_fleet": use_case.is_fleet,
+        "modality": modality.name,
         "generated_at": datetime.now(timezone.utc).isoformat(),
         "champion": champ,
         "timeline": days_,

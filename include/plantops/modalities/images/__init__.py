@@ -12,18 +12,30 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plantops.modalities.base import Modality, NoFeatures, TrainingRows, Words
+
+if TYPE_CHECKING:
+    from plantops.modalities.page import Page
+
+# What completes a delivery in the line's landing folder: an inspection run's manifest (written
+# after its images) and an inspectors' labels file.
+LANDED = ("*.manifest.csv", "*.labels.csv")
 
 
 class Images(Modality):
     name = "images"
     summary = "visual inspection runs: cell images with a manifest, inspectors' labels a day late"
     spark_job = "build_image_features.py"
+    kind_outputs = frozenset({"classifier"})
+    described = "with an inspection section (images)"
     words = Words(drifted="image statistics and model outputs", column="column", output="reject",
                   outputs="rejects", scope="every labelled cell, this window's included")
     headline = ("accuracy", "balanced_accuracy", "defect_recall", "false_reject_rate")
+
+    def landing(self) -> tuple[str, list[str]] | None:
+        return self.use_case.inspection.folder, list(LANDED)
 
     def ingest(self, run_id: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
         """Every completely landed inspection run (images judged one by one, the good ones to
@@ -51,6 +63,10 @@ class Images(Modality):
         from plantops.modalities.images.features import bronze_days
 
         return bronze_days(self.use_case.id)
+
+    def spark_args(self, ranges: str) -> list[str]:
+        """The use case, the model input's side and the days."""
+        return ["--use-case", self.use_case.id, "--size", str(self.use_case.inspection.input_size), "--ranges", ranges]
 
     def built_feature_days(self) -> list[str]:
         from plantops.modalities.images.features import built_feature_days
@@ -112,3 +128,9 @@ class Images(Modality):
         from plantops.modalities.images.view import inspection
 
         return {"scores": None, "inspection": inspection(self.use_case, champion_version)}
+
+    @classmethod
+    def page(cls) -> Page:
+        from plantops.modalities.images.view import InspectionPage
+
+        return InspectionPage()

@@ -12,17 +12,43 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plantops.modalities.base import Modality, TrainingRows, Words
+from plantops.settings import get_settings
+
+if TYPE_CHECKING:
+    from plantops.config import UseCase
+    from plantops.modalities.page import Page
+
+
+def feature_job_args(use_case: UseCase) -> list[str]:
+    """``spark_jobs/build_features.py``'s arguments but the days: where bronze is read and features
+    written, the tags and the feature settings (tests and the bench add ``--ranges`` or ``--start``)."""
+    settings = get_settings()
+    return [
+        "--input", str(settings.bronze_root / use_case.id),
+        "--output", str(settings.features_root / use_case.id),
+        "--tags", ",".join(use_case.tag_names),
+        "--bucket-seconds", str(use_case.features.bucket_seconds),
+        "--rolling-buckets", str(use_case.features.rolling_buckets),
+        "--lookback-days", str(use_case.features.lookback_days),
+        "--max-gap-seconds", str(use_case.features.max_gap_seconds),
+    ]
 
 
 class Tags(Modality):
     name = "tags"
     summary = "historian and landed tag time series, one feature row per asset and bucket"
     spark_job = "build_features.py"
+    kind_outputs = frozenset({"detector", "regression"})
+    described = "of tags"
     words = Words(drifted="tags", column="tag", output="alarm", outputs="alarms", scope="this window as normal")
     headline = ("far", "detection_rate", "detection_delay", "rmse", "mae")
+
+    def landing(self) -> tuple[str, list[str]] | None:
+        spec = self.use_case.landing
+        return None if spec is None else (spec.folder, list(spec.patterns))
 
     def ingest(self, run_id: str, start: datetime | None, end: datetime | None) -> dict[str, Any]:
         from plantops.modalities.tags import ingest
@@ -33,6 +59,9 @@ class Tags(Modality):
         from plantops.modalities.tags.features import bronze_days
 
         return bronze_days(self.use_case.id)
+
+    def spark_args(self, ranges: str) -> list[str]:
+        return [*feature_job_args(self.use_case), "--ranges", ranges]
 
     def built_feature_days(self) -> list[str]:
         from plantops.modalities.tags.features import built_feature_days
@@ -89,3 +118,9 @@ class Tags(Modality):
         from plantops.modalities.tags.view import latest_scores
 
         return {"scores": latest_scores(asset, conn_id=self.use_case.historian_conn), "inspection": None}
+
+    @classmethod
+    def page(cls) -> Page:
+        from plantops.modalities.tags.view import TagsPage
+
+        return TagsPage()
