@@ -159,6 +159,8 @@ def test_another_sites_dags_are_403(site_access):
     trigger, its approvals and its Plant ML JSON, reports, heat maps and decisions are all 403."""
     s = site_access
     assert s.status("ops1", "GET", f"/dags/{NORTH}__monitor/dagRuns") == 200
+    assert s.status("ops1", "PATCH", f"/dags/{NORTH}__train", json={"is_paused": False}) == 200
+    assert s.status("ops1", "POST", f"/dags/{NORTH}__train/dagRuns", json={"logical_date": None, "conf": {}}) == 200
     for method, path in [("GET", f"/dags/{COAST}__monitor"), ("GET", f"/dags/{COAST}__monitor/dagRuns"),
                          ("GET", f"/dags/{COAST}__monitor/dagRuns/~/hitlDetails"),
                          ("GET", f"/dags/{COAST}__monitor/dagRuns/manual__x/taskInstances/request_approval/-1/hitlDetails"),
