@@ -1,7 +1,9 @@
 """plantops Airflow plugin: the "Plant ML" view, the Evidently reports and the decision store, inside the Airflow UI.
 
 Mounted by the api-server at ``/plantops``; every route requires a logged-in Airflow user (the
-same session cookie or bearer token as the REST API):
+same session cookie or bearer token as the REST API), and shows only the use cases whose DAGs the
+user may read (a site's people: their site's; :class:`Readable`); another site's use case, report,
+heat map or decisions is a 403:
 
 - ``/plantops/view/``                        every use case and asset: champion, last decision, health
 - ``/plantops/view/<use_case>[?asset=]``     one use case (one asset of a fleet): the champion and its
@@ -49,10 +51,44 @@ except ImportError:  # pragma: no cover - an api-server always has it
 app = FastAPI(title="plantops", dependencies=[Depends(get_user)] if get_user else [])
 
 
+class Readable:
+    """The use cases the signed-in user may read: those whose DAGs the auth manager lets them read
+    (a site's people: their site's; the MLOps role and Admin: all). ``everything`` also covers
+    use cases that have no DAG (a broken YAML): only a user who may read every DAG sees those."""
+
+    def __init__(self, use_cases: set[str] | None) -> None:
+        self.use_cases = use_cases
+
+    @property
+    def everything(self) -> bool:
+        return self.use_cases is None
+
+    def __call__(self, use_case: str) -> bool:
+        return self.use_cases is None or use_case in self.use_cases
+
+
+def readable(user: Any = Depends(get_user) if get_user else None) -> Readable:
+    """The signed-in user's :class:`Readable`, from the auth manager of the api-server."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    manager = get_auth_manager()
+    # A DAG id no use case has: only a user authorized on every DAG may read it.
+    if manager.is_authorized_dag(method="GET", user=user, details=DagDetails(id="plantops.any-dag")):
+        return Readable(None)
+    return Readable({dag_id.rsplit("__", 1)[0] for dag_id in manager.get_authorized_dag_ids(user=user)})
+
+
+def _require(allowed: Readable, use_case: str) -> None:
+    if not allowed(use_case):
+        raise HTTPException(status_code=403, detail=f"not allowed to read use case {use_case!r} (another site's)")
+
+
 @app.get("/reports/{use_case}/{path:path}")
-def drift_report(use_case: str, path: str) -> FileResponse:
+def drift_report(use_case: str, path: str, allowed: Readable = Depends(readable)) -> FileResponse:
     """A drift report under the reports folder: ``<run>/drift.html``, or ``<run>/<asset>/drift.html`` in a fleet;
     or an inspection explanation image: ``heatmaps/v<version>/<run>/<cell>.png``, ``confusion/v<version>.png``."""
+    _require(allowed, use_case)
     root = get_settings().reports_root.resolve()
     target = (root / use_case / path).resolve()
     image = target.suffix == ".png" and path.split("/", 1)[0] in ("heatmaps", "confusion")
@@ -62,34 +98,40 @@ def drift_report(use_case: str, path: str) -> FileResponse:
 
 
 @app.get("/decisions/{use_case}")
-def latest_decisions(use_case: str, kind: str | None = None, limit: int = 20) -> list[dict]:
+def latest_decisions(use_case: str, kind: str | None = None, limit: int = 20,
+                     allowed: Readable = Depends(readable)) -> list[dict]:
     from plantops.stages import decisions
 
+    _require(allowed, use_case)
     return decisions.latest(use_case, kind=kind, limit=min(max(limit, 1), 200))
 
 
 @app.get("/view/data")
-def index_data() -> dict:
+def index_data(allowed: Readable = Depends(readable)) -> dict:
     from plantops.stages import overview
 
-    return overview.index()
+    return overview.index(allowed, broken=allowed.everything)
 
 
 @app.get("/view/{use_case}/data")
-def use_case_data(use_case: str, asset: str | None = None, days: int = 14) -> dict:
+def use_case_data(use_case: str, asset: str | None = None, days: int = 14,
+                  allowed: Readable = Depends(readable)) -> dict:
+    _require(allowed, use_case)
     return _view(use_case, asset, days)
 
 
 @app.get("/view/", response_class=HTMLResponse)
 @app.get("/view", response_class=HTMLResponse, include_in_schema=False)
-def index_page() -> HTMLResponse:
+def index_page(allowed: Readable = Depends(readable)) -> HTMLResponse:
     from plantops.stages import overview
 
-    return HTMLResponse(render_index(overview.index()))
+    return HTMLResponse(render_index(overview.index(allowed, broken=allowed.everything)))
 
 
 @app.get("/view/{use_case}", response_class=HTMLResponse)
-def use_case_page(use_case: str, asset: str | None = None, days: int = 14) -> HTMLResponse:
+def use_case_page(use_case: str, asset: str | None = None, days: int = 14,
+                  allowed: Readable = Depends(readable)) -> HTMLResponse:
+    _require(allowed, use_case)
     return HTMLResponse(render_use_case(_view(use_case, asset, days)))
 
 

@@ -108,6 +108,8 @@ def signed_in_client():
 
     plugin = _plugin()
     plugin.app.dependency_overrides[plugin.get_user] = lambda: {"username": "ops1"}
+    # The embedded tier's auth manager lets every user read every DAG (per-site reads: test_site_access.py).
+    plugin.app.dependency_overrides[plugin.readable] = lambda: plugin.Readable(None)
     try:
         yield TestClient(plugin.app)
     finally:

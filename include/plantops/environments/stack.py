@@ -704,7 +704,14 @@ def airflow_env(home: Path | None = None, api_port: int | None = None) -> dict[s
                                                    "extra": {"deploy-mode": "client"}}),
         # The driver binds and advertises loopback, where the executors reach it.
         "SPARK_LOCAL_IP": HOST,
+        # The production auth manager: FAB with per-site roles (plantops.orchestration.access);
+        # AirflowServices.start creates the roles and the sites' demo users after the migration.
+        "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
+        "AIRFLOW__API__SECRET_KEY": localenv._stable_secret(home / "airflow", "api_secret_key"),
     }
+
+
+FAB_AUTH_MANAGER = "plantops.orchestration.fab_auth.PlantopsFabAuthManager"
 
 
 def worker_hostname() -> str:
@@ -741,6 +748,10 @@ class AirflowServices:
             subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, check=True, stdout=out,
                            stderr=subprocess.STDOUT)
 
+    def python(self, *args: str) -> None:
+        with (self.log_dir / "airflow-cli.log").open("a") as out:
+            subprocess.run([sys.executable, *args], env=self.env, check=True, stdout=out, stderr=subprocess.STDOUT)
+
     def _command(self, component: str) -> tuple[list[str], dict[str, str]]:
         if not component.startswith("celery-worker-"):
             return [component], self.env
@@ -758,6 +769,9 @@ class AirflowServices:
             raise StackError(f"port {port} is in use (another api-server?): stop it first")
         if component is None:
             self.airflow("db", "migrate")
+            if self.env.get("AIRFLOW__CORE__AUTH_MANAGER") == FAB_AUTH_MANAGER:
+                # Before the dag-processor: the DAGs' access_control names the site roles.
+                self.python("-m", "plantops.environments.fabusers")
         for name in [component] if component else self.components:
             args, env = self._command(name)
             out = (self.log_dir / f"{name}.log").open("a")

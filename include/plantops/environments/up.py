@@ -53,8 +53,19 @@ def _welcome(env: dict[str, str], spark: Any) -> None:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, stdout=subprocess.DEVNULL)
     passwords = json.loads(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]).read_text())
     print(f"Airflow UI: {env['AIRFLOW__API__BASE_URL']}")
-    print(f"  operator          ops1 / {passwords['ops1']}  (views and triggers runs)")
-    print(f"  process engineer  eng1 / {passwords['eng1']}  (assigned to approvals: Browse > Required Actions)")
+    if spark is None and "fab" in env.get("AIRFLOW__CORE__AUTH_MANAGER", ""):
+        # The stack's FAB auth manager: the sites' people, mlops1 and admin (docs: Roles).
+        from plantops.config import Site, load_sites
+        from plantops.environments import fabusers
+        from plantops.orchestration import access
+
+        users = access.users({k: s for k, s in load_sites().items() if isinstance(s, Site)})
+        passwords = fabusers.passwords(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]), sorted(users))
+        for user, spec in users.items():
+            print(f"  {user:8} / {passwords[user]}  ({', '.join(spec['roles'])})")
+    else:
+        print(f"  operator          ops1 / {passwords['ops1']}  (views and triggers runs)")
+        print(f"  process engineer  eng1 / {passwords['eng1']}  (assigned to approvals: Browse > Required Actions)")
     print(f"  state: {env['PLANTOPS_HOME']}")
     port = int(os.environ.get("PLANTOPS_SMTP_PORT", "28025"))
     mail = Path(env["PLANTOPS_HOME"]) / "mail"

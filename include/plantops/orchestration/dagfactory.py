@@ -27,6 +27,7 @@ from airflow.sdk import task as sdk_task
 
 from plantops.config import ConfigError, UseCase, discover, parse_duration
 from plantops.modalities import modality_of
+from plantops.orchestration.access import dag_access_control
 from plantops.settings import REPO_ROOT, get_settings
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,10 @@ def _dag(use_case: UseCase, stage: str, schedule: Any, params: dict[str, Param] 
     if use_case.execution == "kubernetes":
         # Pod arguments are Jinja: they need the days of the triggering asset events as a macro.
         kwargs.setdefault("user_defined_macros", {"plantops_event_days": event_days})
+    if use_case.site is not None:
+        # The site's roles read and edit (trigger, pause) its DAGs; FAB syncs this into DAG:<id>
+        # permissions. The embedded tier's SimpleAuthManager ignores it.
+        kwargs.setdefault("access_control", dag_access_control(use_case.site))
     with StageDAG(
         dag_id=use_case.dag_id(stage),
         schedule=schedule,

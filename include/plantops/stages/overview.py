@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -370,11 +371,14 @@ def use_cases() -> dict[str, Any]:
     return {"good": good, "broken": {stem: str(err) for stem, err in bad.items()}}
 
 
-def index() -> dict[str, Any]:
-    """Per use case and asset: champion version, the last monitor decision, and pipeline health."""
+def index(readable: Callable[[str], bool] | None = None, broken: bool = True) -> dict[str, Any]:
+    """Per use case and asset: champion version, the last monitor decision, and pipeline health;
+    only the use cases ``readable`` admits (default: all), and the broken files only with ``broken``."""
     found = use_cases()
     entries = []
     for use_case in found["good"].values():
+        if readable is not None and not readable(use_case.id):
+            continue
         h = health(use_case)
         for asset in use_case.assets:
             rows = _rows(use_case, asset)
@@ -391,7 +395,7 @@ def index() -> dict[str, Any]:
                 "health": {"available": h["available"], "paused": h.get("paused", []), "queued": h.get("queued", 0),
                            "stuck": h.get("stuck", []), "error": h["error"]},
             })
-    return {"use_cases": entries, "broken": found["broken"]}
+    return {"use_cases": entries, "broken": found["broken"] if broken else {}}
 
 
 def use_case_view(use_case_id: str, asset: str | None = None, days: int = DAYS) -> dict[str, Any]:

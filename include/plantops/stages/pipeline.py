@@ -463,7 +463,9 @@ def approved_trainings(use_case_id: str, run_id: str, asked: list[dict], answers
         chosen = (answer.get("chosen_options") or [SAFE_DEFAULT])[0]
         branch = APPROVAL_OPTIONS.get(chosen, "refused")
         params = answer.get("params_input") or {}
-        who = (answer.get("responded_by_user") or {}).get("id", "")
+        # The user name: FAB records its numeric user id as "id"; both auth managers give the name.
+        responder = answer.get("responded_by_user") or {}
+        who = responder.get("name") or responder.get("id", "")
         if branch == "refused" and who and not params.get("reason"):
             log.warning("%s: %s refused without a reason; recorded as such", use_case_id, who)
             answer = {**answer, "params_input": {**params, "reason": f"refused by {who} (no reason given)"}}
