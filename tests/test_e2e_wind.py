@@ -87,7 +87,7 @@ def test_a_service_on_one_turbine_asks_its_engineer_only(fleet):
     assert turbine in summary["approval"]["subject"] and day in summary["approval"]["subject"]
     (approval,) = decisions.latest(WIND, kind="approval", asset=turbine)
     assert approval["asset"] == turbine and approval["branch"] == "refused"
-    assert approval["payload"]["responded_by"]["id"] == "eng1" and "encoder" in approval["reason"]
+    assert approval["payload"]["responded_by"]["id"] == "eng2" and "encoder" in approval["reason"]
     assert not [r for r in summary["triggered_runs"] if r.startswith(("approved__", "reference__"))]
 
 

@@ -345,7 +345,7 @@ def test_operators_trigger_but_neither_delete_dags_nor_write_xcoms():
     from plantops.environments import localenv
     from plantops.orchestration.auth import PlantopsAuthManager
 
-    assert localenv.USERS == {"ops1": "user", "eng1": "user"}
+    assert localenv.USERS == {"ops1": "user", "eng1": "user", "ops2": "user", "eng2": "user"}
     manager = PlantopsAuthManager()
     ops1 = SimpleAuthManagerUser(username="ops1", role=localenv.USERS["ops1"])
     admin = SimpleAuthManagerUser(username="root", role="admin")

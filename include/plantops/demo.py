@@ -225,10 +225,14 @@ class Demo:
         return str(episode.day)
 
     def approve(self, day: str, option: str, params: dict, use_case: str = USE_CASE) -> dict:
-        """Run the monitor for the day; answer its approval through the REST API as eng1."""
+        """Run the monitor for the day; answer its approval through the REST API as the use case's
+        first approver (its site's engineer: eng1 at north, eng2 at coast)."""
+        from plantops.config import get_use_case
+
         answer: dict = {}
+        engineer = get_use_case(use_case).approvers[0].id
         thread = answer_when_waiting(self, option, params, answer, use_case)
-        say("  waiting for the approval; answering through the REST API as eng1 (the assigned engineer)")
+        say(f"  waiting for the approval; answering through the REST API as {engineer} (the assigned engineer)")
         try:
             answer["branches"] = self.monitor_branches(day, use_case)
         except KeyboardInterrupt as exc:  # raised by the answering thread when it fails
@@ -238,7 +242,7 @@ class Demo:
             raise RuntimeError(f"answering the approval failed: {answer['error']}")
         if answer.get("unassigned") != 403:
             raise RuntimeError(f"an unassigned user was not refused: {answer.get('unassigned_message', answer)}")
-        say(f"  ops1 (not assigned) was refused with HTTP 403; eng1 answered: {option}")
+        say(f"  ops1 (not assigned) was refused with HTTP 403; {engineer} answered: {option}")
         return answer
 
     def feedback(self, day: str, kind: str, comment: str, author: str = "eng1", use_case: str = USE_CASE) -> None:
@@ -276,11 +280,12 @@ def answer_when_waiting(demo: Demo, option: str, params: dict, result: dict,
     interrupted rather than left waiting forever."""
     import _thread
 
+    from plantops.config import get_use_case
     from plantops.stages.approval import ApprovalError, wait_for_pending
 
     def worker() -> None:
         try:
-            engineer = demo.api("eng1")
+            engineer = demo.api(get_use_case(use_case).approvers[0].id)
             engineer.wait_healthy()
             detail = wait_for_pending(engineer, f"{use_case}__monitor")
             ti = detail["task_instance"]

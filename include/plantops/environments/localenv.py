@@ -19,7 +19,9 @@ from pathlib import Path
 from plantops.settings import REPO_ROOT, get_settings
 
 # user -> SimpleAuthManager role; the same in the stack (this env) and docker-compose (.env.example).
-USERS = {"ops1": "user", "eng1": "user"}
+# ops1/eng1 are site north's people, ops2/eng2 site coast's (include/sites): here every signed-in
+# user sees every site (SimpleAuthManager has no per-DAG permissions; the stack's FAB roles do).
+USERS = {"ops1": "user", "eng1": "user", "ops2": "user", "eng2": "user"}
 AUTH_MANAGER = "plantops.orchestration.auth.PlantopsAuthManager"
 
 
@@ -32,10 +34,12 @@ API_PORT = int(os.environ.get("PLANTOPS_API_PORT", "28080"))
 
 
 def passwords_file(home: Path) -> Path:
+    """The demo users' passwords, generated once per home; a user added later gets one too."""
     path = home / "airflow" / "passwords.json"
-    if not path.exists():
+    known = json.loads(path.read_text()) if path.exists() else {}
+    if set(USERS) - set(known):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({user: secrets.token_urlsafe(12) for user in USERS}))
+        path.write_text(json.dumps({**{user: secrets.token_urlsafe(12) for user in USERS}, **known}))
         path.chmod(0o600)
     return path
 

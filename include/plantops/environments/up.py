@@ -65,7 +65,9 @@ def _welcome(env: dict[str, str], spark: Any) -> None:
             print(f"  {user:8} / {passwords[user]}  ({', '.join(spec['roles'])})")
     else:
         print(f"  operator          ops1 / {passwords['ops1']}  (views and triggers runs)")
-        print(f"  process engineer  eng1 / {passwords['eng1']}  (assigned to approvals: Browse > Required Actions)")
+        print(f"  process engineer  eng1 / {passwords['eng1']}  (north's approvals: Browse > Required Actions)")
+        print(f"  operator          ops2 / {passwords['ops2']}  (site coast)")
+        print(f"  process engineer  eng2 / {passwords['eng2']}  (coast's approvals: wind_fleet)")
     print(f"  state: {env['PLANTOPS_HOME']}")
     port = int(os.environ.get("PLANTOPS_SMTP_PORT", "28025"))
     mail = Path(env["PLANTOPS_HOME"]) / "mail"
