@@ -502,7 +502,7 @@ def build_monitor(use_case: UseCase, a: dict[str, Asset]) -> DAG:
             """An upset: the champion detects something; the operators are told, nothing is retrained."""
             from plantops.stages.notify import send
 
-            return {"asset": asset, **send(use_case.id, "upset", subject, body, link)}
+            return {"asset": asset, **send(use_case, "upset", subject, body, link)}
 
         @task
         def plan_retrains(assessments, run_id=None) -> list[dict]:
