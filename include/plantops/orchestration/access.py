@@ -18,7 +18,7 @@ XCom writes), so plantops never gives them out.
 
 Users (:func:`users`): each site's operators and approvers (their ids are Airflow user names),
 ``mlops1`` and ``admin``; a person of two sites holds both sites' roles. Passwords are generated
-into the home's passwords file, never committed (:mod:`plantops.environments.fabauth`).
+into the home's passwords file, never committed (:mod:`plantops.environments.fabusers`).
 """
 
 from __future__ import annotations
