@@ -235,6 +235,8 @@ def test_confusions_are_logged_with_the_version_and_the_day_report_links_heat_ma
         sys.modules["plantops_plugin"] = plugin
         spec.loader.exec_module(plugin)
     plugin.app.dependency_overrides[plugin.get_user] = lambda: {"username": "ops1"}
+    # The embedded tier's auth manager lets every user read every DAG (per-site reads: test_site_access.py).
+    plugin.app.dependency_overrides[plugin.readable] = lambda: plugin.Readable(None)
     try:
         web = TestClient(plugin.app)
         served = web.get(path.removeprefix("/plantops"))
