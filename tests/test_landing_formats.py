@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import without_site
 
 from plantops.config import ConfigError, UseCase, load_use_case
 from plantops.settings import get_settings
@@ -32,7 +33,7 @@ ROWS = 12
 
 
 def _yaml() -> dict:
-    return yaml.safe_load((REPO / "include" / "use_cases" / f"{UC}.yaml").read_text())
+    return without_site(UC)  # validated below without the loader, so the site's defaults are written in
 
 
 def _use_case(landing_block: dict, **fields) -> UseCase:
