@@ -224,6 +224,7 @@ def test_browser_shows_a_site_its_own_dags(site_access, browser):
     ops.get_by_role("link", name=f"{NORTH}__monitor").first.wait_for()
     browser.shot(ops, "ops1-dag-list")
     assert ops.get_by_text(COAST).count() == 0
+    ops.get_by_role("link", name="Plant ML").first.wait_for()  # the navigation lists the plugin's view
     ops.goto(f"{site_access.base}/plantops/view/")
     ops.get_by_text(NORTH).first.wait_for()
     assert ops.get_by_text(COAST).count() == 0

@@ -49,7 +49,9 @@ def dag_access_control(site_id: str) -> dict[str, dict[str, set[str]]]:
 _READ = [("can_read", r) for r in (
     "DAG Dependencies", "DAG Code", "DAG Runs", "DAG Versions", "DAG Warnings", "Assets", "Asset Aliases",
     "Backfills", "Cluster Activity", "ImportError", "Jobs", "Task Instances", "Task Logs", "XComs",
-    "HITL Detail", "Website", "My Password", "My Profile")] + [
+    "HITL Detail", "Website", "My Password", "My Profile",
+    # The UI lists the plugins' views (Plant ML in the navigation) from GET /api/v2/plugins.
+    "Plugins")] + [
     ("can_edit", "My Password"), ("can_edit", "My Profile")] + [("menu_access", r) for r in (
         "Browse", "DAGs", "DAG Dependencies", "DAG Runs", "Assets", "Cluster Activity", "Docs", "Documentation",
         "Jobs", "Task Instances", "HITL Detail")]
