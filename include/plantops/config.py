@@ -17,6 +17,7 @@ import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from plantops.settings import DEFAULT_HISTORIAN
 from plantops.units import parse_duration  # noqa: F401 - re-exported: the config's durations
 
 IDENTIFIER = r"^[A-Za-z][A-Za-z0-9_]{0,62}$"
@@ -79,7 +80,7 @@ class HistorianSource(_Frozen):
     """Where the use case's tags live: one historian asset, or a fleet of assets sharing one template
     (tags, model kind, policy); per-asset work is mapped over ``assets`` in the DAGs."""
 
-    conn_id: str = "plantops_historian"
+    conn_id: str = DEFAULT_HISTORIAN
     asset: str | None = Field(default=None, pattern=_ASSET)
     assets: tuple[str, ...] = ()
 

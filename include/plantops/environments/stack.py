@@ -120,6 +120,11 @@ def _pg_url(database: str) -> str:
     return f"postgresql+psycopg2://{DB_USER}:{password()}@{HOST}:{PG_PORT}/{database}"
 
 
+def _trino_url(catalog: str) -> str:
+    """A historian's read side: its Trino catalog (Trino without TLS takes the user name only)."""
+    return f"trino://{DB_USER}@{HOST}:{TRINO_PORT}/{catalog}/public"
+
+
 def lake_root() -> Path:
     """Trino's `lake` catalog sees this folder; PLANTOPS_HOME on the stack tier lives inside it."""
     return STACK_DIR / "home"
@@ -134,10 +139,10 @@ def client_env() -> dict[str, str]:
         "PLANTOPS_DB_PASSWORD": password(),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": _pg_url("airflow"),
         "PLANTOPS_HISTORIAN_URL": _pg_url("historian"),
-        "PLANTOPS_HISTORIAN_READ_URL": f"trino://{DB_USER}@{HOST}:{TRINO_PORT}/historian/public",
+        "PLANTOPS_HISTORIAN_READ_URL": _trino_url("historian"),
         # Each further site's historian: its own database, read through its own Trino catalog.
         "PLANTOPS_HISTORIANS": json.dumps({
-            conn: {"url": _pg_url(catalog), "read_url": f"trino://{DB_USER}@{HOST}:{TRINO_PORT}/{catalog}/public"}
+            conn: {"url": _pg_url(catalog), "read_url": _trino_url(catalog)}
             for conn, catalog in sorted(site_historians().items())}),
         "PLANTOPS_STATE_URL": _pg_url("plantops"),
         "MLFLOW_TRACKING_URI": f"http://{HOST}:{MLFLOW_PORT}",
